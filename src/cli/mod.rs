@@ -1,0 +1,104 @@
+//! Command-line interface: `run` (the default, what the Docker image executes), `emulator` (a local Storage
+//! API) and `tables` (Storage tables for humans). Parsing lives here; each command calls into one module.
+
+pub mod tables;
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Keboola job runner: export tables from Storage, transform them with SQL, import the results back.
+#[derive(Debug, Parser)]
+#[command(name = "kbc-runner", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options of `run`, accepted without the subcommand name too.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl Cli {
+    /// Parses the command line; an error carries clap's message (help and version are "errors" too).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Cli::try_parse_from(args)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the job described by config.json in the data folder (the default command).
+    Run(RunArgs),
+    /// Serve a local Keboola Storage API (with S3-compatible file storage) on loopback.
+    Emulator(EmulatorArgs),
+    /// Work with Storage tables: list, detail, preview, export, import.
+    Tables(tables::TablesArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// The data folder (config.json, in/, out/). Default: $KBC_DATADIR, else /data when it exists, else ./data.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Start a local Storage API emulator with its store in DIR, seed it with the example's source tables on
+    /// first use, and run the job against it (no token or network needed).
+    #[arg(long, value_name = "DIR")]
+    pub local_stack: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on; port 0 picks a free port (the first stdout line says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Folder where buckets, tables, files and jobs are kept across restarts.
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+
+    /// A Storage API token the emulator accepts (repeatable).
+    #[arg(long = "token", value_name = "TOKEN", required = true)]
+    pub tokens: Vec<String>,
+}
+
+/// Runs the parsed command. Errors are classified by the caller (`main`).
+pub fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => crate::pipeline::run_command(cli.run),
+        Some(Command::Run(args)) => crate::pipeline::run_command(args),
+        Some(Command::Emulator(args)) => crate::emulator::run_command(args),
+        Some(Command::Tables(args)) => tables::run_command(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_run() {
+        let cli = Cli::try_parse_args(["kbc-runner", "--data-dir", "x"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.data_dir, Some(PathBuf::from("x")));
+    }
+
+    #[test]
+    fn emulator_needs_a_token() {
+        assert!(Cli::try_parse_args(["kbc-runner", "emulator", "--store", "s"]).is_err());
+        let cli = Cli::try_parse_args([
+            "kbc-runner", "emulator", "--listen", "127.0.0.1:0", "--store", "s", "--token", "a", "--token", "b",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Emulator(args)) => assert_eq!(args.tokens, ["a", "b"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! `config.json`, the way the platform writes it.
+//!
+//! Outside `parameters` we are lenient, like the platform asks: unknown keys are ignored (new ones appear),
+//! empty objects may arrive as `[]`, and defaults are filled in as the runner fills them. Our own
+//! `parameters` are strict: an unknown key fails with its name and the list of valid ones.
+
+use super::lenient::{self, Scalar};
+use super::manifest::{ColumnSchema, DataTypeSupport};
+use super::{Error, parse_json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The whole `config.json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Config {
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub storage: StorageConfig,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub parameters: Parameters,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub image_parameters: Map<String, Value>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub authorization: Map<String, Value>,
+    /// `run`, or the name of a sync action.
+    #[serde(default = "default_action", deserialize_with = "action")]
+    pub action: String,
+}
+
+fn default_action() -> String {
+    "run".to_owned()
+}
+
+fn action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = Option::<String>::deserialize(d)?.unwrap_or_default();
+    Ok(if value.is_empty() { default_action() } else { value })
+}
+
+impl Config {
+    /// Reads and validates `config.json`. Every `#` value is registered as a secret before the typed parse,
+    /// so no error message can show one.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses config.json text (`path` is only used in messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
+        let raw: Value = parse_json(path, text)?;
+        crate::secrets::register_hash_values(&raw);
+        if !raw.is_object() {
+            return Err(Error::invalid(path, "the configuration must be a JSON object"));
+        }
+        let config: Config = parse_json(path, text)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), Error> {
+        for (i, t) in self.storage.input.tables.iter().enumerate() {
+            t.validate()
+                .map_err(|m| Error::invalid(path, format!("storage.input.tables[{i}]: {m}")))?;
+        }
+        for (i, t) in self.storage.output.tables.iter().enumerate() {
+            t.validate()
+                .map_err(|m| Error::invalid(path, format!("storage.output.tables[{i}]: {m}")))?;
+        }
+        self.parameters
+            .validate()
+            .map_err(|m| Error::invalid(path, format!("parameters: {m}")))
+    }
+}
+
+/// `storage`: the input and output mapping.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StorageConfig {
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub input: StorageInput,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub output: StorageOutput,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StorageInput {
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub tables: Vec<InputTableMapping>,
+    /// File mappings are accepted and passed through; this component works with tables only.
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub files: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StorageOutput {
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub tables: Vec<OutputTableMapping>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub files: Vec<Value>,
+    /// Per-config override of the component's data type support.
+    #[serde(default)]
+    pub data_type_support: Option<DataTypeSupport>,
+    #[serde(default)]
+    pub default_bucket: Option<String>,
+}
+
+/// `eq` or `ne`, the only operators of the `where_*` and `delete_where_*` trios.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhereOperator {
+    #[default]
+    Eq,
+    Ne,
+}
+
+impl<'de> Deserialize<'de> for WhereOperator {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The platform normalises "" and null to eq.
+        match Option::<String>::deserialize(d)?.as_deref() {
+            None | Some("") | Some("eq") => Ok(WhereOperator::Eq),
+            Some("ne") => Ok(WhereOperator::Ne),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "unknown operator `{other}`, expected `eq` or `ne`"
+            ))),
+        }
+    }
+}
+
+impl WhereOperator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhereOperator::Eq => "eq",
+            WhereOperator::Ne => "ne",
+        }
+    }
+}
+
+/// One `storage.input.tables[]` item: what to export.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InputTableMapping {
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub source: String,
+    /// File name in `in/tables`; the table id when unset.
+    #[serde(default)]
+    pub destination: Option<String>,
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// A strtotime string, a unix timestamp, ISO 8601, or `adaptive`.
+    #[serde(default)]
+    pub changed_since: Option<String>,
+    #[serde(default, deserialize_with = "lenient::strings")]
+    pub columns: Vec<String>,
+    #[serde(default)]
+    pub where_column: Option<String>,
+    #[serde(default, deserialize_with = "lenient::strings")]
+    pub where_values: Vec<String>,
+    #[serde(default)]
+    pub where_operator: WhereOperator,
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+impl InputTableMapping {
+    fn validate(&self) -> Result<(), String> {
+        if self.source.trim().is_empty() {
+            return Err("`source` is required: the id of the table to export, e.g. in.c-main.orders".into());
+        }
+        if self.days.is_some_and(|d| d > 0) && self.changed_since.as_deref().is_some_and(|c| !c.is_empty()) {
+            return Err(format!("{}: set either `days` or `changed_since`, not both", self.source));
+        }
+        let has_column = self.where_column.as_deref().is_some_and(|c| !c.is_empty());
+        if has_column != !self.where_values.is_empty() {
+            return Err(format!("{}: `where_column` and `where_values` must be set together", self.source));
+        }
+        Ok(())
+    }
+
+    /// The file name in `in/tables`.
+    pub fn destination(&self) -> &str {
+        match self.destination.as_deref() {
+            Some(d) if !d.is_empty() => d,
+            _ => &self.source,
+        }
+    }
+
+    /// `changed_since` after the platform's rules: `days: N` becomes `-N days`; empty means none.
+    pub fn changed_since(&self) -> Option<String> {
+        match (self.changed_since.as_deref(), self.days) {
+            (Some(c), _) if !c.is_empty() => Some(c.to_owned()),
+            (_, Some(d)) if d > 0 => Some(format!("-{d} days")),
+            _ => None,
+        }
+    }
+}
+
+/// One rule of `delete_where` (new form).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeleteWhere {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_until: Option<String>,
+    #[serde(default, deserialize_with = "lenient::list", skip_serializing_if = "Vec::is_empty")]
+    pub where_filters: Vec<DeleteWhereFilter>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeleteWhereFilter {
+    pub column: String,
+    #[serde(default)]
+    pub operator: WhereOperator,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_from_set: Option<Vec<Scalar>>,
+    /// Other value sources (`values_from_storage`, `values_from_workspace`) need a workspace; kept verbatim
+    /// so we can say clearly that they are not supported.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// The options an output table can have, in the mapping or in its manifest (the mapping adds `source`).
+/// Fields are `Option` because the merge rules depend on whether a value was set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputTableOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution_key: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_where_column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_where_values: Option<Vec<Scalar>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_where_operator: Option<WhereOperator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_where: Option<Vec<DeleteWhere>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enclosure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column_metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_always: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_header: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<ColumnSchema>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplication_strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unload_strategy: Option<String>,
+}
+
+/// The keys an output manifest may hold; the platform rejects any other, and so do we.
+pub const OUTPUT_MANIFEST_KEYS: &[&str] = &[
+    "destination",
+    "incremental",
+    "primary_key",
+    "columns",
+    "distribution_key",
+    "delete_where_column",
+    "delete_where_values",
+    "delete_where_operator",
+    "delete_where",
+    "delimiter",
+    "enclosure",
+    "metadata",
+    "column_metadata",
+    "write_always",
+    "tags",
+    "manifest_type",
+    "has_header",
+    "description",
+    "table_metadata",
+    "schema",
+    "deduplication_strategy",
+    "unload_strategy",
+];
+
+impl OutputTableOptions {
+    /// The rules the platform's output mapping checks on a mapping or manifest.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(dest) = self.destination.as_deref().filter(|d| !d.is_empty()) {
+            if dest.split('.').count() != 3 || dest.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "destination `{dest}` is not a table id: it needs exactly two dots, like out.c-main.orders"
+                ));
+            }
+        }
+        if self.schema.is_some() {
+            for (key, set) in [
+                ("columns", self.columns.as_ref().is_some_and(|c| !c.is_empty())),
+                ("primary_key", self.primary_key.as_ref().is_some_and(|c| !c.is_empty())),
+                ("metadata", self.metadata.as_ref().is_some_and(|c| !c.is_empty())),
+                ("column_metadata", self.column_metadata.as_ref().is_some_and(|c| !is_empty_json(c))),
+            ] {
+                if set {
+                    return Err(format!("`schema` cannot be combined with `{key}`"));
+                }
+            }
+        }
+        let has_old = self.delete_where_column.as_deref().is_some_and(|c| !c.is_empty());
+        if has_old && self.delete_where.as_ref().is_some_and(|d| !d.is_empty()) {
+            return Err("`delete_where_column` cannot be combined with `delete_where`".into());
+        }
+        if has_old && self.delete_where_values.as_ref().is_none_or(|v| v.is_empty()) {
+            return Err("`delete_where_column` needs `delete_where_values`".into());
+        }
+        for (i, rule) in self.delete_where.iter().flatten().enumerate() {
+            if rule.changed_since.is_none() && rule.changed_until.is_none() && rule.where_filters.is_empty() {
+                return Err(format!(
+                    "delete_where[{i}] needs at least one of changed_since, changed_until, where_filters"
+                ));
+            }
+        }
+        if let Some(d) = self.delimiter.as_deref() {
+            if d.chars().count() != 1 {
+                return Err(format!("delimiter must be one character, got {} characters", d.chars().count()));
+            }
+        }
+        if let Some(e) = self.enclosure.as_deref() {
+            if e.chars().count() > 1 {
+                return Err("enclosure must be one character or empty".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_empty_json(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// One `storage.output.tables[]` item: what to import.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OutputTableMapping {
+    /// File or folder name in `out/tables`.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub source: String,
+    #[serde(flatten)]
+    pub options: OutputTableOptions,
+}
+
+impl OutputTableMapping {
+    fn validate(&self) -> Result<(), String> {
+        if self.source.trim().is_empty() {
+            return Err("`source` is required: the file name in out/tables".into());
+        }
+        self.options.validate().map_err(|m| format!("{}: {m}", self.source))
+    }
+}
+
+/// A pipeline step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Export,
+    Transform,
+    Import,
+}
+
+/// One block of SQL, as in Keboola's DuckDB transformation: blocks run in order, codes in order, and each
+/// script item is one statement.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub codes: Vec<Code>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Code {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub script: Vec<String>,
+}
+
+/// Our own `parameters`, validated strictly.
+///
+/// The keys of Keboola's DuckDB transformation (`blocks`, `threads`, `max_memory_mb`, `dtypes_infer`,
+/// `syntax_check_on_startup`, `duckdb_version`) are accepted so its configurations run unchanged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameters {
+    /// The transformation: SQL blocks run in order.
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub blocks: Vec<Block>,
+    /// Which steps to run; default: all three outside Keboola, `transform` inside it.
+    #[serde(default)]
+    pub steps: Option<Vec<Step>>,
+    /// How many tables are exported or imported at once (default 4).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// How long to wait for one Storage job, in seconds (default 3600).
+    #[serde(default)]
+    pub job_timeout_seconds: Option<u64>,
+    /// DuckDB threads (default: the CPU count).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// DuckDB memory limit, e.g. `2GB` (default: DuckDB's own, 80 % of RAM).
+    #[serde(default)]
+    pub memory_limit: Option<String>,
+    /// DuckDB memory limit in MB, the DuckDB transformation's name for `memory_limit`.
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
+    /// Storage API token, for runs where the platform does not forward one.
+    #[serde(default, rename = "#storage_token")]
+    pub storage_token: Option<String>,
+    /// Storage API URL (a bare host gets `https://`).
+    #[serde(default)]
+    pub storage_url: Option<String>,
+    /// Table id for the `listColumns` sync action.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Accepted for DuckDB transformation compatibility: input types always come from the manifest.
+    #[serde(default)]
+    pub dtypes_infer: Option<bool>,
+    /// Accepted for DuckDB transformation compatibility: SQL is always checked before anything runs.
+    #[serde(default)]
+    pub syntax_check_on_startup: Option<bool>,
+    /// Accepted for DuckDB transformation compatibility: the DuckDB version is the one built in.
+    #[serde(default)]
+    pub duckdb_version: Option<String>,
+}
+
+impl Parameters {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(c) = self.concurrency {
+            if !(1..=64).contains(&c) {
+                return Err(format!("`concurrency` must be between 1 and 64, got {c}"));
+            }
+        }
+        if self.threads == Some(0) {
+            return Err("`threads` must be at least 1".into());
+        }
+        if self.job_timeout_seconds == Some(0) {
+            return Err("`job_timeout_seconds` must be at least 1".into());
+        }
+        if self.memory_limit.is_some() && self.max_memory_mb.is_some() {
+            return Err("set either `memory_limit` or `max_memory_mb`, not both".into());
+        }
+        if let Some(steps) = &self.steps {
+            if steps.is_empty() {
+                return Err("`steps` is empty: list at least one of export, transform, import".into());
+            }
+        }
+        for (b, block) in self.blocks.iter().enumerate() {
+            for (c, code) in block.codes.iter().enumerate() {
+                if code.script.iter().all(|s| s.trim().is_empty()) {
+                    return Err(format!("blocks[{b}].codes[{c}] (`{}`) has no SQL in `script`", code.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The concurrency to use for exports and imports.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(4)
+    }
+
+    /// The DuckDB memory limit as DuckDB reads it.
+    pub fn duckdb_memory_limit(&self) -> Option<String> {
+        self.memory_limit
+            .clone()
+            .or_else(|| self.max_memory_mb.map(|mb| format!("{mb}MB")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(Path::new("config.json"), text)
+    }
+
+    #[test]
+    fn empty_objects_may_be_arrays_and_defaults_are_filled() {
+        let c = parse(r#"{"storage": [], "parameters": [], "image_parameters": [], "authorization": []}"#).unwrap();
+        assert_eq!(c.action, "run");
+        assert!(c.storage.input.tables.is_empty());
+        let c = parse(
+            r#"{"storage": {"input": {"tables": [{"source": "in.c-a.b", "where_column": "x",
+                "where_values": [1, "2"], "where_operator": ""}]}, "output": []},
+                "action": "", "unknown_root": 1}"#,
+        )
+        .unwrap();
+        let t = &c.storage.input.tables[0];
+        assert_eq!(t.destination(), "in.c-a.b");
+        assert_eq!(t.where_values, ["1", "2"]);
+        assert_eq!(t.where_operator, WhereOperator::Eq);
+        assert_eq!(c.action, "run");
+    }
+
+    #[test]
+    fn unknown_parameter_names_it_and_lists_valid_ones() {
+        let err = parse("{\"parameters\": {\n  \"concurency\": 2\n}}").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown field `concurency`"), "{text}");
+        assert!(text.contains("`concurrency`"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(err.is_user());
+    }
+
+    #[test]
+    fn secrets_in_bad_values_are_not_echoed() {
+        let err = parse(r##"{"parameters": {"#storage_token": 12345678901}}"##).unwrap_err();
+        assert!(!err.to_string().contains("12345678901"), "{err}");
+    }
+
+    #[test]
+    fn rules_are_checked() {
+        let err = parse(r#"{"storage": {"input": {"tables": [{"source": "in.c-a.b", "days": 2, "changed_since": "-1 days"}]}}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "out.c-a"}]}}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("exactly two dots"), "{err}");
+        let c = parse(r#"{"storage": {"input": {"tables": [{"source": "in.c-a.b", "days": 3}]}}}"#).unwrap();
+        assert_eq!(c.storage.input.tables[0].changed_since().as_deref(), Some("-3 days"));
+    }
+
+    #[test]
+    fn duckdb_transformation_config_is_accepted() {
+        let c = parse(
+            r#"{"parameters": {"blocks": [{"name": "B", "codes": [{"name": "C", "script": ["SELECT 1"]}]}],
+                "threads": 2, "max_memory_mb": 512, "dtypes_infer": false}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.parameters.blocks[0].codes[0].script, ["SELECT 1"]);
+        assert_eq!(c.parameters.duckdb_memory_limit().as_deref(), Some("512MB"));
+    }
+}

@@ -1,0 +1,239 @@
+//! The environment the platform gives a component (`KBC_*`), plus the brief's `KEBOOLA_TOKEN` /
+//! `KEBOOLA_STACK_URL` for runs outside Keboola. Only `KBC_DATADIR` and friends are always set by the
+//! platform; everything is optional here because local runs have none of it.
+
+use super::Error;
+use super::manifest::DataTypeSupport;
+use serde::Deserialize;
+use std::fmt;
+
+/// A secret string: registered for redaction when read, and never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        let value = value.into();
+        crate::secrets::register(&value);
+        Secret(value)
+    }
+
+    /// The plain value, for the one place that must send it (an HTTP header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(crate::secrets::MASK)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KbcVars {
+    datadir: Option<String>,
+    runid: Option<String>,
+    projectid: Option<String>,
+    stackid: Option<String>,
+    configid: Option<String>,
+    configrowid: Option<String>,
+    configversion: Option<String>,
+    componentid: Option<String>,
+    branchid: Option<String>,
+    data_type_support: Option<String>,
+    component_run_mode: Option<String>,
+    staging_file_provider: Option<String>,
+    token: Option<String>,
+    url: Option<String>,
+    logger_addr: Option<String>,
+    logger_port: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KeboolaVars {
+    token: Option<String>,
+    stack_url: Option<String>,
+}
+
+/// The component's environment, as the platform sets it (every variable optional).
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `KBC_DATADIR`, with its trailing slash as the platform writes it.
+    pub data_dir: Option<String>,
+    /// `KBC_RUNID`: set (non-empty) when the platform runs us; dotted for nested runs.
+    pub run_id: Option<String>,
+    pub project_id: Option<String>,
+    /// `KBC_STACKID`: the host of the Storage API URL.
+    pub stack_id: Option<String>,
+    /// `KBC_CONFIGID`: a numeric id, or a 40-character sha1 for configData-only runs.
+    pub config_id: Option<String>,
+    pub config_row_id: Option<String>,
+    pub config_version: Option<String>,
+    pub component_id: Option<String>,
+    /// `KBC_BRANCHID`: may be the default branch too; its presence does not mean "dev branch".
+    pub branch_id: Option<String>,
+    /// `KBC_DATA_TYPE_SUPPORT`: only with the project feature `new-native-types`.
+    pub data_type_support: Option<DataTypeSupport>,
+    /// `KBC_COMPONENT_RUN_MODE`: `run` or `debug`.
+    pub run_mode: Option<String>,
+    pub staging_file_provider: Option<String>,
+    /// `KBC_TOKEN` (forwarded token).
+    pub kbc_token: Option<Secret>,
+    /// `KBC_URL` (forwarded Storage API URL).
+    pub kbc_url: Option<String>,
+    /// `KEBOOLA_TOKEN` (the brief's name, for runs outside Keboola).
+    pub keboola_token: Option<Secret>,
+    /// `KEBOOLA_STACK_URL`, possibly a bare host.
+    pub keboola_stack_url: Option<String>,
+    /// `KBC_LOGGER_ADDR` / `KBC_LOGGER_PORT`: the GELF server, when the component logs over GELF.
+    pub logger: Option<(String, u16)>,
+}
+
+impl Environment {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables (tests pass their own).
+    pub fn from_vars<I>(vars: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        // Empty values are the same as unset: the platform writes `KBC_RUNID=""` for some runs.
+        let vars: Vec<(String, String)> = vars.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let kbc: KbcVars = envy::prefixed("KBC_")
+            .from_iter(vars.iter().cloned())
+            .map_err(|e| Error::Env {
+                name: "KBC_*".into(),
+                message: e.to_string(),
+            })?;
+        let keboola: KeboolaVars = envy::prefixed("KEBOOLA_")
+            .from_iter(vars.iter().cloned())
+            .map_err(|e| Error::Env {
+                name: "KEBOOLA_*".into(),
+                message: e.to_string(),
+            })?;
+        let data_type_support = match kbc.data_type_support.as_deref() {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|message| Error::Env {
+                name: "KBC_DATA_TYPE_SUPPORT".into(),
+                message,
+            })?),
+        };
+        let logger = match (kbc.logger_addr, kbc.logger_port) {
+            (Some(addr), Some(port)) => {
+                let port = port.parse::<u16>().map_err(|_| Error::Env {
+                    name: "KBC_LOGGER_PORT".into(),
+                    message: format!("`{port}` is not a port number"),
+                })?;
+                Some((addr, port))
+            }
+            _ => None,
+        };
+        Ok(Environment {
+            data_dir: kbc.datadir,
+            run_id: kbc.runid,
+            project_id: kbc.projectid,
+            stack_id: kbc.stackid,
+            config_id: kbc.configid,
+            config_row_id: kbc.configrowid,
+            config_version: kbc.configversion,
+            component_id: kbc.componentid,
+            branch_id: kbc.branchid,
+            data_type_support,
+            run_mode: kbc.component_run_mode,
+            staging_file_provider: kbc.staging_file_provider,
+            kbc_token: kbc.token.map(Secret::new),
+            kbc_url: kbc.url,
+            keboola_token: keboola.token.map(Secret::new),
+            keboola_stack_url: keboola.stack_url,
+            logger,
+        })
+    }
+
+    /// Whether the Keboola platform is running us (it always sets a run id there).
+    pub fn in_keboola(&self) -> bool {
+        self.run_id.is_some()
+    }
+
+    /// The Storage API URL and token from the environment: the forwarded `KBC_URL`/`KBC_TOKEN` first, then
+    /// the brief's `KEBOOLA_STACK_URL`/`KEBOOLA_TOKEN`. A bare host gets `https://`.
+    pub fn storage_credentials(&self) -> Option<(String, Secret)> {
+        let (url, token) = match (&self.kbc_url, &self.kbc_token) {
+            (Some(url), Some(token)) => (url.clone(), token.clone()),
+            _ => match (&self.keboola_stack_url, &self.keboola_token) {
+                (Some(url), Some(token)) => (url.clone(), token.clone()),
+                _ => return None,
+            },
+        };
+        Some((normalize_url(&url), token))
+    }
+}
+
+/// `connection.keboola.com` → `https://connection.keboola.com`; trailing slashes removed.
+pub fn normalize_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_owned()
+    } else {
+        format!("https://{url}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Environment {
+        Environment::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn reads_platform_variables() {
+        let e = env(&[
+            ("KBC_DATADIR", "/data/"),
+            ("KBC_RUNID", "1.2.3"),
+            ("KBC_CONFIGID", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+            ("KBC_DATA_TYPE_SUPPORT", "hints"),
+            ("KBC_LOGGER_ADDR", "10.0.0.1"),
+            ("KBC_LOGGER_PORT", "12201"),
+            ("KBC_BRANCHID", ""),
+        ]);
+        assert_eq!(e.data_dir.as_deref(), Some("/data/"));
+        assert!(e.in_keboola());
+        assert_eq!(e.data_type_support, Some(DataTypeSupport::Hints));
+        assert_eq!(e.logger, Some(("10.0.0.1".into(), 12201)));
+        assert_eq!(e.branch_id, None);
+    }
+
+    #[test]
+    fn forwarded_token_wins_and_bare_host_gets_https() {
+        let e = env(&[
+            ("KEBOOLA_TOKEN", "kb-token-1"),
+            ("KEBOOLA_STACK_URL", "connection.keboola.com"),
+        ]);
+        let (url, token) = e.storage_credentials().unwrap();
+        assert_eq!(url, "https://connection.keboola.com");
+        assert_eq!(token.expose(), "kb-token-1");
+        assert_eq!(format!("{token:?}"), "[hidden]");
+        let e = env(&[
+            ("KEBOOLA_TOKEN", "kb-token-1"),
+            ("KEBOOLA_STACK_URL", "connection.keboola.com"),
+            ("KBC_TOKEN", "kbc-token-2"),
+            ("KBC_URL", "http://127.0.0.1:9/"),
+        ]);
+        let (url, token) = e.storage_credentials().unwrap();
+        assert_eq!((url.as_str(), token.expose()), ("http://127.0.0.1:9", "kbc-token-2"));
+        assert!(!env(&[]).in_keboola());
+    }
+
+    #[test]
+    fn bad_values_are_user_errors() {
+        let err = Environment::from_vars([("KBC_DATA_TYPE_SUPPORT".to_string(), "all".to_string())])
+            .unwrap_err();
+        assert!(err.is_user());
+        assert!(err.to_string().contains("KBC_DATA_TYPE_SUPPORT"), "{err}");
+    }
+}
