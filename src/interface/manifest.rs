@@ -299,10 +299,11 @@ mod tests {
     #[test]
     fn form_follows_config_then_env() {
         use DataTypeSupport::*;
-        assert!(!uses_schema_form(None, None));
-        assert!(uses_schema_form(None, Some(Hints)));
+        // `None` alone is the variant here; `Option::None` is the absence of a value.
+        assert!(!uses_schema_form(Option::None, Option::None));
+        assert!(uses_schema_form(Option::None, Some(Hints)));
         assert!(!uses_schema_form(Some(None), Some(Authoritative)));
-        assert!(uses_schema_form(Some(Authoritative), None));
+        assert!(uses_schema_form(Some(Authoritative), Option::None));
     }
 
     #[test]
