@@ -12,6 +12,7 @@ pub const ACTIONS: &[&str] = &["testConnection", "listTables", "listColumns"];
 /// Runs the named action and prints its result.
 pub fn dispatch(ctx: &Context) -> anyhow::Result<()> {
     let name = ctx.config.action.as_str();
+    #[allow(unused_variables)]
     let result: Value = match name {
         "testConnection" | "listTables" | "listColumns" => {
             return Err(UserError::new(format!(
