@@ -298,10 +298,10 @@ mod tests {
 
     #[test]
     fn form_follows_config_then_env() {
-        use DataTypeSupport::*;
+        use DataTypeSupport::{Authoritative, Hints};
         assert!(!uses_schema_form(None, None));
         assert!(uses_schema_form(None, Some(Hints)));
-        assert!(!uses_schema_form(Some(None), Some(Authoritative)));
+        assert!(!uses_schema_form(Some(DataTypeSupport::None), Some(Authoritative)));
         assert!(uses_schema_form(Some(Authoritative), None));
     }
 

@@ -74,28 +74,30 @@ impl Error {
 /// line and column for both kinds of error. Messages never quote a value (it could be a secret).
 pub fn parse_json<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let result: Result<T, _> = serde_path_to_error::deserialize(&mut de).and_then(|v| {
-        de.end().map_err(|e| serde_path_to_error::Error::new(serde_path_to_error::Path::empty(), e))?;
-        Ok(v)
-    });
-    result.map_err(|err| {
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
-        let position = format!("line {}, column {}", inner.line(), inner.column());
-        let message = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                format!("invalid JSON at {position}: {}", strip_position(&inner.to_string()))
-            }
-            _ => {
-                let key = if path.is_empty() || path == "." { "(root)".to_owned() } else { path };
-                format!("`{key}` (at {position}): {}", strip_position(&inner.to_string()))
-            }
-        };
-        Error::Json {
-            file: file.to_owned(),
-            message: crate::secrets::redact(&message).into_owned(),
+        json_error(file, path, err.into_inner())
+    })?;
+    // Trailing characters after the document are a syntax error too.
+    de.end().map_err(|err| json_error(file, String::new(), err))?;
+    Ok(value)
+}
+
+fn json_error(file: &Path, path: String, inner: serde_json::Error) -> Error {
+    let position = format!("line {}, column {}", inner.line(), inner.column());
+    let message = match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            format!("invalid JSON at {position}: {}", strip_position(&inner.to_string()))
         }
-    })
+        _ => {
+            let key = if path.is_empty() || path == "." { "(root)".to_owned() } else { path };
+            format!("`{key}` (at {position}): {}", strip_position(&inner.to_string()))
+        }
+    };
+    Error::Json {
+        file: file.to_owned(),
+        message: crate::secrets::redact(&message).into_owned(),
+    }
 }
 
 /// serde_json appends " at line L column C" to its messages; we report the position ourselves.
