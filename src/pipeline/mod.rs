@@ -267,15 +267,7 @@ async fn run_steps(
 
     if steps.import {
         let only_write_always = before_import.is_err();
-        let plans = match plan::plan_outputs(&ctx.config, &ctx.data.out_tables(), only_write_always)
-        {
-            Ok(p) => p,
-            Err(e) if only_write_always => {
-                tracing::warn!("write_always tables not imported: {e:#}");
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        };
+        let plans = plan::plan_outputs(&ctx.config, &ctx.data.out_tables(), only_write_always)?;
         if !plans.is_empty() {
             if only_write_always {
                 tracing::warn!(

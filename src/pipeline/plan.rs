@@ -164,6 +164,10 @@ pub fn plan_outputs(
     out_tables: &Path,
     only_write_always: bool,
 ) -> anyhow::Result<Vec<OutputPlan>> {
+    if only_write_always {
+        let files = list_out_tables(out_tables).unwrap_or_default();
+        return Ok(plan_write_always(config, out_tables, &files));
+    }
     let files = list_out_tables(out_tables)?;
     let mut plans = Vec::new();
     let mut missing = Vec::new();
@@ -197,10 +201,38 @@ pub fn plan_outputs(
     for file in files.iter().filter(|f| !seen.contains(*f)) {
         plans.push(plan_one(config, out_tables, file, None)?);
     }
-    if only_write_always {
-        plans.retain(|p| p.write_always);
-    }
     Ok(plans)
+}
+
+/// After a failure: only the tables marked `write_always` that were written; anything that cannot be
+/// planned is left alone (the job's own error is what the user needs to see).
+fn plan_write_always(
+    config: &Config,
+    out_tables: &Path,
+    files: &BTreeSet<String>,
+) -> Vec<OutputPlan> {
+    let mapped: BTreeSet<&str> = config
+        .storage
+        .output
+        .tables
+        .iter()
+        .map(|m| m.source.as_str())
+        .collect();
+    let from_mappings = config
+        .storage
+        .output
+        .tables
+        .iter()
+        .filter(|m| files.contains(&m.source))
+        .filter_map(|m| plan_one(config, out_tables, &m.source, Some(&m.options)).ok());
+    let unmapped = files
+        .iter()
+        .filter(|f| !mapped.contains(f.as_str()))
+        .filter_map(|f| plan_one(config, out_tables, f, None).ok());
+    from_mappings
+        .chain(unmapped)
+        .filter(|p| p.write_always)
+        .collect()
 }
 
 fn user_err<T>(message: String) -> anyhow::Result<T> {
