@@ -620,3 +620,75 @@ mod tests {
         assert_eq!(c.parameters.duckdb_memory_limit().as_deref(), Some("512MB"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON documents, nested a few levels, with keys the parser knows and keys it does not.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("storage".to_owned()),
+            Just("input".to_owned()),
+            Just("output".to_owned()),
+            Just("tables".to_owned()),
+            Just("parameters".to_owned()),
+            Just("source".to_owned()),
+            Just("destination".to_owned()),
+            Just("blocks".to_owned()),
+            Just("codes".to_owned()),
+            Just("script".to_owned()),
+            Just("where_values".to_owned()),
+            Just("#storage_token".to_owned()),
+            "[a-z_#]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in ".{0,200}") {
+            let _ = Config::parse(Path::new("config.json"), &text);
+        }
+
+        #[test]
+        fn any_json_parses_or_fails_with_a_user_error(value in json_value()) {
+            let text = serde_json::to_string(&value).unwrap();
+            if let Err(err) = Config::parse(Path::new("config.json"), &text) {
+                prop_assert!(err.is_user(), "{err}");
+            }
+        }
+
+        #[test]
+        fn any_manifest_parses_or_fails_with_a_user_error(value in json_value()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.csv.manifest");
+            std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();
+            if let Err(err) = crate::interface::manifest::load_output_manifest(&path) {
+                prop_assert!(err.is_user(), "{err}");
+            }
+            if let Err(err) = crate::interface::manifest::InputManifest::load(&path) {
+                prop_assert!(err.is_user(), "{err}");
+            }
+            if let Err(err) = crate::interface::state::State::load(&path) {
+                prop_assert!(err.is_user(), "{err}");
+            }
+        }
+    }
+}
