@@ -3,12 +3,13 @@
 //! `concurrency` tables at once. Each table lands as `in/tables/<destination>` (the client writes it
 //! atomically) followed by its input manifest, written last so a manifest always describes a whole file.
 
+use super::StorageAccess;
 use super::report::{Step, TableReport};
 use crate::error::UserError;
 use crate::interface::config::InputTableMapping;
 use crate::interface::manifest::{InputManifest, manifest_path};
 use crate::interface::state::State;
-use crate::storage::{Client, DownloadMode, ExportOptions, Table};
+use crate::storage::{DownloadMode, ExportOptions, Table};
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Map, Value};
@@ -25,7 +26,7 @@ pub struct Exported {
 
 /// Exports all input tables. `in_keboola`: the platform may already have placed some of them.
 pub async fn run(
-    client: &Client,
+    storage: &StorageAccess,
     mappings: &[InputTableMapping],
     in_tables: &Path,
     state: &State,
@@ -37,14 +38,14 @@ pub async fn run(
         .with_context(|| format!("creating {}", in_tables.display()))?;
     // `buffered` keeps the config's order in the reports; the first failure stops the rest.
     futures::stream::iter(mappings.iter())
-        .map(|m| export_one(client, m, in_tables, state, in_keboola))
+        .map(|m| export_one(storage, m, in_tables, state, in_keboola))
         .buffered(concurrency.max(1))
         .try_collect()
         .await
 }
 
 async fn export_one(
-    client: &Client,
+    storage: &StorageAccess,
     mapping: &InputTableMapping,
     in_tables: &Path,
     state: &State,
@@ -81,6 +82,8 @@ async fn export_one(
         }
     }
 
+    // Only now is Storage needed: a run whose tables were all placed by the platform needs no token.
+    let client = storage.client("the export step (storage.input.tables)")?;
     // The table detail is read before the export: its lastImportDate then never covers rows the export
     // missed, so the next adaptive run may repeat rows but never loses any.
     let table = client
@@ -125,7 +128,11 @@ async fn export_one(
         changed_since,
         where_column: mapping.where_column.clone().filter(|c| !c.is_empty()),
         where_values: mapping.where_values.clone(),
-        where_operator: Some(mapping.where_operator.as_str().to_owned()),
+        where_operator: mapping
+            .where_column
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .map(|_| mapping.where_operator.as_str().to_owned()),
         limit: mapping.limit,
         ..Default::default()
     };

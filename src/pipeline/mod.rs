@@ -220,12 +220,9 @@ async fn run_steps(
     let before_import: anyhow::Result<()> = async {
         let inputs = &ctx.config.storage.input.tables;
         if steps.export && !inputs.is_empty() {
-            let client = ctx
-                .storage
-                .client("the export step (storage.input.tables)")?;
             tracing::info!("export: {} tables, {concurrency} at a time", inputs.len());
             let exported = export::run(
-                client,
+                &ctx.storage,
                 inputs,
                 &ctx.data.in_tables(),
                 state,
