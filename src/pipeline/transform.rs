@@ -302,6 +302,19 @@ pub fn base_type(duckdb: &str) -> &'static str {
 
 /// The `CREATE VIEW` for one input: RFC CSV (`,`, `"` doubled inside values), as the platform writes it.
 pub fn view_sql(view: &InputView) -> String {
+    if view.sliced && is_empty_dir(&view.path) {
+        // No slices is an empty table; a glob over nothing would fail.
+        let cols: Vec<String> = view
+            .columns
+            .iter()
+            .map(|(n, t)| format!("CAST(NULL AS {t}) AS {}", ident(n)))
+            .collect();
+        return format!(
+            "CREATE VIEW {} AS SELECT {} WHERE false",
+            ident(&view.name),
+            cols.join(", ")
+        );
+    }
     let source = if view.sliced {
         format!("{}/*", view.path.to_string_lossy())
     } else {
@@ -329,6 +342,10 @@ pub fn view_sql(view: &InputView) -> String {
         sql_string(&source),
         options.join(", ")
     )
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|mut it| it.next().is_none())
 }
 
 /// A quoted SQL identifier.
@@ -541,6 +558,33 @@ mod tests {
         .unwrap();
         let csv = std::fs::read_to_string(dir.path().join("out/tables/s.csv")).unwrap();
         assert_eq!(csv, "\"total\",\"m\"\n\"6.5\",\"2\"\n");
+    }
+
+    #[test]
+    fn header_only_and_empty_sliced_inputs_are_empty_tables() {
+        let dir = setup();
+        let t = dir.path().join("in/tables");
+        std::fs::write(t.join("none.csv"), "\"a\",\"b\"\n").unwrap();
+        std::fs::write(
+            t.join("none.csv.manifest"),
+            r#"{"id": "in.c-a.none", "columns": ["a", "b"]}"#,
+        )
+        .unwrap();
+        std::fs::create_dir_all(t.join("empty.csv")).unwrap();
+        std::fs::write(
+            t.join("empty.csv.manifest"),
+            r#"{"id": "in.c-a.empty", "columns": ["x"]}"#,
+        )
+        .unwrap();
+        run_blocking(&job(
+            dir.path(),
+            &["CREATE TABLE r AS SELECT (SELECT count(*) FROM none) AS n, (SELECT count(*) FROM empty) AS e, \
+               (SELECT count(b) FROM none) AS nb"],
+            &["r.csv"],
+        ))
+        .unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("out/tables/r.csv")).unwrap();
+        assert_eq!(csv, "\"n\",\"e\",\"nb\"\n\"0\",\"0\",\"0\"\n");
     }
 
     #[test]
