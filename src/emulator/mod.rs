@@ -1,52 +1,262 @@
-//! A local Keboola Storage API emulator (placeholder until the real one lands: the signatures are the
-//! contract the test harness and `--local-stack` use).
+//! A local Keboola Storage API: the subset of `/v2/storage` that Keboola clients use (tokens, buckets, tables,
+//! async jobs, import/export, files), its own S3-compatible file storage at the same base URL, a persistent
+//! store, and fault injection. It stands for Keboola, so it shares nothing with the runner but the wire format.
+//!
+//! Start it with `kbc-runner emulator --listen 127.0.0.1:0 --store DIR --token T` (first stdout line:
+//! `listening on http://HOST:PORT`), or in-process with [`Emulator::start`]. Point a client at the URL with
+//! the token; point an AWS SDK at it with `AWS_ENDPOINT_URL_S3=http://HOST:PORT` (path-style).
+//!
+//! ## Control API (token-protected like the Storage API; see also `src/emulator/README.md`)
+//! - `GET /_emulator/health` → `{"status":"ok"}`
+//! - `POST /_emulator/tables/{table_id}?primaryKey=a,b` with a CSV body (header row) → seeds the table
+//!   (creates bucket and table when missing, full load), like [`Emulator::seed_table`].
+//! - `GET /_emulator/tables/{table_id}` → the rows as CSV, like [`Emulator::dump_table`]; 404 when missing.
+//! - `POST /_emulator/faults` with one rule or an array (see [`faults`]); `GET` lists; `DELETE` clears.
+//!
+//! ## Semantics worth knowing
+//! - Duplicate primary keys inside one load: the last occurrence wins.
+//! - Each load of a table gets an import stamp (unix seconds) strictly greater than the previous load's, and
+//!   `lastImportDate` is that stamp; `changedSince` selects rows with a stamp **greater** than it and
+//!   `changedUntil` rows with a stamp **smaller**, so `changedSince = lastImportDate` selects nothing from
+//!   the last load (adaptive input mapping is exact). Rows whose values an upsert leaves unchanged keep their
+//!   stamp.
+//! - Exports are sliced (`<key>NNNN_part_00[.gz]`, about 250k rows per slice), header-less, with a manifest at
+//!   `<key>manifest`, and cached per table generation and parameters (`cacheHit: true`).
 
+mod api;
+mod body;
+mod error;
+pub mod faults;
+mod jobs;
+mod s3;
+mod server;
+mod store;
+mod table;
+mod timefmt;
+
+pub use faults::FaultRule;
+
+use anyhow::Context;
+use server::App;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+/// Where to listen, where to keep state, which tokens to accept.
+#[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     pub listen: SocketAddr,
     pub store: PathBuf,
     pub tokens: Vec<String>,
 }
 
+/// A running emulator (its server is a task on the runtime that started it).
 pub struct Emulator {
+    app: Arc<App>,
     addr: SocketAddr,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Emulator {
-    pub async fn start(_config: EmulatorConfig) -> anyhow::Result<Emulator> {
-        anyhow::bail!("the Storage API emulator is not built yet")
+    /// Binds (port 0 allowed), loads the store, serves in a background tokio task of the current runtime.
+    pub async fn start(config: EmulatorConfig) -> anyhow::Result<Emulator> {
+        Self::start_with(config, false).await
     }
 
+    async fn start_with(config: EmulatorConfig, log_requests: bool) -> anyhow::Result<Emulator> {
+        if config.tokens.iter().all(|t| t.trim().is_empty()) {
+            anyhow::bail!("the emulator needs at least one non-empty token");
+        }
+        let store_dir = config.store.clone();
+        let store = tokio::task::spawn_blocking(move || store::Store::open(&store_dir))
+            .await
+            .context("the store loader panicked")?
+            .with_context(|| {
+                format!(
+                    "cannot open the emulator store at {}",
+                    config.store.display()
+                )
+            })?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        let app = Arc::new(App {
+            store,
+            tokens: config.tokens.clone(),
+            base_url: format!("http://{addr}"),
+            faults: faults::Faults::default(),
+            job_slots: Arc::new(tokio::sync::Semaphore::new(jobs::MAX_PARALLEL_JOBS)),
+            job_done: tokio::sync::Notify::new(),
+            log_requests,
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = server::router(app.clone());
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!("emulator server stopped: {e}");
+            }
+        });
+        Ok(Emulator {
+            app,
+            addr,
+            shutdown: tx,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.app.base_url.clone()
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// Creates bucket and table when missing and does a full load; `csv` has a header row (RFC 4180, `,`
+    /// and `"`).
     pub async fn seed_table(
         &self,
-        _table_id: &str,
-        _csv: &[u8],
-        _primary_key: &[String],
+        table_id: &str,
+        csv: &[u8],
+        primary_key: &[String],
     ) -> anyhow::Result<()> {
-        anyhow::bail!("the Storage API emulator is not built yet")
+        let tmp = self.app.store.tmp_path("seed");
+        tokio::fs::write(&tmp, csv)
+            .await
+            .with_context(|| format!("cannot stage the seed CSV of {table_id}"))?;
+        let result = api::seed_table(&self.app, table_id, tmp.clone(), primary_key).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        result.map_err(|e| {
+            anyhow::anyhow!("cannot seed table {table_id}: {} ({})", e.message, e.code)
+        })
     }
 
-    pub async fn seed_dir(&self, _dir: &Path) -> anyhow::Result<()> {
-        anyhow::bail!("the Storage API emulator is not built yet")
+    /// Seeds every `DIR/tables/<table_id>.csv`; an optional `DIR/tables/<table_id>.csv.manifest` JSON may
+    /// give `{"primary_key": [..]}`.
+    pub async fn seed_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        let tables = dir.join("tables");
+        let mut entries = tokio::fs::read_dir(&tables)
+            .await
+            .with_context(|| format!("cannot read {}", tables.display()))?;
+        let mut files = Vec::new();
+        while let Some(e) = entries
+            .next_entry()
+            .await
+            .with_context(|| format!("cannot read {}", tables.display()))?
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(table_id) = name.strip_suffix(".csv") {
+                files.push((table_id.to_owned(), e.path()));
+            }
+        }
+        files.sort();
+        for (table_id, path) in files {
+            let manifest = path.with_file_name(format!("{table_id}.csv.manifest"));
+            let primary_key: Vec<String> = match tokio::fs::read(&manifest).await {
+                Ok(bytes) => {
+                    let v: serde_json::Value = serde_json::from_slice(&bytes)
+                        .with_context(|| format!("{} is not valid JSON", manifest.display()))?;
+                    v.get("primary_key")
+                        .and_then(|p| p.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read {}", manifest.display()));
+                }
+            };
+            let csv = tokio::fs::read(&path)
+                .await
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            self.seed_table(&table_id, &csv, &primary_key).await?;
+        }
+        Ok(())
     }
 
-    pub async fn dump_table(&self, _table_id: &str) -> anyhow::Result<Option<String>> {
-        anyhow::bail!("the Storage API emulator is not built yet")
+    /// The table's rows as CSV: header line, then rows sorted ascending (deterministic), all values quoted,
+    /// `\n`; None when the table does not exist. No `_timestamp` column.
+    pub async fn dump_table(&self, table_id: &str) -> anyhow::Result<Option<String>> {
+        api::dump_table(&self.app, table_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot dump table {table_id}: {}", e.message))
     }
 
-    pub async fn shutdown(self) {}
+    /// Adds a fault rule (see [`faults`]).
+    pub fn add_fault(&self, rule: FaultRule) -> anyhow::Result<()> {
+        self.app
+            .faults
+            .add(rule)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.app.faults.clear();
+    }
+
+    /// Stops accepting connections and waits (briefly) for the server task.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+    }
 }
 
-pub fn run_command(_args: crate::cli::EmulatorArgs) -> anyhow::Result<()> {
-    crate::user_bail!("`emulator` is not implemented yet")
+/// `kbc-runner emulator`: serves until SIGINT/SIGTERM.
+pub fn run_command(args: crate::cli::EmulatorArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let config = EmulatorConfig {
+            listen: args.listen,
+            store: args.store,
+            tokens: args.tokens,
+        };
+        let emulator = Emulator::start_with(config, true).await?;
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on {}", emulator.url()).context("cannot write to stdout")?;
+            out.flush().context("cannot write to stdout")?;
+        }
+        wait_for_signal().await;
+        emulator.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,315 @@
+//! The HTTP front: one handler for every request that logs it (method, path, status, ms; never a token),
+//! applies fault rules, and routes by path prefix: `/v2/storage` to the Storage API, `/_emulator` to the
+//! control API, everything else to the S3-compatible file storage.
+
+use super::faults::{FaultRule, Faults, RequestFault};
+use super::store::Store;
+use super::{api, s3};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{Notify, Semaphore};
+
+/// Shared state of a running emulator.
+pub struct App {
+    pub store: Store,
+    pub tokens: Vec<String>,
+    /// `http://HOST:PORT`, used in `uri`/`url` fields.
+    pub base_url: String,
+    pub faults: Faults,
+    pub job_slots: Arc<Semaphore>,
+    pub job_done: Notify,
+    /// Print one line per request on stdout (binary mode).
+    pub log_requests: bool,
+}
+
+pub fn router(app: Arc<App>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(app)
+}
+
+async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let kind = Kind::of(&path);
+    let fault = if kind == Kind::Control {
+        None
+    } else {
+        app.faults.take_request_fault(method.as_str(), &path)
+    };
+    let response = serve(&app, req, kind, fault).await;
+    let ms = started.elapsed().as_millis();
+    if app.log_requests {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{} {} {} {}ms",
+            method,
+            path,
+            response.status().as_u16(),
+            ms
+        );
+        let _ = out.flush();
+    } else {
+        tracing::debug!(
+            "emulator: {} {} {} {}ms",
+            method,
+            path,
+            response.status().as_u16(),
+            ms
+        );
+    }
+    response
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Storage,
+    Control,
+    S3,
+}
+
+impl Kind {
+    fn of(path: &str) -> Kind {
+        let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+        if under("/v2/storage") {
+            Kind::Storage
+        } else if under("/_emulator") {
+            Kind::Control
+        } else {
+            Kind::S3
+        }
+    }
+}
+
+async fn serve(app: &Arc<App>, req: Request, kind: Kind, fault: Option<RequestFault>) -> Response {
+    let fault = fault.unwrap_or_default();
+    if let Some(ms) = fault.delay_ms {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if let (Some(status), false) = (fault.status, fault.after_apply) {
+        return fault_response(kind, status, &fault);
+    }
+    let mut response = match kind {
+        Kind::Storage => api::dispatch(app, req)
+            .await
+            .unwrap_or_else(|e| e.into_response()),
+        Kind::Control => control(app, req)
+            .await
+            .unwrap_or_else(|e| e.into_response()),
+        Kind::S3 => s3::dispatch(app, req).await,
+    };
+    if let (Some(status), true) = (fault.status, fault.after_apply) {
+        // Finish what the request started (including its job), then report a failure anyway.
+        let bytes = axum::body::to_bytes(std::mem::take(response.body_mut()), 64 << 20)
+            .await
+            .unwrap_or_default();
+        if let Ok(job) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let (Some(id), Some(_)) = (job["id"].as_u64(), job.get("operationName"))
+        {
+            super::jobs::wait(app, id).await;
+        }
+        return fault_response(kind, status, &fault);
+    }
+    if let Some(limit) = fault.cut_after_bytes {
+        response = cut_body(response, limit);
+    }
+    response
+}
+
+fn fault_response(kind: Kind, status: u16, fault: &RequestFault) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = fault
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("Injected fault: HTTP {}", status.as_u16()));
+    let mut response = if kind == Kind::S3 {
+        let code = fault.code.clone().unwrap_or_else(|| match status.as_u16() {
+            503 => "SlowDown".into(),
+            403 => "AccessDenied".into(),
+            _ => "InternalError".into(),
+        });
+        s3::error_response(status, &code, &message)
+    } else if status == StatusCode::SERVICE_UNAVAILABLE && fault.code.is_none() {
+        // Keboola's maintenance answer.
+        (status, axum::Json(serde_json::json!({"status": "maintenance", "reason": message, "estimatedEndTime": null}))).into_response()
+    } else {
+        let code = fault
+            .code
+            .clone()
+            .unwrap_or_else(|| "emulator.injectedFault".into());
+        super::error::ApiError::new(status, &code, message).into_response()
+    };
+    if let Some(secs) = fault.retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// Sends at most `limit` bytes of the body, then fails the stream so the connection is reset mid-body (a body
+/// no longer than `limit` is sent whole).
+fn cut_body(response: Response, limit: u64) -> Response {
+    let (parts, body) = response.into_parts();
+    let cut = || std::io::Error::other("injected fault: connection cut");
+    // Phase 0: passing bytes through; 1: a chunk was cut short, fail next; 2: finished.
+    let stream = futures::stream::unfold(
+        (body.into_data_stream(), 0u64, 0u8),
+        move |(mut inner, sent, phase)| async move {
+            match phase {
+                2 => return None,
+                1 => {
+                    // Let the partial bytes (and the headers) reach the client before the reset.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    return Some((Err(cut()), (inner, sent, 2)));
+                }
+                _ => {}
+            }
+            match inner.next().await {
+                None => None,
+                Some(Err(e)) => Some((Err(std::io::Error::other(e)), (inner, sent, 2))),
+                Some(Ok(_)) if sent >= limit => Some((Ok(Bytes::new()), (inner, sent, 1))),
+                Some(Ok(chunk)) => {
+                    let room = (limit - sent) as usize;
+                    if chunk.len() > room {
+                        Some((
+                            Ok::<Bytes, std::io::Error>(chunk.slice(..room)),
+                            (inner, limit, 1),
+                        ))
+                    } else {
+                        let n = chunk.len() as u64;
+                        Some((Ok(chunk), (inner, sent + n, 0)))
+                    }
+                }
+            }
+        },
+    );
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// Whether the request carries one of the emulator's tokens. Errors are the real API's 401s.
+pub fn authenticate(
+    app: &App,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), super::error::ApiError> {
+    let token = headers
+        .get("x-storageapi-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    if token.trim().is_empty() {
+        return Err(super::error::ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "",
+            "Access token must be set",
+        ));
+    }
+    if !app.tokens.iter().any(|t| t == &token) {
+        return Err(super::error::ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "storage.tokenInvalid",
+            "Invalid access token",
+        ));
+    }
+    Ok(())
+}
+
+/// The control API (see `src/emulator/README.md`).
+async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error::ApiError> {
+    use super::error::ApiError;
+    authenticate(app, req.headers())?;
+    let method = req.method().clone();
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let query = super::body::Params(super::body::parse_query(req.uri().query()));
+    let rest = path.strip_prefix("/_emulator").unwrap_or("");
+    let segs: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match (method, segs.as_slice()) {
+        (Method::GET, ["health"]) => {
+            Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
+        }
+        (Method::GET, ["faults"]) => Ok(axum::Json(app.faults.list()).into_response()),
+        (Method::DELETE, ["faults"]) => {
+            app.faults.clear();
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Method::POST, ["faults"]) => {
+            let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .map_err(|e| {
+                    ApiError::bad_request("validation.failed", format!("cannot read the body: {e}"))
+                })?;
+            let rules: Vec<FaultRule> = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Array(items)) => items
+                    .into_iter()
+                    .map(serde_json::from_value)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        ApiError::bad_request(
+                            "validation.failed",
+                            format!("invalid fault rule: {e}"),
+                        )
+                    })?,
+                Ok(v) => vec![serde_json::from_value(v).map_err(|e| {
+                    ApiError::bad_request("validation.failed", format!("invalid fault rule: {e}"))
+                })?],
+                Err(e) => {
+                    return Err(ApiError::bad_request(
+                        "validation.failed",
+                        format!("invalid JSON: {e}"),
+                    ));
+                }
+            };
+            for rule in rules {
+                app.faults
+                    .add(rule)
+                    .map_err(|e| ApiError::bad_request("validation.failed", e.to_string()))?;
+            }
+            Ok((StatusCode::CREATED, axum::Json(app.faults.list())).into_response())
+        }
+        (Method::POST | Method::PUT, ["tables", table_id]) => {
+            let table_id = table_id.to_string();
+            let pk = query.list("primaryKey");
+            let tmp = app.store.tmp_path("seed");
+            s3::body_to_file(req.into_body(), &tmp, false)
+                .await
+                .map_err(|e| ApiError::internal(format!("cannot store the seed CSV: {e}")))?;
+            let result = api::seed_table(app, &table_id, tmp.clone(), &pk).await;
+            let _ = std::fs::remove_file(&tmp);
+            result?;
+            Ok(
+                axum::Json(serde_json::json!({"status": "ok", "tableId": table_id}))
+                    .into_response(),
+            )
+        }
+        (Method::GET, ["tables", table_id]) => match api::dump_table(app, table_id).await? {
+            Some(csv) => {
+                Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+            }
+            None => Err(ApiError::table_not_found(table_id)),
+        },
+        (m, _) => Err(ApiError::route_not_found(m.as_str(), &path)),
+    }
+}

@@ -1,0 +1,278 @@
+//! The emulator's persistent state: buckets, table metadata, files, objects, access keys and jobs, kept in one
+//! JSON document (`meta.json`) that is rewritten atomically (temp file + rename) after each change. Table rows
+//! and object bytes live in their own files beside it; a table's metadata names the generation of its data
+//! file, so a new generation becomes visible only when the metadata that points to it is renamed into place.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Name of the single S3 bucket that holds every file.
+pub const FILES_BUCKET: &str = "kbc-sapi-files";
+pub const REGION: &str = "us-east-1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bucket {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub stage: String,
+    pub description: String,
+    pub created: i64,
+    pub last_change_date: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableMeta {
+    pub id: String,
+    pub bucket_id: String,
+    pub name: String,
+    pub display_name: String,
+    pub columns: Vec<String>,
+    pub primary_key: Vec<String>,
+    pub created: i64,
+    pub last_import_date: Option<i64>,
+    pub last_change_date: Option<i64>,
+    pub rows_count: u64,
+    pub data_size_bytes: u64,
+    /// Generation of the data file `tables/<id>/data.<gen>.csv`; 0 = no file yet (empty table).
+    pub data_gen: u64,
+    /// Import stamp (unix seconds) of the newest load; each load of this table gets a strictly greater one.
+    pub last_stamp: i64,
+    /// Export cache: canonical export parameters → file id, valid for the current `data_gen` only.
+    #[serde(default)]
+    pub export_cache: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileMeta {
+    pub id: u64,
+    pub name: String,
+    pub key: String,
+    pub is_sliced: bool,
+    pub is_encrypted: bool,
+    pub is_public: bool,
+    pub is_permanent: bool,
+    pub size_bytes: u64,
+    pub tags: Vec<String>,
+    pub created: i64,
+    pub run_id: Option<String>,
+    pub access_key_id: String,
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKey {
+    pub secret: String,
+    pub session_token: String,
+    pub expiration: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// File name under `objects/`.
+    pub blob: String,
+    pub size: u64,
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub content_disposition: Option<String>,
+    pub last_modified: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MultipartUpload {
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    /// part number → (blob name, size, etag)
+    pub parts: BTreeMap<u32, (String, u64, String)>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub next_id: u64,
+    pub buckets: BTreeMap<String, Bucket>,
+    pub tables: BTreeMap<String, TableMeta>,
+    pub files: BTreeMap<u64, FileMeta>,
+    pub jobs: BTreeMap<u64, serde_json::Value>,
+    pub access_keys: BTreeMap<String, AccessKey>,
+    /// `bucket/key` → object.
+    pub objects: BTreeMap<String, ObjectMeta>,
+    pub uploads: BTreeMap<String, MultipartUpload>,
+}
+
+impl Meta {
+    /// A fresh id, unique across every kind of object (files, jobs, blobs).
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+/// The store: metadata behind a mutex plus the folder layout.
+pub struct Store {
+    root: PathBuf,
+    meta: Mutex<Meta>,
+    table_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises writers of `meta.json` so a slow rename cannot overwrite a newer snapshot.
+    persist_lock: Mutex<()>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `root`. Jobs that were unfinished when the previous process stopped
+    /// are marked failed, since their work died with it.
+    pub fn open(root: &Path) -> std::io::Result<Store> {
+        for sub in ["tables", "objects", "tmp"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        let path = root.join("meta.json");
+        let mut meta: Meta = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not valid: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Meta::default(),
+            Err(e) => return Err(e),
+        };
+        for job in meta.jobs.values_mut() {
+            let status = job.get("status").and_then(|s| s.as_str()).unwrap_or("");
+            if status == "waiting" || status == "processing" {
+                job["status"] = "error".into();
+                job["error"] = serde_json::json!({
+                    "code": "applicationError",
+                    "message": "The emulator was restarted while the job was running.",
+                    "exceptionId": super::error::exception_id(),
+                });
+            }
+        }
+        // Leftovers of interrupted writes.
+        if let Ok(entries) = std::fs::read_dir(root.join("tmp")) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(Store {
+            root: root.to_owned(),
+            meta: Mutex::new(meta),
+            table_locks: Mutex::new(HashMap::new()),
+            persist_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Locks the metadata. Never hold the guard across I/O on table data or an `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the metadata snapshot atomically.
+    pub fn persist(&self) -> std::io::Result<()> {
+        let _writer = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = serde_json::to_vec(&*self.lock()).map_err(|e| {
+            std::io::Error::other(format!("cannot serialise the emulator metadata: {e}"))
+        })?;
+        let tmp = self.tmp_path("meta");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.root.join("meta.json"))
+    }
+
+    /// A unique temp path inside the store (same file system, so rename is atomic).
+    pub fn tmp_path(&self, hint: &str) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{hint}-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    pub fn table_dir(&self, table_id: &str) -> PathBuf {
+        self.root.join("tables").join(table_id)
+    }
+
+    pub fn table_data_path(&self, table_id: &str, gen_: u64) -> PathBuf {
+        self.table_dir(table_id).join(format!("data.{gen_}.csv"))
+    }
+
+    pub fn blob_path(&self, blob: &str) -> PathBuf {
+        self.root.join("objects").join(blob)
+    }
+
+    /// The lock that serialises jobs on one table.
+    pub fn table_lock(&self, table_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.table_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(table_id.to_owned()).or_default().clone()
+    }
+
+    /// Path of an object's bytes, if the object exists.
+    pub fn object_path(&self, bucket: &str, key: &str) -> Option<(PathBuf, ObjectMeta)> {
+        let meta = self.lock();
+        meta.objects
+            .get(&object_id(bucket, key))
+            .map(|o| (self.blob_path(&o.blob), o.clone()))
+    }
+
+    /// Registers a finished blob (already in `objects/`) as `bucket/key`, replacing and deleting any previous
+    /// blob of that key. Does not persist; the caller does, once per batch.
+    pub fn put_object(&self, bucket: &str, key: &str, obj: ObjectMeta) {
+        let old = self.lock().objects.insert(object_id(bucket, key), obj);
+        if let Some(old) = old {
+            let _ = std::fs::remove_file(self.blob_path(&old.blob));
+        }
+    }
+
+    /// A fresh blob name under `objects/`.
+    pub fn new_blob(&self) -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    /// Issues a new S3 access key (temporary-credentials style) valid for 12 hours.
+    pub fn issue_access_key(meta: &mut Meta) -> String {
+        let id = format!(
+            "ASIAEMU{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..13].to_ascii_uppercase()
+        );
+        meta.access_keys.insert(
+            id.clone(),
+            AccessKey {
+                secret: uuid::Uuid::new_v4().simple().to_string(),
+                session_token: format!("emulator-session-{}", uuid::Uuid::new_v4().simple()),
+                expiration: super::timefmt::now_secs() + 12 * 3600,
+            },
+        );
+        id
+    }
+}
+
+pub fn object_id(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{key}")
+}
+
+/// Writes `bytes` to `path` atomically through a temp file in the store.
+pub fn write_atomic(store: &Store, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = store.tmp_path("w");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,965 @@
+//! The table engine: rows on disk and the operations of Storage jobs over them.
+//!
+//! A table's rows live in one CSV file per generation (`data.<gen>.csv`), each record being the row's import
+//! stamp (unix seconds, what `changedSince` filters on) followed by the values in table column order. Rows
+//! written before a column was added are shorter and read as `""` for it. Every change streams the old
+//! generation plus the incoming data into a new file, so memory never grows with the table; an incremental
+//! load with a primary key holds only the incoming load's keys (plus a hash of each incoming row) in memory.
+//!
+//! Duplicate primary keys inside one load collapse to the **last** occurrence (last-wins); Keboola keeps an
+//! arbitrary one, so callers must not rely on the choice.
+
+use super::error::JobError;
+use csv::{ByteRecord, QuoteStyle, ReaderBuilder, Terminator, WriterBuilder};
+use flate2::Compression;
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::hash::{DefaultHasher, Hasher};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+
+/// Slices of an export hold at most this many rows …
+pub const SLICE_ROWS: u64 = 250_000;
+/// … or about this many uncompressed bytes, whichever comes first.
+pub const SLICE_BYTES: usize = 32 * 1024 * 1024;
+
+/// How an incoming CSV is written.
+#[derive(Debug, Clone)]
+pub struct Dialect {
+    pub delimiter: u8,
+    pub enclosure: Option<u8>,
+    pub escaped_by: Option<u8>,
+}
+
+impl Default for Dialect {
+    fn default() -> Self {
+        Self {
+            delimiter: b',',
+            enclosure: Some(b'"'),
+            escaped_by: None,
+        }
+    }
+}
+
+impl Dialect {
+    fn reader<R: Read>(&self, r: R) -> csv::Reader<R> {
+        let mut b = ReaderBuilder::new();
+        b.has_headers(false)
+            .flexible(true)
+            .delimiter(self.delimiter);
+        match (self.enclosure, self.escaped_by) {
+            (Some(q), None) => {
+                b.quote(q);
+            }
+            (_, Some(e)) => {
+                b.quoting(false).escape(Some(e)).double_quote(false);
+            }
+            (None, None) => {
+                b.quoting(false);
+            }
+        }
+        b.from_reader(r)
+    }
+}
+
+/// Opens a source file, transparently gunzipping it when it starts with the gzip magic bytes.
+fn open_source(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut f = File::open(path)?;
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut f, &mut magic)?;
+    let f = File::open(path)?;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            MultiGzDecoder::new(BufReader::new(f)),
+        )))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Replaces every character outside `[A-Za-z0-9_]` with `_`, as Storage does for new tables.
+pub fn normalize_column_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A comparison of `whereFilters` (and the deprecated `whereColumn` trio).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Op {
+    pub fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "gt" => Op::Gt,
+            "ge" => Op::Ge,
+            "lt" => Op::Lt,
+            "le" => Op::Le,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Index into the table's columns.
+    pub column: usize,
+    pub op: Op,
+    pub values: Vec<Vec<u8>>,
+    /// Compare as numbers (`dataType` INTEGER, DOUBLE, ...).
+    pub numeric: bool,
+}
+
+impl Filter {
+    fn matches(&self, value: &[u8]) -> bool {
+        match self.op {
+            Op::Eq => self.values.iter().any(|v| self.equal(value, v)),
+            Op::Ne => !self.values.iter().any(|v| self.equal(value, v)),
+            op => {
+                let Some(target) = self.values.first() else {
+                    return false;
+                };
+                let ord = if self.numeric {
+                    match (parse_num(value), parse_num(target)) {
+                        (Some(a), Some(b)) => a.partial_cmp(&b),
+                        _ => None,
+                    }
+                } else {
+                    Some(value.cmp(target.as_slice()))
+                };
+                let Some(ord) = ord else { return false };
+                match op {
+                    Op::Gt => ord.is_gt(),
+                    Op::Ge => ord.is_ge(),
+                    Op::Lt => ord.is_lt(),
+                    _ => ord.is_le(),
+                }
+            }
+        }
+    }
+
+    fn equal(&self, a: &[u8], b: &[u8]) -> bool {
+        if self.numeric {
+            match (parse_num(a), parse_num(b)) {
+                (Some(x), Some(y)) => x == y,
+                _ => a == b,
+            }
+        } else {
+            a == b
+        }
+    }
+}
+
+fn parse_num(v: &[u8]) -> Option<f64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// Which rows an export, preview or delete selects.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub filters: Vec<Filter>,
+    /// Rows whose stamp is strictly greater (so `changedSince == lastImportDate` excludes that load).
+    pub changed_since: Option<i64>,
+    /// Rows whose stamp is strictly smaller.
+    pub changed_until: Option<i64>,
+}
+
+impl Selection {
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty() && self.changed_since.is_none() && self.changed_until.is_none()
+    }
+
+    fn matches(&self, stamp: i64, rec: &ByteRecord) -> bool {
+        if self.changed_since.is_some_and(|s| stamp <= s)
+            || self.changed_until.is_some_and(|u| stamp >= u)
+        {
+            return false;
+        }
+        self.filters
+            .iter()
+            .all(|f| f.matches(rec.get(f.column + 1).unwrap_or(b"")))
+    }
+}
+
+/// Streams the stored rows of a table: `(stamp, record)` where `record[0]` is the stamp field and values start
+/// at index 1 (shorter records mean trailing empty values).
+pub fn for_each_row(
+    data: Option<&Path>,
+    mut f: impl FnMut(i64, &ByteRecord) -> Result<bool, JobError>,
+) -> Result<(), JobError> {
+    let Some(path) = data else { return Ok(()) };
+    let file = File::open(path)?;
+    let mut rdr = ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(BufReader::with_capacity(1 << 16, file));
+    let mut rec = ByteRecord::new();
+    while rdr.read_byte_record(&mut rec).map_err(|e| {
+        JobError::new(
+            "applicationError",
+            format!("the emulator's table file is corrupt: {e}"),
+        )
+    })? {
+        let stamp = std::str::from_utf8(rec.get(0).unwrap_or(b"0"))
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if !f(stamp, &rec)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn data_writer(path: &Path) -> std::io::Result<csv::Writer<BufWriter<File>>> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let f = File::create(path)?;
+    Ok(WriterBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_writer(BufWriter::with_capacity(1 << 16, f)))
+}
+
+fn finish_writer(w: csv::Writer<BufWriter<File>>) -> std::io::Result<u64> {
+    let inner = w
+        .into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let f = inner
+        .into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    f.sync_all()?;
+    Ok(f.metadata()?.len())
+}
+
+/// A load into a table (create, full or incremental import).
+pub struct Load<'a> {
+    pub sources: Vec<PathBuf>,
+    pub dialect: Dialect,
+    /// `columns[]`: the file's columns, and the file has no header.
+    pub file_columns: Option<Vec<String>>,
+    pub without_headers: bool,
+    pub incremental: bool,
+    /// Table creation: normalise header names and take them as the table's columns.
+    pub create: bool,
+    pub table_columns: Vec<String>,
+    pub primary_key: Vec<String>,
+    pub existing: Option<&'a Path>,
+    pub stamp: i64,
+    pub out: PathBuf,
+    pub scratch: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct LoadOutcome {
+    pub columns: Vec<String>,
+    pub imported_columns: Vec<String>,
+    pub rows_count: u64,
+    pub data_size_bytes: u64,
+    pub changed: bool,
+}
+
+fn csv_error(e: csv::Error) -> JobError {
+    JobError::new(
+        "invalidCsv",
+        format!("Load error: the CSV file is invalid: {e}"),
+    )
+}
+
+/// The primary-key value of a record whose values start at `offset` (length-prefixed, so unambiguous).
+fn key_of(rec: &ByteRecord, offset: usize, pk: &[usize]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for &i in pk {
+        let v = rec.get(i + offset).unwrap_or(b"");
+        key.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        key.extend_from_slice(v);
+    }
+    key
+}
+
+/// A hash of a record's first `width` values (from `offset`): tells an unchanged upserted row apart.
+fn hash_of(rec: &ByteRecord, offset: usize, width: usize) -> u64 {
+    let mut h = DefaultHasher::new();
+    for i in 0..width {
+        let v = rec.get(i + offset).unwrap_or(b"");
+        h.write_usize(v.len());
+        h.write(v);
+    }
+    h.finish()
+}
+
+/// Runs a load, writing the table's next generation to `load.out`. On error nothing but scratch files was
+/// written and the caller keeps the old generation.
+pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
+    let mut sources = load.sources.iter();
+    let header_lines = u64::from(load.file_columns.is_none() && !load.without_headers);
+    let mut first_reader = match sources.next() {
+        Some(p) => Some(load.dialect.reader(open_source(p)?)),
+        None => None,
+    };
+    let mut rec = ByteRecord::new();
+
+    // The file's columns.
+    let file_columns: Vec<String> = if let Some(cols) = &load.file_columns {
+        cols.clone()
+    } else if load.without_headers {
+        load.table_columns.clone()
+    } else {
+        let mut header = Vec::new();
+        if let Some(r) = first_reader.as_mut()
+            && r.read_byte_record(&mut rec).map_err(csv_error)?
+        {
+            header = rec
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let f = if i == 0 {
+                        f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f)
+                    } else {
+                        f
+                    };
+                    String::from_utf8_lossy(f).into_owned()
+                })
+                .collect();
+        }
+        if load.create {
+            header.iter().map(|h| normalize_column_name(h)).collect()
+        } else {
+            header
+        }
+    };
+    if file_columns.is_empty() || file_columns.iter().any(|c| c.is_empty()) {
+        return Err(JobError::new(
+            "storage.tables.validation.noColumns",
+            "The CSV file has no header row or an empty column name; a table needs named columns.",
+        ));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = file_columns.iter().find(|c| !seen.insert(c.as_str())) {
+        return Err(JobError::new(
+            "storage.tables.validation.duplicateColumn",
+            format!("The CSV file has the column \"{dup}\" more than once."),
+        ));
+    }
+
+    // Match the file's columns against the table's.
+    let base: Vec<String> = if load.create {
+        file_columns.clone()
+    } else {
+        load.table_columns.clone()
+    };
+    let missing: Vec<String> = base
+        .iter()
+        .filter(|c| !file_columns.contains(c))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let mut err = JobError::new(
+            "csvImport.columnsNotMatch",
+            format!(
+                "Some columns are missing in the csv file. Missing columns: {}. Expected columns: {}. Please check if the expected delimiter \"{}\" is used in the csv file.",
+                missing.join(","),
+                base.join(","),
+                load.dialect.delimiter as char
+            ),
+        );
+        err.results = Some(serde_json::json!({"missingColumns": missing, "expectedColumns": base}));
+        return Err(err);
+    }
+    let mut columns = base.clone();
+    for c in &file_columns {
+        if !columns.contains(c) {
+            columns.push(c.clone());
+        }
+    }
+    let positions: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            file_columns
+                .iter()
+                .position(|f| f == c)
+                .unwrap_or(usize::MAX)
+        })
+        .collect();
+    let pk: Vec<usize> = load
+        .primary_key
+        .iter()
+        .map(|k| {
+            columns.iter().position(|c| c == k).ok_or_else(|| {
+                JobError::new(
+                    "storage.tables.validation.invalidPrimaryKeyColumns",
+                    format!("Primary key column \"{k}\" is not a column of the table"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let width = columns.len();
+
+    // Pass 1: the incoming rows, in table column order, to scratch; the keys (last-wins) in memory.
+    let mut incoming_keys: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+    let mut incoming_rows = 0u64;
+    {
+        let mut scratch = data_writer(&load.scratch)?;
+        let mut line = header_lines;
+        let mut out = ByteRecord::new();
+        let mut reader = first_reader.take();
+        let mut consume = |r: &mut csv::Reader<Box<dyn Read + Send>>| -> Result<(), JobError> {
+            while r.read_byte_record(&mut rec).map_err(csv_error)? {
+                line += 1;
+                if rec.len() == 1 && rec.get(0) == Some(b"") && file_columns.len() > 1 {
+                    continue; // a blank line
+                }
+                if rec.len() != file_columns.len() {
+                    return Err(JobError::new(
+                        "invalidCsv",
+                        format!(
+                            "Load error: line {line} of the CSV file has {} values but the file has {} columns ({}).",
+                            rec.len(),
+                            file_columns.len(),
+                            file_columns.join(",")
+                        ),
+                    ));
+                }
+                out.clear();
+                for &p in &positions {
+                    out.push_field(rec.get(p).unwrap_or(b""));
+                }
+                if !pk.is_empty() {
+                    incoming_keys.insert(
+                        key_of(&out, 0, &pk),
+                        (incoming_rows, hash_of(&out, 0, width)),
+                    );
+                }
+                scratch
+                    .write_byte_record(&out)
+                    .map_err(|e| JobError::new("applicationError", e.to_string()))?;
+                incoming_rows += 1;
+            }
+            Ok(())
+        };
+        if let Some(r) = reader.as_mut() {
+            consume(r)?;
+        }
+        for p in sources {
+            let mut r = load.dialect.reader(open_source(p)?);
+            consume(&mut r)?;
+        }
+        finish_writer(scratch)?;
+    }
+
+    // Pass 2: the next generation.
+    let mut out = data_writer(&load.out)?;
+    let mut rows_count = 0u64;
+    let mut changed = false;
+    let stamp = load.stamp.to_string();
+    let mut rec_out = ByteRecord::new();
+    let werr = |e: csv::Error| JobError::new("applicationError", e.to_string());
+    if load.incremental {
+        // Existing rows: kept, unless an incoming row replaces them with different values.
+        for_each_row(load.existing, |_, row| {
+            if !pk.is_empty()
+                && let Some(entry) = incoming_keys.get_mut(&key_of(row, 1, &pk))
+            {
+                if entry.1 == hash_of(row, 1, width) && entry.0 != u64::MAX {
+                    entry.0 = u64::MAX; // unchanged: keep the stored row and its stamp
+                } else if entry.0 != u64::MAX {
+                    changed = true;
+                    return Ok(true); // replaced below
+                } else {
+                    return Ok(true); // a stored duplicate of an already kept key
+                }
+            }
+            rec_out.clear();
+            rec_out.push_field(row.get(0).unwrap_or(b"0"));
+            for i in 1..=width {
+                rec_out.push_field(row.get(i).unwrap_or(b""));
+            }
+            out.write_byte_record(&rec_out).map_err(werr)?;
+            rows_count += 1;
+            Ok(true)
+        })?;
+    } else {
+        changed = load.existing.is_some();
+    }
+    // Incoming rows (winners of their key only).
+    {
+        let f = File::open(&load.scratch)?;
+        let mut rdr = ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(BufReader::with_capacity(1 << 16, f));
+        let mut row = ByteRecord::new();
+        let mut idx = 0u64;
+        while rdr.read_byte_record(&mut row).map_err(csv_error)? {
+            let keep = pk.is_empty()
+                || incoming_keys
+                    .get(&key_of(&row, 0, &pk))
+                    .is_some_and(|e| e.0 == idx);
+            if keep {
+                rec_out.clear();
+                rec_out.push_field(stamp.as_bytes());
+                for i in 0..width {
+                    rec_out.push_field(row.get(i).unwrap_or(b""));
+                }
+                out.write_byte_record(&rec_out).map_err(werr)?;
+                rows_count += 1;
+                changed = true;
+            }
+            idx += 1;
+        }
+    }
+    let data_size_bytes = finish_writer(out)?;
+    let _ = std::fs::remove_file(&load.scratch);
+    Ok(LoadOutcome {
+        columns,
+        imported_columns: file_columns,
+        rows_count,
+        data_size_bytes,
+        changed,
+    })
+}
+
+/// Rewrites a table without the rows `sel` selects. Returns (deleted, kept, new size).
+pub fn delete_rows(
+    data: Option<&Path>,
+    sel: &Selection,
+    out: &Path,
+) -> Result<(u64, u64, u64), JobError> {
+    let mut w = data_writer(out)?;
+    let (mut deleted, mut kept) = (0u64, 0u64);
+    for_each_row(data, |stamp, rec| {
+        if sel.matches(stamp, rec) {
+            deleted += 1;
+        } else {
+            w.write_byte_record(rec)
+                .map_err(|e| JobError::new("applicationError", e.to_string()))?;
+            kept += 1;
+        }
+        Ok(true)
+    })?;
+    let size = finish_writer(w)?;
+    Ok((deleted, kept, size))
+}
+
+/// Rewrites a table without the column at `index`. Returns the new size.
+pub fn drop_column(data: Option<&Path>, index: usize, out: &Path) -> Result<u64, JobError> {
+    let mut w = data_writer(out)?;
+    let mut rec_out = ByteRecord::new();
+    for_each_row(data, |_, rec| {
+        rec_out.clear();
+        for (i, f) in rec.iter().enumerate() {
+            if i != index + 1 {
+                rec_out.push_field(f);
+            }
+        }
+        w.write_byte_record(&rec_out)
+            .map_err(|e| JobError::new("applicationError", e.to_string()))?;
+        Ok(true)
+    })?;
+    Ok(finish_writer(w)?)
+}
+
+/// Whether the key columns hold a duplicate (the check of a primary-key add).
+pub fn has_duplicate_keys(data: Option<&Path>, key: &[usize]) -> Result<bool, JobError> {
+    let mut seen = HashSet::new();
+    let mut dup = false;
+    for_each_row(data, |_, rec| {
+        if !seen.insert(key_of(rec, 1, key)) {
+            dup = true;
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok(dup)
+}
+
+/// The RFC CSV writer of exports and previews: every value quoted, `""` escapes, `\n` line ends.
+pub fn rfc_writer<W: Write>(w: W) -> csv::Writer<W> {
+    WriterBuilder::new()
+        .quote_style(QuoteStyle::Always)
+        .terminator(Terminator::Any(b'\n'))
+        .from_writer(w)
+}
+
+/// Selected rows (values of `columns`, up to `limit`), for previews and dumps. Bounded by `limit`.
+pub fn select_rows(
+    data: Option<&Path>,
+    sel: &Selection,
+    columns: &[usize],
+    limit: u64,
+) -> Result<Vec<Vec<Vec<u8>>>, JobError> {
+    let mut rows = Vec::new();
+    for_each_row(data, |stamp, rec| {
+        if rows.len() as u64 >= limit {
+            return Ok(false);
+        }
+        if sel.matches(stamp, rec) {
+            rows.push(
+                columns
+                    .iter()
+                    .map(|&c| rec.get(c + 1).unwrap_or(b"").to_vec())
+                    .collect(),
+            );
+        }
+        Ok(true)
+    })?;
+    Ok(rows)
+}
+
+/// An export request over a table's rows.
+pub struct Export<'a> {
+    pub data: Option<&'a Path>,
+    pub selection: Selection,
+    pub columns: Vec<usize>,
+    pub limit: Option<u64>,
+    pub gzip: bool,
+    /// Where slice `i` goes.
+    pub slice_path: &'a (dyn Fn(usize) -> PathBuf + Sync),
+    /// Truncate the first slice to this many bytes (fault injection).
+    pub truncate_first_slice: Option<u64>,
+}
+
+/// Writes header-less RFC CSV slices (at least one, possibly empty), compressing them on a bounded pool of
+/// threads while this thread reads and filters. Returns each slice's path and size, in order.
+pub fn export(ex: Export<'_>) -> Result<Vec<(PathBuf, u64)>, JobError> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    let (tx, rx) = sync_channel::<(usize, Vec<u8>)>(workers);
+    let rx = Arc::new(Mutex::new(rx));
+    let gzip = ex.gzip;
+    let slice_path = ex.slice_path;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let rx = rx.clone();
+                scope.spawn(move || -> Result<Vec<(usize, PathBuf, u64)>, JobError> {
+                    let mut done = Vec::new();
+                    loop {
+                        let msg = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((i, buf)) = msg else { break };
+                        let path = slice_path(i);
+                        let f = File::create(&path)?;
+                        let size = if gzip {
+                            let mut enc = GzEncoder::new(
+                                BufWriter::with_capacity(1 << 16, f),
+                                Compression::fast(),
+                            );
+                            enc.write_all(&buf)?;
+                            let w = enc.finish()?;
+                            let f = w
+                                .into_inner()
+                                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                            f.metadata()?.len()
+                        } else {
+                            let mut w = BufWriter::new(f);
+                            w.write_all(&buf)?;
+                            w.flush()?;
+                            buf.len() as u64
+                        };
+                        done.push((i, path, size));
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        drop(rx);
+
+        let produced = (|| -> Result<(), JobError> {
+            let mut slice = 0usize;
+            let mut w = rfc_writer(Vec::with_capacity(1 << 20));
+            let mut in_slice = 0u64;
+            let mut total = 0u64;
+            let mut fields = ByteRecord::new();
+            let limit = ex.limit.unwrap_or(u64::MAX);
+            let send = |i: usize, w: csv::Writer<Vec<u8>>| -> Result<(), JobError> {
+                let buf = w
+                    .into_inner()
+                    .map_err(|e| JobError::new("applicationError", e.to_string()))?;
+                tx.send((i, buf))
+                    .map_err(|_| JobError::new("applicationError", "an export worker stopped"))
+            };
+            for_each_row(ex.data, |stamp, rec| {
+                if total >= limit {
+                    return Ok(false);
+                }
+                if !ex.selection.matches(stamp, rec) {
+                    return Ok(true);
+                }
+                fields.clear();
+                for &c in &ex.columns {
+                    fields.push_field(rec.get(c + 1).unwrap_or(b""));
+                }
+                w.write_byte_record(&fields)
+                    .map_err(|e| JobError::new("applicationError", e.to_string()))?;
+                in_slice += 1;
+                total += 1;
+                if in_slice >= SLICE_ROWS || w.get_ref().len() >= SLICE_BYTES {
+                    let done = std::mem::replace(&mut w, rfc_writer(Vec::with_capacity(1 << 20)));
+                    send(slice, done)?;
+                    slice += 1;
+                    in_slice = 0;
+                }
+                Ok(true)
+            })?;
+            // The last partial slice, or one empty slice for an empty result.
+            if in_slice > 0 || slice == 0 {
+                send(slice, w)?;
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let mut slices = Vec::new();
+        let mut worker_error = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(done)) => slices.extend(done),
+                Ok(Err(e)) => worker_error = Some(e),
+                Err(_) => {
+                    worker_error = Some(JobError::new(
+                        "applicationError",
+                        "an export worker panicked",
+                    ))
+                }
+            }
+        }
+        produced?;
+        if let Some(e) = worker_error {
+            return Err(e);
+        }
+        slices.sort_by_key(|(i, _, _)| *i);
+        let mut out: Vec<(PathBuf, u64)> = slices.into_iter().map(|(_, p, s)| (p, s)).collect();
+        if let (Some(limit), Some(first)) = (ex.truncate_first_slice, out.first_mut()) {
+            let f = std::fs::OpenOptions::new().write(true).open(&first.0)?;
+            f.set_len(limit.min(first.1))?;
+            first.1 = limit.min(first.1);
+        }
+        Ok(out)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn rows(data: &Path) -> Vec<(i64, Vec<String>)> {
+        let mut out = Vec::new();
+        for_each_row(Some(data), |s, r| {
+            out.push((
+                s,
+                r.iter()
+                    .skip(1)
+                    .map(|f| String::from_utf8_lossy(f).into_owned())
+                    .collect(),
+            ));
+            Ok(true)
+        })
+        .unwrap();
+        out.sort();
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        dir: &Path,
+        src: &Path,
+        existing: Option<&Path>,
+        cols: &[&str],
+        pk: &[&str],
+        inc: bool,
+        stamp: i64,
+        out: &str,
+    ) -> Result<LoadOutcome, JobError> {
+        load(Load {
+            sources: vec![src.to_owned()],
+            dialect: Dialect::default(),
+            file_columns: None,
+            without_headers: false,
+            incremental: inc,
+            create: existing.is_none() && cols.is_empty(),
+            table_columns: cols.iter().map(|s| s.to_string()).collect(),
+            primary_key: pk.iter().map(|s| s.to_string()).collect(),
+            existing,
+            stamp,
+            out: dir.join(out),
+            scratch: dir.join(format!("{out}.scratch")),
+        })
+    }
+
+    #[test]
+    fn upsert_keeps_unchanged_stamps_and_dedups_last_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(d.path(), "a.csv", "id,name\na,b\nc,d\na,x\n");
+        let o = run(d.path(), &a, None, &[], &["id"], false, 10, "g1").unwrap();
+        assert_eq!(o.rows_count, 2);
+        assert_eq!(
+            rows(&d.path().join("g1")),
+            vec![
+                (10, vec!["a".into(), "x".into()]),
+                (10, vec!["c".into(), "d".into()])
+            ]
+        );
+        let b = write(
+            d.path(),
+            "b.csv",
+            "name,id,extra\nx,a,\nupdated,c,1\nv,new,\n",
+        );
+        let g1 = d.path().join("g1");
+        let o = run(
+            d.path(),
+            &b,
+            Some(&g1),
+            &["id", "name"],
+            &["id"],
+            true,
+            20,
+            "g2",
+        )
+        .unwrap();
+        assert_eq!(o.columns, ["id", "name", "extra"]);
+        assert_eq!(o.rows_count, 3);
+        assert_eq!(
+            rows(&d.path().join("g2")),
+            vec![
+                (10, vec!["a".into(), "x".into(), "".into()]),
+                (20, vec!["c".into(), "updated".into(), "1".into()]),
+                (20, vec!["new".into(), "v".into(), "".into()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn incremental_without_pk_appends_and_full_truncates() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(d.path(), "a.csv", "id\n1\n");
+        run(d.path(), &a, None, &[], &[], false, 1, "g1").unwrap();
+        let g1 = d.path().join("g1");
+        assert_eq!(
+            run(d.path(), &a, Some(&g1), &["id"], &[], true, 2, "g2")
+                .unwrap()
+                .rows_count,
+            2
+        );
+        let g2 = d.path().join("g2");
+        assert_eq!(
+            run(d.path(), &a, Some(&g2), &["id"], &[], false, 3, "g3")
+                .unwrap()
+                .rows_count,
+            1
+        );
+    }
+
+    #[test]
+    fn missing_columns_fail_with_details() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(d.path(), "a.csv", "id\n1\n");
+        let e = run(d.path(), &a, None, &["id", "name"], &[], true, 1, "g1").unwrap_err();
+        assert_eq!(e.code, "csvImport.columnsNotMatch");
+        assert_eq!(
+            e.results.unwrap()["missingColumns"],
+            serde_json::json!(["name"])
+        );
+    }
+
+    #[test]
+    fn header_names_are_normalised_on_create() {
+        assert_eq!(normalize_column_name("col2 with space"), "col2_with_space");
+        assert_eq!(normalize_column_name("language-id"), "language_id");
+    }
+
+    #[test]
+    fn export_slices_and_filters() {
+        let d = tempfile::tempdir().unwrap();
+        let mut text = String::from("id,v\n");
+        for i in 0..(SLICE_ROWS + 10) {
+            text.push_str(&format!("{i},\"x,\"\"{i}\"\n"));
+        }
+        let a = write(d.path(), "a.csv", &text);
+        run(d.path(), &a, None, &[], &[], false, 5, "g1").unwrap();
+        let g1 = d.path().join("g1");
+        let dir = d.path().to_owned();
+        let namer = move |i: usize| dir.join(format!("s{i:04}"));
+        let slices = export(Export {
+            data: Some(&g1),
+            selection: Selection::default(),
+            columns: vec![0, 1],
+            limit: None,
+            gzip: true,
+            slice_path: &namer,
+            truncate_first_slice: None,
+        })
+        .unwrap();
+        assert_eq!(slices.len(), 2);
+        let mut all = String::new();
+        for (p, _) in &slices {
+            MultiGzDecoder::new(File::open(p).unwrap())
+                .read_to_string(&mut all)
+                .unwrap();
+        }
+        assert_eq!(all.lines().count() as u64, SLICE_ROWS + 10);
+        assert!(all.starts_with("\"0\",\"x,\"\"0\"\n"));
+        let sel = Selection {
+            filters: vec![Filter {
+                column: 0,
+                op: Op::Gt,
+                values: vec![b"9".to_vec()],
+                numeric: true,
+            }],
+            changed_since: None,
+            changed_until: None,
+        };
+        let picked = select_rows(Some(&g1), &sel, &[0], 3).unwrap();
+        assert_eq!(
+            picked,
+            vec![
+                vec![b"10".to_vec()],
+                vec![b"11".to_vec()],
+                vec![b"12".to_vec()]
+            ]
+        );
+        let since = Selection {
+            changed_since: Some(5),
+            ..Default::default()
+        };
+        assert!(select_rows(Some(&g1), &since, &[0], 3).unwrap().is_empty());
+    }
+}

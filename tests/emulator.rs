@@ -1,0 +1,1192 @@
+//! Integration tests of the Storage API emulator: each starts it in-process on port 0 and talks to it over
+//! real HTTP, the way Keboola clients do (JSON and form bodies, files/prepare + S3 upload, async jobs).
+
+use kbc_runner::emulator::{Emulator, EmulatorConfig, FaultRule};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::io::Read;
+use std::time::Duration;
+
+const TOKEN: &str = "test-token";
+
+struct Api {
+    emu: Emulator,
+    http: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn start() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let mut api = start_at(dir.path()).await;
+    api._dir = Some(dir);
+    api
+}
+
+async fn start_at(path: &std::path::Path) -> Api {
+    let emu = Emulator::start(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: path.to_owned(),
+        tokens: vec![TOKEN.into()],
+    })
+    .await
+    .unwrap();
+    Api {
+        emu,
+        http: reqwest::Client::new(),
+        _dir: None,
+    }
+}
+
+impl Api {
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/storage/{}", self.emu.url(), path)
+    }
+
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .header("X-StorageApi-Token", TOKEN)
+    }
+
+    async fn call(&self, rb: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(self.req(Method::GET, path)).await
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(self.req(Method::POST, path).json(&body)).await
+    }
+
+    async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        self.call(self.req(Method::POST, path).form(form)).await
+    }
+
+    /// Polls a job until it ends.
+    async fn wait(&self, job: &Value) -> Value {
+        let id = job["id"].as_u64().expect("a job id");
+        for _ in 0..400 {
+            let (s, j) = self.get(&format!("jobs/{id}")).await;
+            assert_eq!(s, StatusCode::OK);
+            if j["status"] == "success" || j["status"] == "error" {
+                return j;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    /// files/prepare + S3 PUT (SigV4-style header with the issued key); returns the file id.
+    async fn upload(&self, name: &str, bytes: Vec<u8>) -> u64 {
+        let (s, f) = self
+            .post_form(
+                "files/prepare",
+                &[
+                    ("name", name),
+                    ("federationToken", "1"),
+                    ("tags[]", "file-import"),
+                ],
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{f}");
+        let p = &f["uploadParams"];
+        let url = format!(
+            "{}/{}/{}",
+            self.emu.url(),
+            p["bucket"].as_str().unwrap(),
+            p["key"].as_str().unwrap()
+        );
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={}/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+            p["credentials"]["AccessKeyId"].as_str().unwrap()
+        );
+        let r = self
+            .http
+            .put(url)
+            .header("Authorization", auth)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        f["id"].as_u64().unwrap()
+    }
+
+    async fn create_table(&self, bucket: &str, name: &str, csv: &str, pk: &str) -> Value {
+        let file_id = self.upload("data.csv", csv.as_bytes().to_vec()).await;
+        let (s, job) = self
+            .post_json(
+                &format!("buckets/{bucket}/tables-async"),
+                json!({"name": name, "dataFileId": file_id, "primaryKey": pk}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+        assert_eq!(job["status"], "waiting");
+        self.wait(&job).await
+    }
+
+    async fn import(&self, table: &str, csv: &str, incremental: bool) -> Value {
+        let file_id = self.upload("load.csv", csv.as_bytes().to_vec()).await;
+        let (s, job) = self
+            .post_form(
+                &format!("tables/{table}/import-async"),
+                &[
+                    ("dataFileId", &file_id.to_string()),
+                    ("incremental", if incremental { "1" } else { "0" }),
+                ],
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+        self.wait(&job).await
+    }
+
+    /// Runs an export and returns the concatenated, gunzipped slices.
+    async fn export(&self, table: &str, params: Value) -> (Value, String) {
+        let (s, job) = self
+            .post_json(&format!("tables/{table}/export-async"), params)
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+        let job = self.wait(&job).await;
+        assert_eq!(job["status"], "success", "{job}");
+        let file_id = job["results"]["file"]["id"].as_u64().unwrap();
+        let (_, file) = self
+            .get(&format!("files/{file_id}?federationToken=1"))
+            .await;
+        assert_eq!(file["isSliced"], true);
+        let manifest: Value = self
+            .http
+            .get(file["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut out = String::new();
+        let key_id = file["credentials"]["AccessKeyId"].as_str().unwrap();
+        for e in manifest["entries"].as_array().unwrap() {
+            let u = e["url"].as_str().unwrap().strip_prefix("s3://").unwrap();
+            let bytes = self
+                .http
+                .get(format!("{}/{u}", self.emu.url()))
+                .header(
+                    "Authorization",
+                    format!("AWS4-HMAC-SHA256 Credential={key_id}/x/us-east-1/s3/aws4_request"),
+                )
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            if u.ends_with(".gz") {
+                flate2::read::MultiGzDecoder::new(&bytes[..])
+                    .read_to_string(&mut out)
+                    .unwrap();
+            } else {
+                out.push_str(std::str::from_utf8(&bytes).unwrap());
+            }
+        }
+        (job, out)
+    }
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn auth_errors_have_the_real_shape() {
+    let api = start().await;
+    let r = api.http.get(api.url("tokens/verify")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "Access token must be set");
+    let r = api
+        .http
+        .get(api.url("buckets"))
+        .header("X-StorageApi-Token", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "storage.tokenInvalid");
+    assert_eq!(body["status"], "error");
+    assert!(
+        body["exceptionId"]
+            .as_str()
+            .unwrap()
+            .starts_with("exception-")
+    );
+    let (s, v) = api.get("tokens/verify").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["owner"]["fileStorageProvider"], "aws");
+    assert!(v["owner"]["features"].is_array());
+    let (s, v) = api.call(api.http.get(api.url(""))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["api"], "storage");
+    let (s, v) = api.get("dev-branches").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v[0]["isDefault"], true);
+    let (s, _) = api.get("no/such/route").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn buckets_lifecycle_with_branch_paths() {
+    let api = start().await;
+    let (s, b) = api
+        .post_form(
+            "buckets",
+            &[("name", "main"), ("stage", "in"), ("description", "d")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(b["id"], "in.c-main");
+    assert_eq!(b["name"], "c-main");
+    assert_eq!(b["displayName"], "main");
+    let (s, e) = api.post_json("buckets", json!({"name": "main"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(e["code"], "storage.buckets.alreadyExists");
+    let (s, e) = api.post_json("buckets", json!({"name": "bad name!"})).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("storage.buckets.validation"))
+    );
+    let (s, d) = api.get("branch/default/buckets/in.c-main").await;
+    assert_eq!((s, d["id"].as_str()), (StatusCode::OK, Some("in.c-main")));
+    let (s, l) = api.get("branch/1/buckets").await;
+    assert_eq!((s, l.as_array().unwrap().len()), (StatusCode::OK, 1));
+    let (s, e) = api.get("buckets/in.c-nope").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.buckets.notFound"))
+    );
+
+    api.create_table("in.c-main", "t", "id\n1\n", "").await;
+    let (s, e) = api.call(api.req(Method::DELETE, "buckets/in.c-main")).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("buckets.deleteNotEmpty"))
+    );
+    let (s, job) = api
+        .call(api.req(Method::DELETE, "buckets/in.c-main?force=true&async=true"))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(api.wait(&job).await["status"], "success");
+    assert_eq!(api.get("buckets/in.c-main").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("tables/in.c-main.t").await.0, StatusCode::NOT_FOUND);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_table_detail_list_and_validation() {
+    let api = start().await;
+    api.post_form("buckets", &[("name", "main")]).await;
+    let csv =
+        "id,\"full name\",note-x\n1,\"Doe, J.\",\"multi\nline \"\"q\"\"\"\n2,Žluťoučký kůň,\n";
+    let job = api.create_table("in.c-main", "people", csv, "id").await;
+    assert_eq!(job["status"], "success", "{job}");
+    assert_eq!(job["operationName"], "tableCreate");
+    assert_eq!(job["results"]["id"], "in.c-main.people");
+    assert!(job["startTime"].is_string() && job["endTime"].is_string());
+    let (s, t) = api.get("tables/in.c-main.people").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(t["columns"], json!(["id", "full_name", "note_x"]));
+    assert_eq!(t["primaryKey"], json!(["id"]));
+    assert_eq!(t["rowsCount"], 2);
+    assert_eq!(t["isAlias"], false);
+    assert_eq!(t["isTyped"], false);
+    assert_eq!(t["bucket"]["id"], "in.c-main");
+    assert!(t["lastImportDate"].is_string());
+    for key in [
+        "uri",
+        "name",
+        "displayName",
+        "created",
+        "lastChangeDate",
+        "dataSizeBytes",
+        "metadata",
+        "columnMetadata",
+    ] {
+        assert!(t.get(key).is_some(), "missing {key}");
+    }
+    let (_, l) = api.get("tables").await;
+    assert!(l[0].get("columns").is_none());
+    assert!(l[0].get("bucket").is_some());
+    let (_, l) = api.get("buckets/in.c-main/tables?include=columns").await;
+    assert_eq!(l[0]["columns"], json!(["id", "full_name", "note_x"]));
+
+    let (s, csv_out) = api
+        .call(api.req(Method::GET, "tables/in.c-main.people/data-preview"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        sorted_lines(csv_out.as_str().unwrap()),
+        sorted_lines(
+            "\"id\",\"full_name\",\"note_x\"\n\"1\",\"Doe, J.\",\"multi\nline \"\"q\"\"\"\n\"2\",\"Žluťoučký kůň\",\"\"\n"
+        )
+    );
+
+    let fid = api.upload("x.csv", b"id\n1\n".to_vec()).await;
+    let (s, e) = api
+        .post_json(
+            "buckets/in.c-main/tables-async",
+            json!({"name": "t2", "dataFileId": fid, "primaryKey": ["id"]}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.validation.primaryKey")
+        )
+    );
+    let (s, e) = api
+        .post_json(
+            "buckets/in.c-main/tables-async",
+            json!({"name": "people", "dataFileId": fid}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.buckets.tableAlreadyExists")
+        )
+    );
+    let (s, _) = api
+        .post_json("buckets/in.c-main/tables-async", json!({"dataFileId": fid}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, e) = api.get("tables/in.c-main.nope").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.tables.notFound"))
+    );
+
+    // A prepared but never uploaded file fails the job.
+    let (_, f) = api
+        .post_form("files/prepare", &[("name", "never.csv")])
+        .await;
+    let (_, job) = api
+        .post_json(
+            "buckets/in.c-main/tables-async",
+            json!({"name": "t3", "dataFileId": f["id"]}),
+        )
+        .await;
+    let job = api.wait(&job).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(job["error"]["code"], "storage.fileNotUploaded");
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn deprecated_sync_create_and_import_accept_form_and_multipart() {
+    let api = start().await;
+    api.post_form("buckets", &[("name", "main")]).await;
+    let (s, t) = api
+        .post_form(
+            "buckets/in.c-main/tables",
+            &[
+                ("name", "a"),
+                ("dataString", "id,v\n1,x\n"),
+                ("primaryKey", "id"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    assert_eq!(t["rowsCount"], 1);
+    let boundary = "XyZ123";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nb\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"b.csv\"\r\nContent-Type: text/csv\r\n\r\nid,v\n1,x\n2,y\n\r\n--{boundary}--\r\n"
+    );
+    let (s, t) = api
+        .call(
+            api.req(Method::POST, "buckets/in.c-main/tables")
+                .header(
+                    "Content-Type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    assert_eq!(t["rowsCount"], 2);
+    let (s, r) = api
+        .post_form(
+            "tables/in.c-main.a/import",
+            &[("dataString", "id,v\n2,y\n"), ("incremental", "1")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["totalRowsCount"], 2);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn incremental_semantics_and_changed_since() {
+    let api = start().await;
+    api.post_form("buckets", &[("name", "main")]).await;
+    let job = api
+        .create_table("in.c-main", "pk", "id,name\na,b\nc,d\na,b\n", "id")
+        .await;
+    assert_eq!(job["status"], "success");
+    let (_, t) = api.get("tables/in.c-main.pk").await;
+    assert_eq!(t["rowsCount"], 2);
+    let first_import = t["lastImportDate"].as_str().unwrap().to_owned();
+
+    // Upsert: a changes, c untouched, new inserted; extra column added.
+    let job = api
+        .import(
+            "in.c-main.pk",
+            "id,name,extra\na,updated,\nnew,value,1\nnew,value,1\n",
+            true,
+        )
+        .await;
+    assert_eq!(job["status"], "success", "{job}");
+    let r = &job["results"];
+    assert_eq!(r["importedColumns"], json!(["id", "name", "extra"]));
+    assert_eq!(r["warnings"], json!([]));
+    assert!(r["transaction"].is_null());
+    assert_eq!(r["totalRowsCount"], 3);
+    assert!(r["totalDataSizeBytes"].as_u64().unwrap() > 0);
+    let dump = api.emu.dump_table("in.c-main.pk").await.unwrap().unwrap();
+    assert_eq!(
+        dump,
+        "\"id\",\"name\",\"extra\"\n\"a\",\"updated\",\"\"\n\"c\",\"d\",\"\"\n\"new\",\"value\",\"1\"\n"
+    );
+    let (_, t) = api.get("tables/in.c-main.pk").await;
+    let second_import = t["lastImportDate"].as_str().unwrap().to_owned();
+    assert_ne!(first_import, second_import);
+
+    // Rows changed since the first load: a and new only (c kept its stamp).
+    let (_, out) = api
+        .export("in.c-main.pk", json!({"changedSince": first_import}))
+        .await;
+    assert_eq!(
+        sorted_lines(&out),
+        vec!["\"a\",\"updated\",\"\"", "\"new\",\"value\",\"1\""]
+    );
+    // changedSince == lastImportDate: nothing (adaptive input mapping is exact).
+    let (_, out) = api
+        .export("in.c-main.pk", json!({"changedSince": second_import}))
+        .await;
+    assert_eq!(out, "");
+    // changedUntil the second load: only c.
+    let (_, out) = api
+        .export(
+            "in.c-main.pk",
+            json!({"changedUntil": second_import, "columns": "id"}),
+        )
+        .await;
+    assert_eq!(out, "\"c\"\n");
+    // A relative time covering everything.
+    let (_, out) = api
+        .export("in.c-main.pk", json!({"changedSince": "-2 days"}))
+        .await;
+    assert_eq!(out.lines().count(), 3);
+
+    // Same values again: nothing changes, so changedSince the previous load still gives nothing new.
+    let job = api
+        .import("in.c-main.pk", "id,name,extra\nc,d,\n", true)
+        .await;
+    assert_eq!(job["results"]["totalRowsCount"], 3);
+    let (_, out) = api
+        .export("in.c-main.pk", json!({"changedSince": second_import}))
+        .await;
+    assert_eq!(out, "");
+
+    // Missing columns fail the job with details.
+    let job = api.import("in.c-main.pk", "id\nz\n", true).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(job["error"]["code"], "csvImport.columnsNotMatch");
+    assert_eq!(job["results"]["missingColumns"], json!(["name", "extra"]));
+    assert_eq!(
+        job["results"]["expectedColumns"],
+        json!(["id", "name", "extra"])
+    );
+    assert_eq!(
+        api.emu
+            .dump_table("in.c-main.pk")
+            .await
+            .unwrap()
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+
+    // Full load truncates (and dedups).
+    let job = api
+        .import("in.c-main.pk", "id,name,extra\nq,1,\nq,2,\n", false)
+        .await;
+    assert_eq!(job["results"]["totalRowsCount"], 1);
+    assert_eq!(
+        api.emu.dump_table("in.c-main.pk").await.unwrap().unwrap(),
+        "\"id\",\"name\",\"extra\"\n\"q\",\"2\",\"\"\n"
+    );
+
+    // No PK: incremental appends.
+    api.create_table("in.c-main", "nopk", "id\n1\n", "").await;
+    let job = api.import("in.c-main.nopk", "id\n1\n", true).await;
+    assert_eq!(job["results"]["totalRowsCount"], 2);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn export_filters_slices_gzip_and_cache() {
+    let api = start().await;
+    let mut csv = String::from("id,grp\n");
+    for i in 0..300_123u32 {
+        csv.push_str(&format!("{i},{}\n", i % 3));
+    }
+    api.emu
+        .seed_table("in.c-big.t", csv.as_bytes(), &["id".to_string()])
+        .await
+        .unwrap();
+    let (job, out) = api.export("in.c-big.t", json!({"gzip": true})).await;
+    assert_eq!(job["results"]["cacheHit"], false);
+    assert_eq!(out.lines().count(), 300_123);
+    let file_id = job["results"]["file"]["id"].as_u64().unwrap();
+    let (_, file) = api.get(&format!("files/{file_id}?federationToken=1")).await;
+    assert_eq!(file["s3Path"]["bucket"], "kbc-sapi-files");
+    assert!(file["credentials"]["SessionToken"].is_string());
+    let manifest: Value = api
+        .http
+        .get(file["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        manifest["entries"].as_array().unwrap().len() >= 2,
+        "{manifest}"
+    );
+    assert!(
+        manifest["entries"][0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("0000_part_00.gz")
+    );
+
+    let (job2, _) = api.export("in.c-big.t", json!({"gzip": true})).await;
+    assert_eq!(job2["results"]["cacheHit"], true);
+    assert_eq!(job2["results"]["file"]["id"], file_id);
+    let (job3, _) = api.export("in.c-big.t", json!({"gzip": false})).await;
+    assert_eq!(job3["results"]["cacheHit"], false);
+
+    let (_, out) = api
+        .export("in.c-big.t", json!({"whereFilters": [{"column": "id", "operator": "lt", "values": ["5"], "dataType": "INTEGER"}], "columns": ["id"]}))
+        .await;
+    assert_eq!(
+        sorted_lines(&out),
+        vec!["\"0\"", "\"1\"", "\"2\"", "\"3\"", "\"4\""]
+    );
+    let (_, out) = api
+        .call(
+            api.req(Method::POST, "tables/in.c-big.t/export-async")
+                .form(&[
+                    ("whereColumn", "grp"),
+                    ("whereValues[]", "1"),
+                    ("whereOperator", "eq"),
+                    ("limit", "10"),
+                ]),
+        )
+        .await;
+    let job = api.wait(&out).await;
+    assert_eq!(job["status"], "success");
+    let (s, e) = api
+        .post_form(
+            "tables/in.c-big.t/export-async",
+            &[
+                ("whereColumn", "grp"),
+                ("whereValues[]", "1"),
+                ("whereOperator", "gt"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid where operator gt")
+    );
+    let (s, e) = api
+        .post_json("tables/in.c-big.t/export-async", json!({"columns": "nope"}))
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.validation.columnNotExists")
+        )
+    );
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn preview_formats_and_limits() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-p.t", b"id,v\n1,a\n2,b\n3,c\n", &[])
+        .await
+        .unwrap();
+    let (s, v) = api
+        .get("tables/in.c-p.t/data-preview?format=json&limit=2&columns=v")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["columns"], json!(["v"]));
+    assert_eq!(v["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(v["rows"][0][0]["columnName"], "v");
+    assert_eq!(v["rows"][0][0]["isTruncated"], false);
+    let (s, e) = api.get("tables/in.c-p.t/data-preview?limit=1001").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("storage.tables.validation"))
+    );
+    let (s, e) = api.get("tables/in.c-p.t/data-preview?format=csv").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.validation.invalidFormat")
+        )
+    );
+    let (_, v) = api.get("tables/in.c-p.t/data-preview?whereFilters[0][column]=id&whereFilters[0][operator]=ne&whereFilters[0][values][]=1&whereFilters[0][values][]=2").await;
+    assert_eq!(v, Value::String("\"id\",\"v\"\n\"3\",\"c\"\n".into()));
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn rows_columns_and_primary_key_jobs() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-r.t", b"id,v\n1,a\n2,b\n3,c\n3,d\n", &[])
+        .await
+        .unwrap();
+    let (s, e) = api
+        .call(
+            api.req(Method::DELETE, "tables/in.c-r.t/rows")
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.validation.unintendedTruncation")
+        )
+    );
+    let (s, job) = api
+        .call(api.req(Method::DELETE, "tables/in.c-r.t/rows").json(
+            &json!({"whereFilters": [{"column": "v", "operator": "eq", "values": ["a", "b"]}]}),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let job = api.wait(&job).await;
+    assert_eq!(job["results"], json!({"deletedRows": 2}));
+    assert_eq!(api.get("tables/in.c-r.t").await.1["rowsCount"], 2);
+
+    // PK with duplicates fails; then remove a duplicate and it works.
+    let (_, job) = api
+        .post_json("tables/in.c-r.t/primary-key", json!({"columns": ["id"]}))
+        .await;
+    let job = api.wait(&job).await;
+    assert_eq!(
+        job["error"]["code"],
+        "storage.tables.primaryKeyDuplicateValues"
+    );
+    let (_, job) = api
+        .call(api.req(
+            Method::DELETE,
+            "tables/in.c-r.t/rows?whereColumn=v&whereValues[]=d",
+        ))
+        .await;
+    assert_eq!(api.wait(&job).await["results"]["deletedRows"], 1);
+    let (_, job) = api
+        .post_json("tables/in.c-r.t/primary-key", json!({"columns": ["id"]}))
+        .await;
+    assert_eq!(api.wait(&job).await["results"]["primaryKey"], json!(["id"]));
+    let (_, job) = api
+        .call(api.req(Method::DELETE, "tables/in.c-r.t/primary-key"))
+        .await;
+    assert_eq!(api.wait(&job).await["results"]["primaryKey"], json!([]));
+
+    let (s, job) = api
+        .post_json("tables/in.c-r.t/columns", json!({"name": "added"}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(
+        api.wait(&job).await["results"]["columns"],
+        json!(["id", "v", "added"])
+    );
+    let (s, e) = api
+        .post_json("tables/in.c-r.t/columns", json!({"name": "added"}))
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.columnAlreadyExists")
+        )
+    );
+    let (_, job) = api
+        .call(api.req(Method::DELETE, "tables/in.c-r.t/columns/v"))
+        .await;
+    assert_eq!(
+        api.wait(&job).await["results"]["columns"],
+        json!(["id", "added"])
+    );
+    assert_eq!(
+        api.emu.dump_table("in.c-r.t").await.unwrap().unwrap(),
+        "\"id\",\"added\"\n\"3\",\"\"\n"
+    );
+
+    let (_, job) = api
+        .call(
+            api.req(Method::DELETE, "tables/in.c-r.t/rows")
+                .json(&json!({"allowTruncate": true})),
+        )
+        .await;
+    assert_eq!(api.wait(&job).await["results"]["deletedRows"], 1);
+    let (s, job) = api
+        .call(api.req(Method::DELETE, "tables/in.c-r.t?async=1"))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(api.wait(&job).await["operationName"], "tableDrop");
+    assert!(api.emu.dump_table("in.c-r.t").await.unwrap().is_none());
+    api.emu
+        .seed_table("in.c-r.t2", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let (s, _) = api.call(api.req(Method::DELETE, "tables/in.c-r.t2")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(api.emu.dump_table("in.c-r.t2").await.unwrap().is_none());
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn files_api_and_s3_subset() {
+    let api = start().await;
+    let (s, f) = api.post_json("files/prepare", json!({"name": "a.csv", "tags": ["x", "y"], "federationToken": true, "isEncrypted": true})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(f["provider"], "aws");
+    let p = &f["uploadParams"];
+    assert_eq!(p["acl"], "private");
+    assert_eq!(p["x-amz-server-side-encryption"], "AES256");
+    for k in [
+        "AccessKeyId",
+        "SecretAccessKey",
+        "SessionToken",
+        "Expiration",
+    ] {
+        assert!(p["credentials"][k].is_string(), "{k}");
+    }
+    let key_id = p["credentials"]["AccessKeyId"].as_str().unwrap();
+    let obj_url = format!(
+        "{}/kbc-sapi-files/{}",
+        api.emu.url(),
+        p["key"].as_str().unwrap()
+    );
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={key_id}/20250101/us-east-1/s3/aws4_request, Signature=0"
+    );
+
+    // Unknown key → 403 InvalidAccessKeyId.
+    let r = api
+        .http
+        .put(&obj_url)
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIAFAKE/x/y/s3/aws4_request",
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("<Code>InvalidAccessKeyId</Code>")
+    );
+
+    // aws-chunked PUT with a trailer.
+    let chunked = "5;chunk-signature=a\r\nhello\r\n6;chunk-signature=b\r\n world\r\n0;chunk-signature=c\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
+    let r = api
+        .http
+        .put(&obj_url)
+        .header("Authorization", &auth)
+        .header("Content-Encoding", "aws-chunked")
+        .header("x-amz-decoded-content-length", "11")
+        .body(chunked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api
+        .http
+        .get(&obj_url)
+        .header("Authorization", &auth)
+        .header("Range", "bytes=6-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 6-10/11");
+    assert_eq!(r.text().await.unwrap(), "world");
+    let r = api
+        .http
+        .head(&obj_url)
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-length"], "11");
+
+    // Multipart upload.
+    let mp_url = format!("{}/kbc-sapi-files/multi/obj.csv", api.emu.url());
+    let r = api
+        .http
+        .post(format!("{mp_url}?uploads"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    let xml = r.text().await.unwrap();
+    let upload_id = xml
+        .split("<UploadId>")
+        .nth(1)
+        .unwrap()
+        .split("</UploadId>")
+        .next()
+        .unwrap()
+        .to_owned();
+    for (n, body) in [(2, "world"), (1, "hello ")] {
+        let r = api
+            .http
+            .put(format!("{mp_url}?partNumber={n}&uploadId={upload_id}"))
+            .header("Authorization", &auth)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().contains_key("etag"));
+    }
+    let complete = "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part><Part><PartNumber>2</PartNumber></Part></CompleteMultipartUpload>";
+    let r = api
+        .http
+        .post(format!("{mp_url}?uploadId={upload_id}"))
+        .header("Authorization", &auth)
+        .body(complete)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        api.http
+            .get(&mp_url)
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "hello world"
+    );
+    let r = api
+        .http
+        .get(format!(
+            "{}/kbc-sapi-files?list-type=2&prefix=multi/",
+            api.emu.url()
+        ))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    let xml = r.text().await.unwrap();
+    assert!(
+        xml.contains("<Key>multi/obj.csv</Key>") && xml.contains("<Size>11</Size>"),
+        "{xml}"
+    );
+
+    // Files list (newest first, tags), detail, tags, delete.
+    let (_, f2) = api
+        .post_form("files/prepare", &[("name", "b.csv"), ("tags[]", "x")])
+        .await;
+    let (_, l) = api.get("files?tags[]=x").await;
+    assert_eq!(l[0]["id"], f2["id"]);
+    assert_eq!(l.as_array().unwrap().len(), 2);
+    assert!(l[0].get("credentials").is_none());
+    let (_, l) = api.get("files?tags[]=y").await;
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    let id = f["id"].as_u64().unwrap();
+    let (s, _) = api
+        .post_json(&format!("files/{id}/tags"), json!({"tag": "z"}))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .call(api.req(Method::DELETE, &format!("files/{id}/tags/x")))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, d) = api.get(&format!("files/{id}")).await;
+    assert_eq!(d["tags"], json!(["y", "z"]));
+    assert!(d.get("credentials").is_none());
+    assert_eq!(
+        api.http
+            .get(d["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "hello world"
+    );
+    let (s, _) = api
+        .call(api.req(Method::DELETE, &format!("files/{id}")))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, e) = api.get(&format!("files/{id}")).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.files.notFound"))
+    );
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn store_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = start_at(dir.path()).await;
+    api.emu
+        .seed_table("in.c-keep.t", b"id,v\n1,a\n2,b\n", &["id".to_string()])
+        .await
+        .unwrap();
+    let fid = api.upload("f.csv", b"id,v\n3,c\n".to_vec()).await;
+    let job = api.import("in.c-keep.t", "id,v\n2,B\n", true).await;
+    assert_eq!(job["status"], "success");
+    let before = api.emu.dump_table("in.c-keep.t").await.unwrap().unwrap();
+    let (_, detail_before) = api.get("tables/in.c-keep.t").await;
+    api.emu.shutdown().await;
+
+    let api = start_at(dir.path()).await;
+    assert_eq!(
+        api.emu.dump_table("in.c-keep.t").await.unwrap().unwrap(),
+        before
+    );
+    let (_, t) = api.get("tables/in.c-keep.t").await;
+    assert_eq!(t["primaryKey"], json!(["id"]));
+    assert_eq!(t["lastImportDate"], detail_before["lastImportDate"]);
+    let (s, j) = api.get(&format!("jobs/{}", job["id"])).await;
+    assert_eq!((s, j["status"].as_str()), (StatusCode::OK, Some("success")));
+    // The file uploaded before the restart is still importable (its S3 key still works).
+    let (_, job) = api
+        .post_json(
+            "tables/in.c-keep.t/import-async",
+            json!({"dataFileId": fid, "incremental": true}),
+        )
+        .await;
+    assert_eq!(api.wait(&job).await["results"]["totalRowsCount"], 3);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_api_and_faults() {
+    let api = start().await;
+    let base = api.emu.url();
+    let r = api
+        .http
+        .post(format!("{base}/_emulator/tables/in.c-ctl.t?primaryKey=id"))
+        .header("X-StorageApi-Token", TOKEN)
+        .body("id,v\n2,b\n1,a\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api
+        .http
+        .get(format!("{base}/_emulator/tables/in.c-ctl.t"))
+        .header("X-StorageApi-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "\"id\",\"v\"\n\"1\",\"a\"\n\"2\",\"b\"\n"
+    );
+    let r = api
+        .http
+        .get(format!("{base}/_emulator/tables/in.c-ctl.nope"))
+        .header("X-StorageApi-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = api
+        .http
+        .get(format!("{base}/_emulator/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Two 503s with Retry-After on verify, then normal.
+    let rule = json!({"method": "GET", "path": "/v2/storage/tokens/verify", "times": 2, "status": 503, "retryAfter": 3});
+    let r = api
+        .http
+        .post(format!("{base}/_emulator/faults"))
+        .header("X-StorageApi-Token", TOKEN)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for _ in 0..2 {
+        let r = api.req(Method::GET, "tokens/verify").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()["retry-after"], "3");
+    }
+    assert_eq!(api.get("tokens/verify").await.0, StatusCode::OK);
+
+    // 500 after the import was applied: the data is in, the client sees a failure.
+    api.emu
+        .add_fault(FaultRule {
+            method: Some("POST".into()),
+            path: Some("/v2/storage/tables/*/import-async".into()),
+            status: Some(500),
+            after_apply: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let fid = api.upload("x.csv", b"id,v\n3,c\n".to_vec()).await;
+    let (s, _) = api
+        .post_json(
+            "tables/in.c-ctl.t/import-async",
+            json!({"dataFileId": fid, "incremental": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        api.emu
+            .dump_table("in.c-ctl.t")
+            .await
+            .unwrap()
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+
+    // The next export job fails; the one after works.
+    api.emu
+        .add_fault(FaultRule {
+            job: Some("tableExport".into()),
+            fail: Some(kbc_runner::emulator::faults::JobFailure {
+                code: "x.boom".into(),
+                message: "boom".into(),
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, job) = api
+        .post_json("tables/in.c-ctl.t/export-async", json!({}))
+        .await;
+    let job = api.wait(&job).await;
+    assert_eq!(
+        (job["status"].as_str(), job["error"]["code"].as_str()),
+        (Some("error"), Some("x.boom"))
+    );
+    let (_, out) = api.export("in.c-ctl.t", json!({})).await;
+    assert_eq!(out.lines().count(), 3);
+
+    // A response cut after 10 bytes.
+    api.emu
+        .add_fault(FaultRule {
+            path: Some("/v2/storage/tables/*/data-preview".into()),
+            cut_after_bytes: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+    let r = api
+        .req(Method::GET, "tables/in.c-ctl.t/data-preview")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "headers arrive before the cut");
+    assert!(r.bytes().await.is_err());
+    // The rule was used up: the next preview is whole.
+    let r = api
+        .req(Method::GET, "tables/in.c-ctl.t/data-preview")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap().lines().count(), 4);
+
+    // A job that never finishes.
+    api.emu
+        .add_fault(FaultRule {
+            job: Some("tableExport".into()),
+            hang: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, job) = api
+        .post_json("tables/in.c-ctl.t/export-async", json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        api.get(&format!("jobs/{}", job["id"])).await.1["status"],
+        "waiting"
+    );
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn seed_dir_reads_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tables")).unwrap();
+    std::fs::write(dir.path().join("tables/in.c-s.a.csv"), "id,v\n1,x\n1,y\n").unwrap();
+    std::fs::write(
+        dir.path().join("tables/in.c-s.a.csv.manifest"),
+        r#"{"primary_key":["id"]}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tables/in.c-s.b.csv"), "k\n1\n1\n").unwrap();
+    let api = start().await;
+    api.emu.seed_dir(dir.path()).await.unwrap();
+    assert_eq!(
+        api.emu.dump_table("in.c-s.a").await.unwrap().unwrap(),
+        "\"id\",\"v\"\n\"1\",\"y\"\n"
+    );
+    assert_eq!(
+        api.emu
+            .dump_table("in.c-s.b")
+            .await
+            .unwrap()
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    api.emu.shutdown().await;
+}
