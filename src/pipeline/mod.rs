@@ -65,8 +65,10 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
             None => None,
         };
         let storage = match &local {
+            // The local stack serves file storage at its own URL, like `AWS_ENDPOINT_URL_S3` would.
             Some(stack) => {
                 StorageAccess::new(Some((stack.url(), stack.token().to_owned())), &config)
+                    .with_s3_endpoint(stack.url())
             }
             None => StorageAccess::from_env(&env, &config),
         };
@@ -105,6 +107,8 @@ pub struct StorageAccess {
     credentials: Option<(String, String)>,
     job_timeout: Duration,
     max_connections: usize,
+    /// An S3 endpoint override (the local stack); otherwise the client reads `AWS_ENDPOINT_URL_S3`.
+    s3_endpoint: Option<String>,
     client: OnceLock<Client>,
 }
 
@@ -135,8 +139,15 @@ impl StorageAccess {
             credentials,
             job_timeout: Duration::from_secs(config.parameters.job_timeout_seconds.unwrap_or(3600)),
             max_connections: config.parameters.concurrency() * 4,
+            s3_endpoint: None,
             client: OnceLock::new(),
         }
+    }
+
+    /// Sends file transfers to this S3-compatible endpoint.
+    pub fn with_s3_endpoint(mut self, url: String) -> Self {
+        self.s3_endpoint = Some(url);
+        self
     }
 
     /// Overrides the job timeout (sync actions must answer within 30 s).
@@ -162,6 +173,9 @@ impl StorageAccess {
         let mut config = ClientConfig::new(url.clone(), token.clone());
         config.job_timeout = self.job_timeout;
         config.max_connections = self.max_connections;
+        if let Some(endpoint) = &self.s3_endpoint {
+            config.endpoints.s3 = Some(endpoint.clone());
+        }
         let client = Client::new(config).context("setting up the Storage API client")?;
         Ok(self.client.get_or_init(|| client))
     }
