@@ -150,8 +150,12 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
         (&Method::POST, ["files", "prepare"]) => prepare_file(app, &params),
         (&Method::GET, ["files"]) => list_files(app, &params),
         (&Method::GET, ["files", id]) => {
-            let f = find_file(app, id)?;
             let fed = params.bool("federationToken", false)?;
+            let f = if fed {
+                fresh_credentials(app, id)?
+            } else {
+                find_file(app, id)?
+            };
             ok(file_json(app, &f, fed, false))
         }
         (&Method::DELETE, ["files", id]) => delete_file(app, id),
@@ -169,7 +173,7 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
             edit_file(app, id, |f| f.tags.retain(|t| t.as_str() != *tag))
         }
         (&Method::PUT | &Method::POST, ["files", id, "refresh"]) => {
-            let f = find_file(app, id)?;
+            let f = fresh_credentials(app, id)?;
             ok(file_json(app, &f, true, true))
         }
         (&Method::GET, ["jobs"]) => {
@@ -1856,6 +1860,30 @@ fn prepare_file(app: &App, params: &Params) -> ApiResult {
         StatusCode::CREATED,
         file_json(app, &f, false, true),
     ))
+}
+
+/// The file, with a newly issued access key when its key has expired (as asking Storage again for federated
+/// credentials gives fresh ones).
+fn fresh_credentials(app: &App, id: &str) -> Result<FileMeta, ApiError> {
+    let f = find_file(app, id)?;
+    let renewed = {
+        let mut meta = app.store.lock();
+        let expired = meta
+            .access_keys
+            .get(&f.access_key_id)
+            .is_none_or(|k| k.expiration <= now_secs());
+        if !expired {
+            return Ok(f);
+        }
+        let key = Store::issue_access_key(&mut meta);
+        let file = meta.files.get_mut(&f.id).ok_or_else(|| {
+            ApiError::not_found("storage.files.notFound", format!("File {id} not found"))
+        })?;
+        file.access_key_id = key;
+        file.clone()
+    };
+    persist(app)?;
+    Ok(renewed)
 }
 
 fn find_file(app: &App, id: &str) -> Result<FileMeta, ApiError> {

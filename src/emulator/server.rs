@@ -228,6 +228,23 @@ pub fn authenticate(
     Ok(())
 }
 
+/// Expires every issued S3 access key (S3 then answers 400 `ExpiredToken`; asking Storage for the file's
+/// credentials again issues fresh ones). Returns how many keys were live.
+pub fn expire_credentials(app: &App) -> usize {
+    let now = super::timefmt::now_secs();
+    let n = {
+        let mut meta = app.store.lock();
+        let mut n = 0;
+        for k in meta.access_keys.values_mut().filter(|k| k.expiration > now) {
+            k.expiration = now - 1;
+            n += 1;
+        }
+        n
+    };
+    let _ = app.store.persist();
+    n
+}
+
 /// The control API (see `src/emulator/README.md`).
 async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error::ApiError> {
     use super::error::ApiError;
@@ -251,6 +268,10 @@ async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error:
             Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
         }
         (Method::GET, ["faults"]) => Ok(axum::Json(app.faults.list()).into_response()),
+        (Method::POST, ["credentials", "expire"]) => {
+            let n = expire_credentials(app);
+            Ok(axum::Json(serde_json::json!({"expired": n})).into_response())
+        }
         (Method::DELETE, ["faults"]) => {
             app.faults.clear();
             Ok(StatusCode::NO_CONTENT.into_response())
