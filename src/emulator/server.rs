@@ -29,7 +29,11 @@ pub struct App {
 }
 
 pub fn router(app: Arc<App>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(app)
+    // Multipart bodies (deprecated sync uploads) may be large; S3 bodies are streamed and not limited here.
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::max(512 << 20))
+        .with_state(app)
 }
 
 async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -37,10 +41,12 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let kind = Kind::of(&path);
+    let query = req.uri().query().unwrap_or("").to_owned();
     let fault = if kind == Kind::Control {
         None
     } else {
-        app.faults.take_request_fault(method.as_str(), &path)
+        app.faults
+            .take_request_fault(method.as_str(), &path, &query)
     };
     let response = serve(&app, req, kind, fault).await;
     let ms = started.elapsed().as_millis();

@@ -298,15 +298,21 @@ fn csv_error(e: csv::Error) -> JobError {
     )
 }
 
-/// The primary-key value of a record whose values start at `offset` (length-prefixed, so unambiguous).
-fn key_of(rec: &ByteRecord, offset: usize, pk: &[usize]) -> Vec<u8> {
-    let mut key = Vec::new();
+/// The primary-key value of a record whose values start at `offset`, as a 128-bit hash of the
+/// length-prefixed values: loads keep one per incoming row in memory, so it must be small, and at 128 bits a
+/// collision among even billions of keys is not a practical concern.
+fn key_of(rec: &ByteRecord, offset: usize, pk: &[usize]) -> u128 {
+    let mut a = DefaultHasher::new();
+    let mut b = DefaultHasher::new();
+    b.write_u64(0x9e37_79b9_7f4a_7c15); // a different starting state for the second half
     for &i in pk {
         let v = rec.get(i + offset).unwrap_or(b"");
-        key.extend_from_slice(&(v.len() as u64).to_le_bytes());
-        key.extend_from_slice(v);
+        for h in [&mut a, &mut b] {
+            h.write_usize(v.len());
+            h.write(v);
+        }
     }
-    key
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
 /// A hash of a record's first `width` values (from `offset`): tells an unchanged upserted row apart.
@@ -428,7 +434,7 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     let width = columns.len();
 
     // Pass 1: the incoming rows, in table column order, to scratch; the keys (last-wins) in memory.
-    let mut incoming_keys: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+    let mut incoming_keys: HashMap<u128, (u64, u64)> = HashMap::new();
     let mut incoming_rows = 0u64;
     {
         let mut scratch = data_writer(&load.scratch)?;
