@@ -1482,3 +1482,117 @@ async fn expired_credentials_and_broken_slices() {
     assert!(r.text().await.unwrap().contains("<Code>SlowDown</Code>"));
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn s3_listing_with_delimiter_and_pages() {
+    let api = start().await;
+    let (_, f) = api.post_form("files/prepare", &[("name", "a.csv")]).await;
+    let key_id = f["uploadParams"]["credentials"]["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = format!("AWS4-HMAC-SHA256 Credential={key_id}/x");
+    for key in ["d/a/1", "d/a/2", "d/b", "d/c/1", "e"] {
+        let r = api
+            .http
+            .put(format!("{}/kbc-sapi-files/{key}", api.emu.url()))
+            .header("Authorization", &auth)
+            .body(key.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let list = |q: String| {
+        let (http, url, auth) = (api.http.clone(), api.emu.url(), auth.clone());
+        async move {
+            http.get(format!("{url}/kbc-sapi-files?list-type=2&{q}"))
+                .header("Authorization", auth)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let xml = list("prefix=d/&delimiter=/".into()).await;
+    assert!(
+        xml.contains("<CommonPrefixes><Prefix>d/a/</Prefix></CommonPrefixes>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<CommonPrefixes><Prefix>d/c/</Prefix></CommonPrefixes>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<Key>d/b</Key>")
+            && !xml.contains("<Key>d/a/1</Key>")
+            && !xml.contains("<Key>e</Key>")
+    );
+    // Pages of two: d/a/1 d/a/2 | d/b d/c/1 | e
+    let mut keys = Vec::new();
+    let mut token = String::new();
+    for _ in 0..5 {
+        let xml = list(format!("max-keys=2&continuation-token={token}")).await;
+        keys.extend(
+            xml.split("<Key>")
+                .skip(1)
+                .map(|s| s.split("</Key>").next().unwrap().to_owned()),
+        );
+        match xml.split("<NextContinuationToken>").nth(1) {
+            Some(rest) => token = rest.split('<').next().unwrap().replace('/', "%2F"),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["d/a/1", "d/a/2", "d/b", "d/c/1", "e"]);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn binary_prints_its_url_first_and_logs_requests_without_tokens() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "very-secret-token",
+            "--store",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first
+        .trim_end()
+        .strip_prefix("listening on http://127.0.0.1:")
+        .map(|port| {
+            assert!(port.parse::<u16>().unwrap() > 0);
+            format!("http://127.0.0.1:{port}")
+        });
+    let url = url.unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v2/storage/tokens/verify"))
+        .header("X-StorageApi-Token", "very-secret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // SIGTERM stops it cleanly.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        rest.starts_with("GET /v2/storage/tokens/verify 200 "),
+        "{rest}"
+    );
+    assert!(!rest.contains("very-secret-token"));
+}
