@@ -490,10 +490,10 @@ fn list_objects(app: &App, query: &[(String, String)]) -> Response {
             .then(|| key[prefix.len()..].find(&delimiter))
             .flatten()
             .map(|i| key[..prefix.len() + i + delimiter.len()].to_owned());
-        if let (Some(p), Some(Entry::Prefix(prev))) = (&grouped, entries.last()) {
-            if p == prev {
-                continue;
-            }
+        if let (Some(p), Some(Entry::Prefix(prev))) = (&grouped, entries.last())
+            && p == prev
+        {
+            continue;
         }
         if entries.len() == max_keys {
             truncated = true;
