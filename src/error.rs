@@ -65,15 +65,15 @@ pub fn classify(err: &anyhow::Error) -> ErrorClass {
         if cause.downcast_ref::<UserError>().is_some() {
             return ErrorClass::User;
         }
-        if let Some(e) = cause.downcast_ref::<crate::interface::Error>() {
-            if e.is_user() {
-                return ErrorClass::User;
-            }
+        if let Some(e) = cause.downcast_ref::<crate::interface::Error>()
+            && e.is_user()
+        {
+            return ErrorClass::User;
         }
-        if let Some(e) = cause.downcast_ref::<crate::storage::Error>() {
-            if e.is_user() {
-                return ErrorClass::User;
-            }
+        if let Some(e) = cause.downcast_ref::<crate::storage::Error>()
+            && e.is_user()
+        {
+            return ErrorClass::User;
         }
     }
     ErrorClass::Application

@@ -32,10 +32,14 @@ pub fn init(target: Target, gelf: Option<(String, u16)>) {
         Target::Quiet => "error",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KBC_RUNNER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},hyper=warn,reqwest=warn,h2=warn")));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KBC_RUNNER_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{default},hyper=warn,reqwest=warn,h2=warn"))
+        });
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(LineWriter { stderr: target != Target::Stdout })
+        .with_writer(LineWriter {
+            stderr: target != Target::Stdout,
+        })
         .with_target(false)
         .with_ansi(false)
         .without_time();
@@ -188,20 +192,27 @@ impl Visit for FieldCollector {
         if field.name() == "message" {
             self.message = text;
         } else {
-            self.fields.insert(format!("_{}", field.name()), text.into());
+            self.fields
+                .insert(format!("_{}", field.name()), text.into());
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message = value.to_owned();
         } else {
-            self.fields.insert(format!("_{}", field.name()), value.into());
+            self.fields
+                .insert(format!("_{}", field.name()), value.into());
         }
     }
 }
 
 /// Builds one GELF message (without the terminating NUL).
-pub fn gelf_message(host: &str, level: &Level, message: &str, fields: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+pub fn gelf_message(
+    host: &str,
+    level: &Level,
+    message: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -209,7 +220,10 @@ pub fn gelf_message(host: &str, level: &Level, message: &str, fields: serde_json
     let mut m = serde_json::Map::new();
     m.insert("version".into(), "1.1".into());
     m.insert("host".into(), host.into());
-    m.insert("short_message".into(), crate::secrets::redact(message).into_owned().into());
+    m.insert(
+        "short_message".into(),
+        crate::secrets::redact(message).into_owned().into(),
+    );
     m.insert("timestamp".into(), now.into());
     m.insert("level".into(), syslog_level(level).into());
     for (k, v) in fields {
@@ -226,19 +240,29 @@ impl<S: Subscriber> Layer<S> for GelfLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut fields = FieldCollector::default();
         event.record(&mut fields);
-        let value = gelf_message(&self.host, event.metadata().level(), &fields.message, fields.fields);
+        let value = gelf_message(
+            &self.host,
+            event.metadata().level(),
+            &fields.message,
+            fields.fields,
+        );
         let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
         // The platform fails a job on messages over 200 KB; cut long ones well below that.
         if bytes.len() > 100_000 {
             let short: String = fields.message.chars().take(10_000).collect();
-            let value = gelf_message(&self.host, event.metadata().level(), &short, Default::default());
+            let value = gelf_message(
+                &self.host,
+                event.metadata().level(),
+                &short,
+                Default::default(),
+            );
             bytes = serde_json::to_vec(&value).unwrap_or_default();
         }
         bytes.push(0);
-        if let Some(sender) = GELF.get() {
-            if let Ok(sender) = sender.lock() {
-                let _ = sender.try_send(GelfMessage::Line(bytes));
-            }
+        if let Some(sender) = GELF.get()
+            && let Ok(sender) = sender.lock()
+        {
+            let _ = sender.try_send(GelfMessage::Line(bytes));
         }
     }
 }

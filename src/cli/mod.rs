@@ -10,7 +10,12 @@ use std::path::PathBuf;
 
 /// Keboola job runner: export tables from Storage, transform them with SQL, import the results back.
 #[derive(Debug, Parser)]
-#[command(name = "kbc-runner", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "kbc-runner",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -93,7 +98,16 @@ mod tests {
     fn emulator_needs_a_token() {
         assert!(Cli::try_parse_args(["kbc-runner", "emulator", "--store", "s"]).is_err());
         let cli = Cli::try_parse_args([
-            "kbc-runner", "emulator", "--listen", "127.0.0.1:0", "--store", "s", "--token", "a", "--token", "b",
+            "kbc-runner",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "s",
+            "--token",
+            "a",
+            "--token",
+            "b",
         ])
         .unwrap();
         match cli.command {

@@ -33,7 +33,11 @@ fn default_action() -> String {
 
 fn action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let value = Option::<String>::deserialize(d)?.unwrap_or_default();
-    Ok(if value.is_empty() { default_action() } else { value })
+    Ok(if value.is_empty() {
+        default_action()
+    } else {
+        value
+    })
 }
 
 impl Config {
@@ -49,7 +53,10 @@ impl Config {
         let raw: Value = parse_json(path, text)?;
         crate::secrets::register_hash_values(&raw);
         if !raw.is_object() {
-            return Err(Error::invalid(path, "the configuration must be a JSON object"));
+            return Err(Error::invalid(
+                path,
+                "the configuration must be a JSON object",
+            ));
         }
         let config: Config = parse_json(path, text)?;
         config.validate(path)?;
@@ -161,14 +168,24 @@ pub struct InputTableMapping {
 impl InputTableMapping {
     fn validate(&self) -> Result<(), String> {
         if self.source.trim().is_empty() {
-            return Err("`source` is required: the id of the table to export, e.g. in.c-main.orders".into());
+            return Err(
+                "`source` is required: the id of the table to export, e.g. in.c-main.orders".into(),
+            );
         }
-        if self.days.is_some_and(|d| d > 0) && self.changed_since.as_deref().is_some_and(|c| !c.is_empty()) {
-            return Err(format!("{}: set either `days` or `changed_since`, not both", self.source));
+        if self.days.is_some_and(|d| d > 0)
+            && self.changed_since.as_deref().is_some_and(|c| !c.is_empty())
+        {
+            return Err(format!(
+                "{}: set either `days` or `changed_since`, not both",
+                self.source
+            ));
         }
         let has_column = self.where_column.as_deref().is_some_and(|c| !c.is_empty());
-        if has_column != !self.where_values.is_empty() {
-            return Err(format!("{}: `where_column` and `where_values` must be set together", self.source));
+        if has_column == self.where_values.is_empty() {
+            return Err(format!(
+                "{}: `where_column` and `where_values` must be set together",
+                self.source
+            ));
         }
         Ok(())
     }
@@ -198,7 +215,11 @@ pub struct DeleteWhere {
     pub changed_since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_until: Option<String>,
-    #[serde(default, deserialize_with = "lenient::list", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub where_filters: Vec<DeleteWhereFilter>,
 }
 
@@ -294,48 +315,76 @@ pub const OUTPUT_MANIFEST_KEYS: &[&str] = &[
 impl OutputTableOptions {
     /// The rules the platform's output mapping checks on a mapping or manifest.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(dest) = self.destination.as_deref().filter(|d| !d.is_empty()) {
-            if dest.split('.').count() != 3 || dest.split('.').any(str::is_empty) {
-                return Err(format!(
-                    "destination `{dest}` is not a table id: it needs exactly two dots, like out.c-main.orders"
-                ));
-            }
+        if let Some(dest) = self.destination.as_deref().filter(|d| !d.is_empty())
+            && (dest.split('.').count() != 3 || dest.split('.').any(str::is_empty))
+        {
+            return Err(format!(
+                "destination `{dest}` is not a table id: it needs exactly two dots, like out.c-main.orders"
+            ));
         }
         if self.schema.is_some() {
             for (key, set) in [
-                ("columns", self.columns.as_ref().is_some_and(|c| !c.is_empty())),
-                ("primary_key", self.primary_key.as_ref().is_some_and(|c| !c.is_empty())),
-                ("metadata", self.metadata.as_ref().is_some_and(|c| !c.is_empty())),
-                ("column_metadata", self.column_metadata.as_ref().is_some_and(|c| !is_empty_json(c))),
+                (
+                    "columns",
+                    self.columns.as_ref().is_some_and(|c| !c.is_empty()),
+                ),
+                (
+                    "primary_key",
+                    self.primary_key.as_ref().is_some_and(|c| !c.is_empty()),
+                ),
+                (
+                    "metadata",
+                    self.metadata.as_ref().is_some_and(|c| !c.is_empty()),
+                ),
+                (
+                    "column_metadata",
+                    self.column_metadata
+                        .as_ref()
+                        .is_some_and(|c| !is_empty_json(c)),
+                ),
             ] {
                 if set {
                     return Err(format!("`schema` cannot be combined with `{key}`"));
                 }
             }
         }
-        let has_old = self.delete_where_column.as_deref().is_some_and(|c| !c.is_empty());
+        let has_old = self
+            .delete_where_column
+            .as_deref()
+            .is_some_and(|c| !c.is_empty());
         if has_old && self.delete_where.as_ref().is_some_and(|d| !d.is_empty()) {
             return Err("`delete_where_column` cannot be combined with `delete_where`".into());
         }
-        if has_old && self.delete_where_values.as_ref().is_none_or(|v| v.is_empty()) {
+        if has_old
+            && self
+                .delete_where_values
+                .as_ref()
+                .is_none_or(|v| v.is_empty())
+        {
             return Err("`delete_where_column` needs `delete_where_values`".into());
         }
         for (i, rule) in self.delete_where.iter().flatten().enumerate() {
-            if rule.changed_since.is_none() && rule.changed_until.is_none() && rule.where_filters.is_empty() {
+            if rule.changed_since.is_none()
+                && rule.changed_until.is_none()
+                && rule.where_filters.is_empty()
+            {
                 return Err(format!(
                     "delete_where[{i}] needs at least one of changed_since, changed_until, where_filters"
                 ));
             }
         }
-        if let Some(d) = self.delimiter.as_deref() {
-            if d.chars().count() != 1 {
-                return Err(format!("delimiter must be one character, got {} characters", d.chars().count()));
-            }
+        if let Some(d) = self.delimiter.as_deref()
+            && d.chars().count() != 1
+        {
+            return Err(format!(
+                "delimiter must be one character, got {} characters",
+                d.chars().count()
+            ));
         }
-        if let Some(e) = self.enclosure.as_deref() {
-            if e.chars().count() > 1 {
-                return Err("enclosure must be one character or empty".into());
-            }
+        if let Some(e) = self.enclosure.as_deref()
+            && e.chars().count() > 1
+        {
+            return Err("enclosure must be one character or empty".into());
         }
         Ok(())
     }
@@ -365,7 +414,9 @@ impl OutputTableMapping {
         if self.source.trim().is_empty() {
             return Err("`source` is required: the file name in out/tables".into());
         }
-        self.options.validate().map_err(|m| format!("{}: {m}", self.source))
+        self.options
+            .validate()
+            .map_err(|m| format!("{}: {m}", self.source))
     }
 }
 
@@ -448,10 +499,10 @@ pub struct Parameters {
 
 impl Parameters {
     fn validate(&self) -> Result<(), String> {
-        if let Some(c) = self.concurrency {
-            if !(1..=64).contains(&c) {
-                return Err(format!("`concurrency` must be between 1 and 64, got {c}"));
-            }
+        if let Some(c) = self.concurrency
+            && !(1..=64).contains(&c)
+        {
+            return Err(format!("`concurrency` must be between 1 and 64, got {c}"));
         }
         if self.threads == Some(0) {
             return Err("`threads` must be at least 1".into());
@@ -462,15 +513,18 @@ impl Parameters {
         if self.memory_limit.is_some() && self.max_memory_mb.is_some() {
             return Err("set either `memory_limit` or `max_memory_mb`, not both".into());
         }
-        if let Some(steps) = &self.steps {
-            if steps.is_empty() {
-                return Err("`steps` is empty: list at least one of export, transform, import".into());
-            }
+        if let Some(steps) = &self.steps
+            && steps.is_empty()
+        {
+            return Err("`steps` is empty: list at least one of export, transform, import".into());
         }
         for (b, block) in self.blocks.iter().enumerate() {
             for (c, code) in block.codes.iter().enumerate() {
                 if code.script.iter().all(|s| s.trim().is_empty()) {
-                    return Err(format!("blocks[{b}].codes[{c}] (`{}`) has no SQL in `script`", code.name));
+                    return Err(format!(
+                        "blocks[{b}].codes[{c}] (`{}`) has no SQL in `script`",
+                        code.name
+                    ));
                 }
             }
         }
@@ -500,7 +554,10 @@ mod tests {
 
     #[test]
     fn empty_objects_may_be_arrays_and_defaults_are_filled() {
-        let c = parse(r#"{"storage": [], "parameters": [], "image_parameters": [], "authorization": []}"#).unwrap();
+        let c = parse(
+            r#"{"storage": [], "parameters": [], "image_parameters": [], "authorization": []}"#,
+        )
+        .unwrap();
         assert_eq!(c.action, "run");
         assert!(c.storage.input.tables.is_empty());
         let c = parse(
@@ -540,8 +597,12 @@ mod tests {
         let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "out.c-a"}]}}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("exactly two dots"), "{err}");
-        let c = parse(r#"{"storage": {"input": {"tables": [{"source": "in.c-a.b", "days": 3}]}}}"#).unwrap();
-        assert_eq!(c.storage.input.tables[0].changed_since().as_deref(), Some("-3 days"));
+        let c = parse(r#"{"storage": {"input": {"tables": [{"source": "in.c-a.b", "days": 3}]}}}"#)
+            .unwrap();
+        assert_eq!(
+            c.storage.input.tables[0].changed_since().as_deref(),
+            Some("-3 days")
+        );
     }
 
     #[test]
@@ -553,5 +614,77 @@ mod tests {
         .unwrap();
         assert_eq!(c.parameters.blocks[0].codes[0].script, ["SELECT 1"]);
         assert_eq!(c.parameters.duckdb_memory_limit().as_deref(), Some("512MB"));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON documents, nested a few levels, with keys the parser knows and keys it does not.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("storage".to_owned()),
+            Just("input".to_owned()),
+            Just("output".to_owned()),
+            Just("tables".to_owned()),
+            Just("parameters".to_owned()),
+            Just("source".to_owned()),
+            Just("destination".to_owned()),
+            Just("blocks".to_owned()),
+            Just("codes".to_owned()),
+            Just("script".to_owned()),
+            Just("where_values".to_owned()),
+            Just("#storage_token".to_owned()),
+            "[a-z_#]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in ".{0,200}") {
+            let _ = Config::parse(Path::new("config.json"), &text);
+        }
+
+        #[test]
+        fn any_json_parses_or_fails_with_a_user_error(value in json_value()) {
+            let text = serde_json::to_string(&value).unwrap();
+            if let Err(err) = Config::parse(Path::new("config.json"), &text) {
+                prop_assert!(err.is_user(), "{err}");
+            }
+        }
+
+        #[test]
+        fn any_manifest_parses_or_fails_with_a_user_error(value in json_value()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.csv.manifest");
+            std::fs::write(&path, serde_json::to_string(&value).unwrap()).unwrap();
+            if let Err(err) = crate::interface::manifest::load_output_manifest(&path) {
+                prop_assert!(err.is_user(), "{err}");
+            }
+            if let Err(err) = crate::interface::manifest::InputManifest::load(&path) {
+                prop_assert!(err.is_user(), "{err}");
+            }
+            if let Err(err) = crate::interface::state::State::load(&path) {
+                prop_assert!(err.is_user(), "{err}");
+            }
+        }
     }
 }

@@ -82,7 +82,12 @@ impl DataDir {
 
     /// Creates the folders the platform would create (`in/tables`, `in/files`, `out/tables`, `out/files`).
     pub fn ensure_layout(&self) -> Result<(), Error> {
-        for dir in [self.in_tables(), self.in_files(), self.out_tables(), self.out_files()] {
+        for dir in [
+            self.in_tables(),
+            self.in_files(),
+            self.out_tables(),
+            self.out_files(),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         }
         Ok(())
@@ -99,9 +104,15 @@ mod tests {
             data_dir: Some("/tmp/x/".into()),
             ..Default::default()
         };
-        assert_eq!(DataDir::resolve(Some(Path::new("y")), &env).root(), Path::new("y"));
+        assert_eq!(
+            DataDir::resolve(Some(Path::new("y")), &env).root(),
+            Path::new("y")
+        );
         assert_eq!(DataDir::resolve(None, &env).root(), Path::new("/tmp/x"));
-        assert_eq!(DataDir::resolve(None, &env).in_state(), Path::new("/tmp/x/in/state.json"));
+        assert_eq!(
+            DataDir::resolve(None, &env).in_state(),
+            Path::new("/tmp/x/in/state.json")
+        );
     }
 
     #[test]

@@ -225,14 +225,18 @@ mod tests {
             ("KBC_URL", "http://127.0.0.1:9/"),
         ]);
         let (url, token) = e.storage_credentials().unwrap();
-        assert_eq!((url.as_str(), token.expose()), ("http://127.0.0.1:9", "kbc-token-2"));
+        assert_eq!(
+            (url.as_str(), token.expose()),
+            ("http://127.0.0.1:9", "kbc-token-2")
+        );
         assert!(!env(&[]).in_keboola());
     }
 
     #[test]
     fn bad_values_are_user_errors() {
-        let err = Environment::from_vars([("KBC_DATA_TYPE_SUPPORT".to_string(), "all".to_string())])
-            .unwrap_err();
+        let err =
+            Environment::from_vars([("KBC_DATA_TYPE_SUPPORT".to_string(), "all".to_string())])
+                .unwrap_err();
         assert!(err.is_user());
         assert!(err.to_string().contains("KBC_DATA_TYPE_SUPPORT"), "{err}");
     }

@@ -26,7 +26,9 @@ impl std::str::FromStr for DataTypeSupport {
             "authoritative" => Ok(DataTypeSupport::Authoritative),
             "hints" => Ok(DataTypeSupport::Hints),
             "none" => Ok(DataTypeSupport::None),
-            other => Err(format!("`{other}` is not one of authoritative, hints, none")),
+            other => Err(format!(
+                "`{other}` is not one of authoritative, hints, none"
+            )),
         }
     }
 }
@@ -62,9 +64,17 @@ pub struct DataTypes {
 pub struct DataType {
     #[serde(rename = "type")]
     pub type_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt_scalar_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_scalar_string"
+    )]
     pub length: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt_scalar_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_scalar_string"
+    )]
     pub default: Option<String>,
 }
 
@@ -154,10 +164,16 @@ pub fn load_output_manifest(path: &Path) -> Result<OutputTableOptions, Error> {
     let Value::Object(map) = &raw else {
         return Err(Error::invalid(path, "a manifest must be a JSON object"));
     };
-    if let Some(key) = map.keys().find(|k| !OUTPUT_MANIFEST_KEYS.contains(&k.as_str())) {
+    if let Some(key) = map
+        .keys()
+        .find(|k| !OUTPUT_MANIFEST_KEYS.contains(&k.as_str()))
+    {
         return Err(Error::invalid(
             path,
-            format!("unknown key `{key}`; valid keys are: {}", OUTPUT_MANIFEST_KEYS.join(", ")),
+            format!(
+                "unknown key `{key}`; valid keys are: {}",
+                OUTPUT_MANIFEST_KEYS.join(", ")
+            ),
         ));
     }
     let options: OutputTableOptions = parse_json(path, &text)?;
@@ -220,7 +236,10 @@ impl OutputTableSpec {
                     }
                 })
                 .collect();
-            m.insert("schema".into(), serde_json::to_value(schema).expect("schema serializes"));
+            m.insert(
+                "schema".into(),
+                serde_json::to_value(schema).expect("schema serializes"),
+            );
         } else {
             m.insert("primary_key".into(), Value::from(self.primary_key.clone()));
             if self.sliced {
@@ -282,39 +301,55 @@ mod tests {
                    "primary_key": ["id"],
                    "column_metadata": {"id": [{"key": "KBC.datatype.basetype", "value": "INTEGER"}]}})
         );
-        assert_eq!(spec(true).to_manifest(false)["columns"], json!(["id", "name"]));
+        assert_eq!(
+            spec(true).to_manifest(false)["columns"],
+            json!(["id", "name"])
+        );
     }
 
     #[test]
     fn schema_manifest_sets_has_header_by_slicing() {
         let m = spec(false).to_manifest(true);
         assert_eq!(m["has_header"], json!(true));
-        assert_eq!(m["schema"][0], json!({"name": "id", "data_type": {"base": {"type": "INTEGER"}},
-                                          "nullable": false, "primary_key": true}));
-        assert_eq!(m["schema"][1], json!({"name": "name", "nullable": true, "primary_key": false}));
+        assert_eq!(
+            m["schema"][0],
+            json!({"name": "id", "data_type": {"base": {"type": "INTEGER"}},
+                                          "nullable": false, "primary_key": true})
+        );
+        assert_eq!(
+            m["schema"][1],
+            json!({"name": "name", "nullable": true, "primary_key": false})
+        );
         assert!(m.get("columns").is_none() && m.get("primary_key").is_none());
         assert_eq!(spec(true).to_manifest(true)["has_header"], json!(false));
     }
 
     #[test]
     fn form_follows_config_then_env() {
-        use DataTypeSupport::{Authoritative, Hints};
+        use DataTypeSupport as D;
         assert!(!uses_schema_form(None, None));
-        assert!(uses_schema_form(None, Some(Hints)));
-        assert!(!uses_schema_form(Some(DataTypeSupport::None), Some(Authoritative)));
-        assert!(uses_schema_form(Some(Authoritative), None));
+        assert!(uses_schema_form(None, Some(D::Hints)));
+        assert!(!uses_schema_form(Some(D::None), Some(D::Authoritative)));
+        assert!(uses_schema_form(Some(D::Authoritative), None));
     }
 
     #[test]
     fn input_manifest_needs_only_id_and_output_manifest_is_strict() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.csv.manifest");
-        std::fs::write(&p, r#"{"id": "in.c-a.b", "rows_count": 5, "column_metadata": []}"#).unwrap();
+        std::fs::write(
+            &p,
+            r#"{"id": "in.c-a.b", "rows_count": 5, "column_metadata": []}"#,
+        )
+        .unwrap();
         let m = InputManifest::load(&p).unwrap();
         assert_eq!(m.id, "in.c-a.b");
         std::fs::write(&p, r#"{"destination": "out.c-a.b", "colums": ["x"]}"#).unwrap();
         let err = load_output_manifest(&p).unwrap_err();
         assert!(err.to_string().contains("unknown key `colums`"), "{err}");
-        assert_eq!(manifest_path(Path::new("out/x.csv")), Path::new("out/x.csv.manifest"));
+        assert_eq!(
+            manifest_path(Path::new("out/x.csv")),
+            Path::new("out/x.csv.manifest")
+        );
     }
 }

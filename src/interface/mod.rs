@@ -74,28 +74,43 @@ impl Error {
 /// line and column for both kinds of error. Messages never quote a value (it could be a secret).
 pub fn parse_json<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let result: Result<T, _> = serde_path_to_error::deserialize(&mut de).and_then(|v| {
-        de.end().map_err(|e| serde_path_to_error::Error::new(serde_path_to_error::Track::new().path(), e))?;
-        Ok(v)
-    });
-    result.map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let position = format!("line {}, column {}", inner.line(), inner.column());
-        let message = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                format!("invalid JSON at {position}: {}", strip_position(&inner.to_string()))
-            }
-            _ => {
-                let key = if path.is_empty() || path == "." { "(root)".to_owned() } else { path };
-                format!("`{key}` (at {position}): {}", strip_position(&inner.to_string()))
-            }
-        };
-        Error::Json {
-            file: file.to_owned(),
-            message: crate::secrets::redact(&message).into_owned(),
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => {
+            de.end().map_err(|e| json_error(file, String::new(), e))?;
+            Ok(value)
         }
-    })
+        Err(err) => {
+            let path = err.path().to_string();
+            Err(json_error(file, path, err.into_inner()))
+        }
+    }
+}
+
+fn json_error(file: &Path, path: String, inner: serde_json::Error) -> Error {
+    let position = format!("line {}, column {}", inner.line(), inner.column());
+    let message = match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            format!(
+                "invalid JSON at {position}: {}",
+                strip_position(&inner.to_string())
+            )
+        }
+        _ => {
+            let key = if path.is_empty() || path == "." {
+                "(root)".to_owned()
+            } else {
+                path
+            };
+            format!(
+                "`{key}` (at {position}): {}",
+                strip_position(&inner.to_string())
+            )
+        }
+    };
+    Error::Json {
+        file: file.to_owned(),
+        message: crate::secrets::redact(&message).into_owned(),
+    }
 }
 
 /// serde_json appends " at line L column C" to its messages; we report the position ourselves.
@@ -143,10 +158,16 @@ mod tests {
     #[test]
     fn json_errors_name_the_position() {
         let err = parse_json::<T>(Path::new("config.json"), "{\n  \"a\": \n}").unwrap_err();
-        assert_eq!(err.to_string(), "config.json: invalid JSON at line 3, column 1: expected value");
+        assert_eq!(
+            err.to_string(),
+            "config.json: invalid JSON at line 3, column 1: expected value"
+        );
         let err = parse_json::<T>(Path::new("c.json"), "{\"a\": \"hunter2\"}").unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("c.json: `a` (at line 1, column "), "{text}");
+        assert!(
+            text.starts_with("c.json: `a` (at line 1, column "),
+            "{text}"
+        );
         assert!(text.contains("invalid type"), "{text}");
         assert!(err.is_user());
     }

@@ -72,10 +72,13 @@ impl State {
         if !tables.is_object() {
             *tables = Value::Object(Map::new());
         }
-        tables.as_object_mut().expect("made an object above").insert(
-            table_id.to_owned(),
-            serde_json::json!({ "last_import_date": date }),
-        );
+        tables
+            .as_object_mut()
+            .expect("made an object above")
+            .insert(
+                table_id.to_owned(),
+                serde_json::json!({ "last_import_date": date }),
+            );
     }
 }
 
@@ -94,13 +97,19 @@ mod tests {
         state.save(&out).unwrap();
         let back = State::load(&out).unwrap();
         assert_eq!(back.as_map()["cursor"], 5);
-        assert_eq!(back.last_import_date("in.c-a.b"), Some("2026-01-01T00:00:00+0000"));
+        assert_eq!(
+            back.last_import_date("in.c-a.b"),
+            Some("2026-01-01T00:00:00+0000")
+        );
     }
 
     #[test]
     fn missing_and_php_empty_mean_no_state() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(State::load(&dir.path().join("none.json")).unwrap(), State::default());
+        assert_eq!(
+            State::load(&dir.path().join("none.json")).unwrap(),
+            State::default()
+        );
         let p = dir.path().join("s.json");
         std::fs::write(&p, "[]").unwrap();
         assert_eq!(State::load(&p).unwrap(), State::default());
