@@ -330,7 +330,6 @@ fn hash_of(rec: &ByteRecord, offset: usize, width: usize) -> u64 {
 /// written and the caller keeps the old generation.
 pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     let mut sources = load.sources.iter();
-    let header_lines = u64::from(load.file_columns.is_none() && !load.without_headers);
     let mut first_reader = match sources.next() {
         Some(p) => Some(load.dialect.reader(open_source(p)?)),
         None => None,
@@ -433,21 +432,22 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
         .collect::<Result<_, _>>()?;
     let width = columns.len();
 
-    // Pass 1: the incoming rows, in table column order, to scratch; the keys (last-wins) in memory.
+    // Pass 1: the incoming rows, stamped and in table column order (the stored format), to scratch; the
+    // keys (last-wins) in memory.
+    let stamp = load.stamp.to_string();
     let mut incoming_keys: HashMap<u128, (u64, u64)> = HashMap::new();
     let mut incoming_rows = 0u64;
     {
         let mut scratch = data_writer(&load.scratch)?;
-        let mut line = header_lines;
         let mut out = ByteRecord::new();
         let mut reader = first_reader.take();
         let mut consume = |r: &mut csv::Reader<Box<dyn Read + Send>>| -> Result<(), JobError> {
             while r.read_byte_record(&mut rec).map_err(csv_error)? {
-                line += 1;
                 if rec.len() == 1 && rec.get(0) == Some(b"") && file_columns.len() > 1 {
                     continue; // a blank line
                 }
                 if rec.len() != file_columns.len() {
+                    let line = rec.position().map(|p| p.line()).unwrap_or(0);
                     return Err(JobError::new(
                         "invalidCsv",
                         format!(
@@ -459,13 +459,14 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
                     ));
                 }
                 out.clear();
+                out.push_field(stamp.as_bytes());
                 for &p in &positions {
                     out.push_field(rec.get(p).unwrap_or(b""));
                 }
                 if !pk.is_empty() {
                     incoming_keys.insert(
-                        key_of(&out, 0, &pk),
-                        (incoming_rows, hash_of(&out, 0, width)),
+                        key_of(&out, 1, &pk),
+                        (incoming_rows, hash_of(&out, 1, width)),
                     );
                 }
                 scratch
@@ -484,12 +485,33 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
         }
         finish_writer(scratch)?;
     }
+    let outcome = |rows_count, data_size_bytes, changed| LoadOutcome {
+        columns: columns.clone(),
+        imported_columns: file_columns.clone(),
+        rows_count,
+        data_size_bytes,
+        changed,
+    };
+    let no_duplicates = pk.is_empty() || incoming_keys.len() as u64 == incoming_rows;
+
+    // A full load without duplicate keys: the scratch file already is the next generation.
+    if !load.incremental && no_duplicates {
+        if let Some(parent) = load.out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&load.scratch, &load.out)?;
+        let size = std::fs::metadata(&load.out)?.len();
+        return Ok(outcome(
+            incoming_rows,
+            size,
+            load.existing.is_some() || incoming_rows > 0,
+        ));
+    }
 
     // Pass 2: the next generation.
     let mut out = data_writer(&load.out)?;
     let mut rows_count = 0u64;
     let mut changed = false;
-    let stamp = load.stamp.to_string();
     let mut rec_out = ByteRecord::new();
     let werr = |e: csv::Error| JobError::new("applicationError", e.to_string());
     if load.incremental {
@@ -519,7 +541,25 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     } else {
         changed = load.existing.is_some();
     }
-    // Incoming rows (winners of their key only).
+    if pk.is_empty() {
+        // An append: the scratch rows go in as they are.
+        let mut inner = out
+            .into_inner()
+            .map_err(|e| JobError::new("applicationError", e.to_string()))?;
+        std::io::copy(&mut File::open(&load.scratch)?, &mut inner)?;
+        let f = inner
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        f.sync_all()?;
+        let size = f.metadata()?.len();
+        let _ = std::fs::remove_file(&load.scratch);
+        return Ok(outcome(
+            rows_count + incoming_rows,
+            size,
+            changed || incoming_rows > 0,
+        ));
+    }
+    // Incoming rows: the winner of each key, unless it left a stored row unchanged.
     {
         let f = File::open(&load.scratch)?;
         let mut rdr = ReaderBuilder::new()
@@ -529,17 +569,11 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
         let mut row = ByteRecord::new();
         let mut idx = 0u64;
         while rdr.read_byte_record(&mut row).map_err(csv_error)? {
-            let keep = pk.is_empty()
-                || incoming_keys
-                    .get(&key_of(&row, 0, &pk))
-                    .is_some_and(|e| e.0 == idx);
-            if keep {
-                rec_out.clear();
-                rec_out.push_field(stamp.as_bytes());
-                for i in 0..width {
-                    rec_out.push_field(row.get(i).unwrap_or(b""));
-                }
-                out.write_byte_record(&rec_out).map_err(werr)?;
+            if incoming_keys
+                .get(&key_of(&row, 1, &pk))
+                .is_some_and(|e| e.0 == idx)
+            {
+                out.write_byte_record(&row).map_err(werr)?;
                 rows_count += 1;
                 changed = true;
             }
@@ -548,13 +582,7 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     }
     let data_size_bytes = finish_writer(out)?;
     let _ = std::fs::remove_file(&load.scratch);
-    Ok(LoadOutcome {
-        columns,
-        imported_columns: file_columns,
-        rows_count,
-        data_size_bytes,
-        changed,
-    })
+    Ok(outcome(rows_count, data_size_bytes, changed))
 }
 
 /// Rewrites a table without the rows `sel` selects. Returns (deleted, kept, new size).
