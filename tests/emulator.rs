@@ -493,6 +493,16 @@ async fn incremental_semantics_and_changed_since() {
         )
         .await;
     assert_eq!(out, "\"c\"\n");
+    // The import stamp as a last column on request.
+    let (_, out) = api
+        .export("in.c-main.pk", json!({"columns": "id", "includeInternalTimestamp": true, "changedSince": first_import}))
+        .await;
+    let line = out.lines().next().unwrap();
+    assert!(
+        line.starts_with("\"a\",\"20") || line.starts_with("\"new\",\"20"),
+        "{line}"
+    );
+    assert_eq!(line.split(',').count(), 2);
     // A relative time covering everything.
     let (_, out) = api
         .export("in.c-main.pk", json!({"changedSince": "-2 days"}))
@@ -989,7 +999,14 @@ async fn store_survives_a_restart() {
     let (_, detail_before) = api.get("tables/in.c-keep.t").await;
     api.emu.shutdown().await;
 
+    // What a crash mid-write leaves behind: a newer generation and a blob nobody points to.
+    let table_dir = dir.path().join("tables/in.c-keep.t");
+    std::fs::write(table_dir.join("data.999999.csv"), "1,half,written\n").unwrap();
+    std::fs::write(dir.path().join("objects/orphan"), "x").unwrap();
+
     let api = start_at(dir.path()).await;
+    assert!(!table_dir.join("data.999999.csv").exists());
+    assert!(!dir.path().join("objects/orphan").exists());
     assert_eq!(
         api.emu.dump_table("in.c-keep.t").await.unwrap().unwrap(),
         before

@@ -1227,6 +1227,7 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     let selection = parse_selection(&t, params)?;
     let limit = params.int("limit")?.filter(|l| *l > 0).map(|l| l as u64);
     let gzip = params.bool("gzip", false)?;
+    let with_timestamp = params.bool("includeInternalTimestamp", false)?;
     let format = params.nonempty("format").unwrap_or_else(|| "rfc".into());
     if format != "rfc" {
         return Err(ApiError::bad_request(
@@ -1250,6 +1251,7 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
         })).collect::<Vec<_>>(),
         "fileType": "csv",
         "timezone": null,
+        "includeInternalTimestamp": with_timestamp,
     });
     let job = jobs::create(
         app,
@@ -1259,31 +1261,39 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     );
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, fault| {
-        run_export(
-            app,
-            &tid,
+        let request = ExportRequest {
             columns,
             selection,
             limit,
             gzip,
-            export_params,
-            fault,
-        )
+            with_timestamp,
+            cache_key: export_params.to_string(),
+        };
+        run_export(app, &tid, request, fault)
     });
     accepted(job)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_export(
-    app: &App,
-    table_id: &str,
+/// What an export job was asked for, validated.
+struct ExportRequest {
     columns: Vec<usize>,
     selection: Selection,
     limit: Option<u64>,
     gzip: bool,
-    cache_params: Value,
-    fault: Option<JobFault>,
-) -> JobResult {
+    with_timestamp: bool,
+    /// Canonical parameters: identical requests on an unchanged table share the exported file.
+    cache_key: String,
+}
+
+fn run_export(app: &App, table_id: &str, req: ExportRequest, fault: Option<JobFault>) -> JobResult {
+    let ExportRequest {
+        columns,
+        selection,
+        limit,
+        gzip,
+        with_timestamp,
+        cache_key,
+    } = req;
     let t = app
         .store
         .lock()
@@ -1297,7 +1307,6 @@ fn run_export(
             "A requested column was deleted before the export ran.",
         ));
     }
-    let cache_key = cache_params.to_string();
     let truncate = match fault {
         Some(JobFault::TruncateSlice(n)) => Some(n),
         _ => None,
@@ -1331,6 +1340,7 @@ fn run_export(
         columns,
         limit,
         gzip,
+        with_timestamp,
         slice_path: &namer,
         truncate_first_slice: truncate,
     })?;

@@ -679,6 +679,8 @@ pub struct Export<'a> {
     pub columns: Vec<usize>,
     pub limit: Option<u64>,
     pub gzip: bool,
+    /// Append the row's import stamp as a last `_timestamp` column (`2024-01-31 12:00:00`, UTC).
+    pub with_timestamp: bool,
     /// Where slice `i` goes.
     pub slice_path: &'a (dyn Fn(usize) -> PathBuf + Sync),
     /// Truncate the first slice to this many bytes (fault injection).
@@ -756,6 +758,10 @@ pub fn export(ex: Export<'_>) -> Result<Vec<(PathBuf, u64)>, JobError> {
                 fields.clear();
                 for &c in &ex.columns {
                     fields.push_field(rec.get(c + 1).unwrap_or(b""));
+                }
+                if ex.with_timestamp {
+                    let ts = chrono::DateTime::from_timestamp(stamp, 0).unwrap_or_default();
+                    fields.push_field(ts.format("%Y-%m-%d %H:%M:%S").to_string().as_bytes());
                 }
                 w.write_byte_record(&fields)
                     .map_err(|e| JobError::new("applicationError", e.to_string()))?;
@@ -958,6 +964,7 @@ mod tests {
             columns: vec![0, 1],
             limit: None,
             gzip: true,
+            with_timestamp: false,
             slice_path: &namer,
             truncate_first_slice: None,
         })
