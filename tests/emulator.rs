@@ -1613,3 +1613,81 @@ async fn binary_prints_its_url_first_and_logs_requests_without_tokens() {
     );
     assert!(!rest.contains("very-secret-token"));
 }
+
+#[tokio::test]
+async fn one_failed_s3_part_upload_then_a_retry() {
+    let api = start().await;
+    let (_, f) = api.post_form("files/prepare", &[("name", "big.csv")]).await;
+    let p = &f["uploadParams"];
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={}/x",
+        p["credentials"]["AccessKeyId"].as_str().unwrap()
+    );
+    let url = format!(
+        "{}/kbc-sapi-files/{}",
+        api.emu.url(),
+        p["key"].as_str().unwrap()
+    );
+    let xml = api
+        .http
+        .post(format!("{url}?uploads"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let upload_id = xml
+        .split("<UploadId>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    api.emu
+        .add_fault(FaultRule {
+            method: Some("PUT".into()),
+            query: Some("*partNumber=2&*".into()),
+            status: Some(500),
+            ..Default::default()
+        })
+        .unwrap();
+    let put = |n: u32, body: &'static str| {
+        let rb = api
+            .http
+            .put(format!("{url}?partNumber={n}&uploadId={upload_id}"))
+            .header("Authorization", &auth)
+            .body(body);
+        async move { rb.send().await.unwrap().status() }
+    };
+    assert_eq!(put(1, "id\n1\n").await, StatusCode::OK);
+    assert_eq!(put(2, "2\n").await, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(put(2, "2\n").await, StatusCode::OK);
+    let r = api
+        .http
+        .post(format!("{url}?uploadId={upload_id}"))
+        .header("Authorization", &auth)
+        .body("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part><Part><PartNumber>2</PartNumber></Part></CompleteMultipartUpload>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, job) = api
+        .post_json(
+            "buckets/in.c-m/tables-async",
+            json!({"name": "t", "dataFileId": f["id"]}),
+        )
+        .await;
+    assert_eq!(job["code"], "storage.buckets.notFound");
+    api.post_form("buckets", &[("name", "m")]).await;
+    let (_, job) = api
+        .post_json(
+            "buckets/in.c-m/tables-async",
+            json!({"name": "t", "dataFileId": f["id"]}),
+        )
+        .await;
+    assert_eq!(api.wait(&job).await["results"]["rowsCount"], 2);
+    api.emu.shutdown().await;
+}

@@ -406,6 +406,15 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     let mut columns = base.clone();
     for c in &file_columns {
         if !columns.contains(c) {
+            // A new column must be a valid name: Storage does not rename columns of existing tables.
+            if normalize_column_name(c) != *c {
+                return Err(JobError::new(
+                    "storage.tables.validation.invalidColumnName",
+                    format!(
+                        "The new column \"{c}\" has an invalid name: only alphanumeric characters and underscores are allowed."
+                    ),
+                ));
+            }
             columns.push(c.clone());
         }
     }
@@ -938,6 +947,16 @@ mod tests {
             e.results.unwrap()["missingColumns"],
             serde_json::json!(["name"])
         );
+    }
+
+    #[test]
+    fn new_columns_with_invalid_names_fail_the_load() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(d.path(), "a.csv", "id,bad name\n1,x\n");
+        let e = run(d.path(), &a, None, &["id"], &[], true, 1, "g1").unwrap_err();
+        assert_eq!(e.code, "storage.tables.validation.invalidColumnName");
+        let o = run(d.path(), &a, None, &[], &[], false, 1, "g2").unwrap();
+        assert_eq!(o.columns, ["id", "bad_name"]);
     }
 
     #[test]
