@@ -302,6 +302,26 @@ async fn incremental_upsert_filters_and_table_changes() {
     );
     let preview = s.client.preview("in.c-main.t", Some(10)).await.unwrap();
     assert_eq!(preview.lines().count(), 3, "{preview}");
+    // An emptied table exports as its header alone.
+    let all = s
+        .client
+        .delete_rows(
+            "in.c-main.t",
+            &DeleteRowsOptions {
+                allow_truncate: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all, 2);
+    let empty = dir.path().join("empty.csv");
+    let out = export_merged(&s.client, "in.c-main.t", &empty).await;
+    assert_eq!(out.rows, 0);
+    assert_eq!(
+        std::fs::read_to_string(&empty).unwrap(),
+        "\"id\",\"v\",\"extra\"\n"
+    );
     s.client.drop_table("in.c-main.t").await.unwrap();
     assert!(s.client.get_table("in.c-main.t").await.unwrap().is_none());
     // Dropping what is gone is fine.
@@ -559,4 +579,95 @@ async fn a_million_rows_round_trip_through_the_cli_in_flat_memory() {
     );
     assert!(export_rss < 100 * 1024, "export peak RSS {export_rss} kB");
     assert!(import_rss < 100 * 1024, "import peak RSS {import_rss} kB");
+}
+
+fn cli(args: &[&str], url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
+        .args(args)
+        .env("KBC_URL", url)
+        .env("KBC_TOKEN", TOKEN)
+        .env("AWS_ENDPOINT_URL_S3", url)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_imports_creates_and_reports_job_errors_as_user_errors() {
+    let s = stack().await;
+    let url = s.emu.url();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.csv");
+    std::fs::write(&first, "id,name\n1,a\n2,b\n").unwrap();
+    let headless = dir.path().join("more.csv");
+    std::fs::write(&headless, "2,B\n3,c\n").unwrap();
+    let wrong = dir.path().join("wrong.csv");
+    std::fs::write(&wrong, "other\nx\n").unwrap();
+    let (first, headless, wrong) = (
+        first.to_str().unwrap().to_owned(),
+        headless.to_str().unwrap().to_owned(),
+        wrong.to_str().unwrap().to_owned(),
+    );
+    let outputs = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            let missing = cli(&["tables", "import", "out.c-new.t", &first], &url);
+            let created = cli(
+                &[
+                    "tables",
+                    "import",
+                    "out.c-new.t",
+                    &first,
+                    "--create",
+                    "--primary-key",
+                    "id",
+                ],
+                &url,
+            );
+            let upserted = cli(
+                &[
+                    "tables",
+                    "import",
+                    "out.c-new.t",
+                    &headless,
+                    "--incremental",
+                    "--columns",
+                    "id,name",
+                ],
+                &url,
+            );
+            let rejected = cli(&["tables", "import", "out.c-new.t", &wrong], &url);
+            (missing, created, upserted, rejected)
+        }
+    })
+    .await
+    .unwrap();
+    let (missing, created, upserted, rejected) = outputs;
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(missing.status.code(), Some(1), "{}", err(&missing));
+    assert!(err(&missing).contains("pass --create"), "{}", err(&missing));
+    assert_eq!(created.status.code(), Some(0), "{}", err(&created));
+    assert!(
+        err(&created).contains("created out.c-new.t with 2 rows"),
+        "{}",
+        err(&created)
+    );
+    assert_eq!(upserted.status.code(), Some(0), "{}", err(&upserted));
+    assert!(
+        err(&upserted).contains("table has 3 rows"),
+        "{}",
+        err(&upserted)
+    );
+    assert_eq!(
+        s.emu.dump_table("out.c-new.t").await.unwrap().unwrap(),
+        "\"id\",\"name\"\n\"1\",\"a\"\n\"2\",\"B\"\n\"3\",\"c\"\n"
+    );
+    // A load the server rejects (missing columns) is the user's to fix, named by job and table.
+    assert_eq!(rejected.status.code(), Some(1), "{}", err(&rejected));
+    assert!(
+        err(&rejected).contains("csvImport.columnsNotMatch"),
+        "{}",
+        err(&rejected)
+    );
+    assert!(err(&rejected).contains("out.c-new.t"), "{}", err(&rejected));
+    assert!(!err(&rejected).contains(TOKEN));
 }
