@@ -90,8 +90,9 @@ impl LocalStack {
         if marker.exists() || !changes.is_dir() {
             return Ok(());
         }
-        let client = Client::new(ClientConfig::new(self.url(), self.token.clone()))
-            .context("connecting to the local stack")?;
+        let mut config = ClientConfig::new(self.url(), self.token.clone());
+        config.endpoints.s3 = Some(self.url());
+        let client = Client::new(config).context("connecting to the local stack")?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(&changes)
             .with_context(|| format!("listing {}", changes.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
