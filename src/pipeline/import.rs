@@ -156,6 +156,15 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
         ))
         .into());
     }
+    if let Some(expected) = plan.expected_header.as_ref().filter(|e| **e != columns) {
+        return Err(UserError::new(format!(
+            "output table {source}: the header ({}) differs from the manifest's schema ({}); the \
+             header must list the schema's columns in the same order",
+            columns.join(", "),
+            expected.join(", ")
+        ))
+        .into());
+    }
     let missing_pk: Vec<&String> = plan
         .primary_key
         .iter()
@@ -560,6 +569,7 @@ mod tests {
             incremental: false,
             primary_key: vec![],
             headless_columns: None,
+            expected_header: None,
             delimiter: ",".into(),
             enclosure: "\"".into(),
             delete_where: vec![],
