@@ -47,6 +47,11 @@ impl LocalStack {
             token,
             dir: dir.to_owned(),
         };
+        tracing::info!(
+            "local stack: Storage API emulator at {} (store {})",
+            stack.url(),
+            dir.display()
+        );
         let marker = dir.join("seeded");
         let first_use = !marker.exists();
         if first_use {
@@ -61,8 +66,7 @@ impl LocalStack {
             }
             std::fs::write(&marker, "seeded by kbc-runner --local-stack\n")
                 .with_context(|| format!("writing {}", marker.display()))?;
-        }
-        if !first_use {
+        } else {
             stack
                 .apply_changes_once(&data_root.join("local-stack"))
                 .await?;
@@ -73,11 +77,6 @@ impl LocalStack {
         let kept = dir.join("state.json");
         let state = std::fs::read(&kept).unwrap_or_else(|_| b"{}\n".to_vec());
         crate::interface::write_atomic(&data.in_state(), &state)?;
-        tracing::info!(
-            "local stack: Storage API emulator at {} (store {})",
-            stack.url(),
-            dir.display()
-        );
         Ok(stack)
     }
 

@@ -65,7 +65,6 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
             None => None,
         };
         let storage = match &local {
-            // The local stack serves file storage at its own URL, like `AWS_ENDPOINT_URL_S3` would.
             Some(stack) => {
                 StorageAccess::new(Some((stack.url(), stack.token().to_owned())), &config)
                     .with_s3_endpoint(stack.url())
@@ -105,10 +104,10 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
 /// Storage need no token.
 pub struct StorageAccess {
     credentials: Option<(String, String)>,
+    /// The S3 endpoint of an emulator (the local stack); otherwise the client's own rules apply.
+    s3_endpoint: Option<String>,
     job_timeout: Duration,
     max_connections: usize,
-    /// An S3 endpoint override (the local stack); otherwise the client reads `AWS_ENDPOINT_URL_S3`.
-    s3_endpoint: Option<String>,
     client: OnceLock<Client>,
 }
 
@@ -137,16 +136,16 @@ impl StorageAccess {
         }
         StorageAccess {
             credentials,
+            s3_endpoint: None,
             job_timeout: Duration::from_secs(config.parameters.job_timeout_seconds.unwrap_or(3600)),
             max_connections: config.parameters.concurrency() * 4,
-            s3_endpoint: None,
             client: OnceLock::new(),
         }
     }
 
-    /// Sends file transfers to this S3-compatible endpoint.
-    pub fn with_s3_endpoint(mut self, url: String) -> Self {
-        self.s3_endpoint = Some(url);
+    /// Sends file transfers to an S3-compatible endpoint (the local stack's emulator).
+    pub fn with_s3_endpoint(mut self, endpoint: String) -> Self {
+        self.s3_endpoint = Some(endpoint);
         self
     }
 
