@@ -1691,3 +1691,32 @@ async fn one_failed_s3_part_upload_then_a_retry() {
     assert_eq!(api.wait(&job).await["results"]["rowsCount"], 2);
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn jobs_cut_short_by_a_restart_end_in_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = start_at(dir.path()).await;
+    api.emu
+        .seed_table("in.c-r.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    api.emu
+        .add_fault(FaultRule {
+            job: Some("tableExport".into()),
+            hang: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, job) = api
+        .post_json("tables/in.c-r.t/export-async", json!({}))
+        .await;
+    api.emu.shutdown().await;
+    let api = start_at(dir.path()).await;
+    let (_, j) = api.get(&format!("jobs/{}", job["id"])).await;
+    assert_eq!(j["status"], "error");
+    assert_eq!(j["error"]["code"], "applicationError");
+    // The table still works.
+    let (_, out) = api.export("in.c-r.t", json!({})).await;
+    assert_eq!(out, "\"1\"\n");
+    api.emu.shutdown().await;
+}

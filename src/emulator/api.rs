@@ -69,7 +69,7 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
     let params = read_params(req).await?;
     let base = &app.base_url;
     match (&method, segs.as_slice()) {
-        (&Method::GET, ["tokens", "verify"]) => ok(token_json(app, &params)),
+        (&Method::GET, ["tokens", "verify"]) => ok(token_json(app)),
         (&Method::GET, ["dev-branches"]) => ok(json!([branch_json()])),
         (&Method::GET, ["dev-branches", id])
             if *id == DEFAULT_BRANCH_ID.to_string() || *id == "default" =>
@@ -282,8 +282,7 @@ fn index(app: &App, query: Option<&str>) -> ApiResult {
     ok(v)
 }
 
-fn token_json(app: &App, params: &Params) -> Value {
-    let _ = params;
+fn token_json(app: &App) -> Value {
     let (rows, bytes) = {
         let meta = app.store.lock();
         meta.tables.values().fold((0u64, 0u64), |(r, b), t| {
