@@ -801,9 +801,21 @@ fn apply_load(
                 last_stamp: 0,
                 export_cache: Default::default(),
             },
-            (None, Some(t)) => t,
-            (None, None) => return Err(ApiError::table_not_found(table_id).into()),
+            // The stored table as it is now: a bucket delete may have dropped it while the load ran.
+            (None, _) => match meta.tables.get(table_id) {
+                Some(t) => t.clone(),
+                None => {
+                    drop(meta);
+                    let _ = std::fs::remove_file(&out);
+                    return Err(ApiError::table_not_found(table_id).into());
+                }
+            },
         };
+        if !meta.buckets.contains_key(&t.bucket_id) {
+            drop(meta);
+            let _ = std::fs::remove_file(&out);
+            return Err(ApiError::bucket_not_found(&t.bucket_id).into());
+        }
         t.columns = outcome.columns.clone();
         t.rows_count = outcome.rows_count;
         t.data_size_bytes = outcome.data_size_bytes;
