@@ -1720,3 +1720,49 @@ async fn jobs_cut_short_by_a_restart_end_in_error() {
     assert_eq!(out, "\"1\"\n");
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn table_metadata_round_trip() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-md.t", b"id,v\n1,a\n", &[])
+        .await
+        .unwrap();
+    let body = json!({"provider": "test", "metadata": [{"key": "k", "value": "v1"}],
+                      "columnsMetadata": {"id": [{"key": "KBC.datatype.basetype", "value": "INTEGER"}]}});
+    let (s, r) = api.post_json("tables/in.c-md.t/metadata", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["metadata"][0]["value"], "v1");
+    assert_eq!(r["columnsMetadata"]["id"][0]["provider"], "test");
+    // Same provider and key: updated, not duplicated.
+    let (_, r) = api
+        .post_json(
+            "tables/in.c-md.t/metadata",
+            json!({"provider": "test", "metadata": [{"key": "k", "value": "v2"}]}),
+        )
+        .await;
+    assert_eq!(r["metadata"].as_array().unwrap().len(), 1);
+    let (_, t) = api.get("tables/in.c-md.t").await;
+    assert_eq!(t["metadata"][0]["value"], "v2");
+    assert_eq!(t["columnMetadata"]["id"][0]["value"], "INTEGER");
+    let id = t["metadata"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .call(api.req(Method::DELETE, &format!("tables/in.c-md.t/metadata/{id}")))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("tables/in.c-md.t/metadata").await.1, json!([]));
+    let (s, e) = api
+        .post_json(
+            "tables/in.c-md.t/metadata",
+            json!({"provider": "p", "columnsMetadata": {"nope": [{"key": "a", "value": "b"}]}}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.validation.columnNotExists")
+        )
+    );
+    api.emu.shutdown().await;
+}

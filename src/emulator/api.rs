@@ -141,11 +141,10 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
         (&Method::DELETE, ["tables", id, "columns", column]) => {
             delete_column(app, id, column, &params)
         }
-        (&Method::GET, ["tables", id, "metadata"]) => {
-            if !app.store.lock().tables.contains_key(*id) {
-                return Err(ApiError::table_not_found(id));
-            }
-            ok(json!([]))
+        (&Method::GET, ["tables", id, "metadata"]) => ok(json!(table_meta(app, id)?.metadata)),
+        (&Method::POST, ["tables", id, "metadata"]) => post_table_metadata(app, id, &params),
+        (&Method::DELETE, ["tables", id, "metadata", metadata_id]) => {
+            delete_table_metadata(app, id, metadata_id)
         }
         (&Method::POST, ["files", "prepare"]) => prepare_file(app, &params),
         (&Method::GET, ["files"]) => list_files(app, &params),
@@ -546,8 +545,8 @@ pub fn table_json(
         "tableType": "table",
         "timestampType": "MANAGED",
         "path": format!("KBC_EMULATOR.{}", t.id),
-        "metadata": [],
-        "columnMetadata": [],
+        "metadata": t.metadata,
+        "columnMetadata": if t.column_metadata.is_empty() { json!([]) } else { json!(t.column_metadata) },
     });
     if with_columns {
         v["columns"] = json!(t.columns);
@@ -800,6 +799,8 @@ fn apply_load(
                 data_gen: 0,
                 last_stamp: 0,
                 export_cache: Default::default(),
+                metadata: Vec::new(),
+                column_metadata: Default::default(),
             },
             // The stored table as it is now: a bucket delete may have dropped it while the load ran.
             (None, _) => match meta.tables.get(table_id) {
@@ -1752,6 +1753,137 @@ fn delete_column(app: &Arc<App>, table_id: &str, column: &str, params: &Params) 
         table_result(app, &tid)
     });
     accepted(job)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Table metadata
+
+/// Adds or updates (by provider and key) metadata of a table and its columns; answers 201 with
+/// `{metadata, columnsMetadata}` (the JSON variant's shape, also for form bodies).
+fn post_table_metadata(app: &App, table_id: &str, params: &Params) -> ApiResult {
+    let provider = params.nonempty("provider").ok_or_else(|| {
+        ApiError::bad_request(
+            "storage.metadata.validation",
+            "Parameter \"provider\" is required.",
+        )
+    })?;
+    let entry_of = |m: &Value, i: usize| -> Result<(String, String), ApiError> {
+        let key = m
+            .get("key")
+            .and_then(scalar_string)
+            .filter(|k| !k.is_empty());
+        let value = m.get("value").and_then(scalar_string);
+        match (key, value) {
+            (Some(k), Some(v)) => Ok((k, v)),
+            _ => Err(ApiError::bad_request(
+                "storage.metadata.validation",
+                format!("Metadata entry {i} needs a non-empty \"key\" and a \"value\"."),
+            )),
+        }
+    };
+    let table_entries: Vec<(String, String)> = match params.get("metadata") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| entry_of(m, i))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let mut column_entries: Vec<(String, String, String)> = Vec::new();
+    if let Some(Value::Object(cols)) = params.get("columnsMetadata") {
+        for (name, items) in cols {
+            for (i, m) in items.as_array().into_iter().flatten().enumerate() {
+                let column = m
+                    .get("columnName")
+                    .and_then(scalar_string)
+                    .unwrap_or_else(|| name.clone());
+                let (k, v) = entry_of(m, i)?;
+                column_entries.push((column, k, v));
+            }
+        }
+    } else if let Some(Value::Array(items)) = params.get("columnsMetadata") {
+        for (i, m) in items.iter().enumerate() {
+            for m in m.as_array().into_iter().flatten() {
+                let column = m
+                    .get("columnName")
+                    .and_then(scalar_string)
+                    .unwrap_or_default();
+                let (k, v) = entry_of(m, i)?;
+                column_entries.push((column, k, v));
+            }
+        }
+    }
+    let (metadata, columns_metadata) = {
+        let mut meta = app.store.lock();
+        let ids: Vec<u64> = (0..table_entries.len() + column_entries.len())
+            .map(|_| meta.next_id())
+            .collect();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        if let Some((c, _, _)) = column_entries
+            .iter()
+            .find(|(c, _, _)| !t.columns.contains(c))
+        {
+            return Err(ApiError::bad_request(
+                "storage.tables.validation.columnNotExists",
+                format!("Column \"{c}\" does not exist in the table \"{table_id}\"."),
+            ));
+        }
+        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        let upsert = |list: &mut Vec<Value>, id: u64, key: &str, value: &str| {
+            let entry = json!({"id": id.to_string(), "key": key, "value": value, "provider": provider, "timestamp": stamp});
+            match list
+                .iter_mut()
+                .find(|e| e["key"] == key && e["provider"] == provider.as_str())
+            {
+                Some(e) => {
+                    e["value"] = json!(value);
+                    e["timestamp"] = json!(stamp);
+                }
+                None => list.push(entry),
+            }
+        };
+        let mut ids = ids.into_iter();
+        for (k, v) in &table_entries {
+            upsert(&mut t.metadata, ids.next().unwrap_or(0), k, v);
+        }
+        for (c, k, v) in &column_entries {
+            upsert(
+                t.column_metadata.entry(c.clone()).or_default(),
+                ids.next().unwrap_or(0),
+                k,
+                v,
+            );
+        }
+        (t.metadata.clone(), t.column_metadata.clone())
+    };
+    persist(app)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({"metadata": metadata, "columnsMetadata": columns_metadata}),
+    ))
+}
+
+fn delete_table_metadata(app: &App, table_id: &str, metadata_id: &str) -> ApiResult {
+    {
+        let mut meta = app.store.lock();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        let before = t.metadata.len();
+        t.metadata.retain(|e| e["id"] != metadata_id);
+        if t.metadata.len() == before {
+            return Err(ApiError::not_found(
+                "storage.metadata.notFound",
+                format!("Metadata \"{metadata_id}\" of the table \"{table_id}\" was not found."),
+            ));
+        }
+    }
+    persist(app)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------------------------------------------------
