@@ -1766,3 +1766,31 @@ async fn table_metadata_round_trip() {
     );
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn changed_since_taken_before_a_load_selects_it() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-cs.t", b"id,v\n1,a\n", &["id".to_string()])
+        .await
+        .unwrap();
+    // "now" as a client would take it right before loading, at the start of a fresh second so that the load
+    // (milliseconds later) falls into the same second: the case one-second stamps get wrong if not careful.
+    let start = chrono::Utc::now().timestamp();
+    while chrono::Utc::now().timestamp() == start {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = chrono::Utc::now().timestamp().to_string();
+    let job = api.import("in.c-cs.t", "id,v\n2,b\n", true).await;
+    assert_eq!(job["status"], "success");
+    let (_, out) = api
+        .export("in.c-cs.t", json!({"changedSince": before}))
+        .await;
+    assert!(out.contains("\"2\",\"b\""), "{out}");
+    let (_, t) = api.get("tables/in.c-cs.t").await;
+    let (_, out) = api
+        .export("in.c-cs.t", json!({"changedSince": t["lastImportDate"]}))
+        .await;
+    assert_eq!(out, "");
+    api.emu.shutdown().await;
+}

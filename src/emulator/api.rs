@@ -745,7 +745,10 @@ fn apply_load(
     let (gen_, stamp) = {
         let mut meta = app.store.lock();
         let last = current.as_ref().map(|t| t.last_stamp).unwrap_or(0);
-        (meta.next_id(), now_secs().max(last + 1))
+        // The next whole second after now (and after the previous load): stamps have one-second
+        // resolution, so a `changedSince` taken before the load, even in the same second, still selects
+        // its rows, while `changedSince = lastImportDate` (this stamp) selects none of them.
+        (meta.next_id(), (now_secs() + 1).max(last + 1))
     };
     let out = app.store.table_data_path(table_id, gen_);
     let existing = current
