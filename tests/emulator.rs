@@ -1794,3 +1794,42 @@ async fn changed_since_taken_before_a_load_selects_it() {
     assert_eq!(out, "");
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_briefs_wrong_calls_get_actionable_errors() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-w.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let (s, e) = api
+        .call(
+            api.req(Method::POST, "buckets/in.c-w/tables-async?name=x")
+                .header("Content-Type", "text/csv")
+                .body("id\n1\n"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("files/prepare"),
+        "{e}"
+    );
+    let (s, e) = api
+        .post_form("tables/in.c-w.t/import-async", &[("dataString", "id\n2\n")])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("deprecated sync"),
+        "{e}"
+    );
+    let (s, e) = api
+        .post_json("tables/in.c-w.t", json!({"primaryKey": ["id"]}))
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(e["error"].as_str().unwrap().contains("primary-key"), "{e}");
+    let (s, _) = api
+        .call(api.req(Method::GET, "tables/in.c-w.t/export-async"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    api.emu.shutdown().await;
+}

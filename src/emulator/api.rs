@@ -198,6 +198,16 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
                 ))
             })
         }
+        (&Method::POST, ["tables", _]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "notAllowed",
+            "POST tables/{id} does not exist: set a primary key with POST tables/{id}/primary-key {\"columns\":[..]}, rename with PUT tables/{id} {\"displayName\"}.",
+        )),
+        (&Method::POST, ["files"]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "notAllowed",
+            "POST files does not exist: call POST files/prepare, upload to S3 with the returned uploadParams, then use the file id.",
+        )),
         (m, _) => Err(ApiError::route_not_found(m.as_str(), &full_path)),
     }
 }
@@ -641,9 +651,14 @@ fn load_options(params: &Params) -> Result<LoadOptions, ApiError> {
 
 fn file_id_param(params: &Params) -> Result<u64, ApiError> {
     let raw = params.nonempty("dataFileId").ok_or_else(|| {
+        let hint = if params.get("dataString").is_some() {
+            " \"dataString\" is accepted only by the deprecated sync endpoints (POST buckets/{id}/tables, POST tables/{id}/import)."
+        } else {
+            ""
+        };
         ApiError::bad_request(
             "storage.tables.validation",
-            "Parameter \"dataFileId\" is required (upload the CSV with files/prepare first).",
+            format!("Parameter \"dataFileId\" is required (upload the CSV with files/prepare first).{hint}"),
         )
     })?;
     raw.parse().map_err(|_| {
