@@ -1833,3 +1833,78 @@ async fn the_briefs_wrong_calls_get_actionable_errors() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn small_routes_update_list_refresh() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-sm.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let (s, b) = api
+        .call(
+            api.req(Method::PUT, "buckets/in.c-sm")
+                .json(&json!({"displayName": "Small"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["displayName"].as_str()),
+        (StatusCode::OK, Some("Small"))
+    );
+    let (s, t) = api
+        .call(
+            api.req(Method::PUT, "tables/in.c-sm.t")
+                .form(&[("displayName", "Tee")]),
+        )
+        .await;
+    assert_eq!(
+        (s, t["displayName"].as_str()),
+        (StatusCode::OK, Some("Tee"))
+    );
+    let (s, e) = api
+        .call(
+            api.req(Method::PUT, "tables/in.c-sm.nope")
+                .json(&json!({"displayName": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.tables.notFound"))
+    );
+
+    let (_, j1) = api
+        .post_json("tables/in.c-sm.t/export-async", json!({}))
+        .await;
+    let (_, j2) = api
+        .post_json("tables/in.c-sm.t/export-async", json!({"columns": "id"}))
+        .await;
+    api.wait(&j1).await;
+    api.wait(&j2).await;
+    let (s, jobs) = api.get("jobs?limit=1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs[0]["id"], j2["id"], "newest first");
+    let (s, e) = api.get("jobs/999999").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.jobs.notFound"))
+    );
+
+    let (_, f) = api.post_form("files/prepare", &[("name", "r.csv")]).await;
+    let (s, r) = api
+        .call(api.req(Method::PUT, &format!("files/{}/refresh", f["id"])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(r["uploadParams"]["credentials"]["AccessKeyId"].is_string());
+
+    let (s, d) = api.get("dev-branches/1").await;
+    assert_eq!((s, d["isDefault"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, e) = api.get("branch/42/buckets").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.devBranches.notFound"))
+    );
+    let (_, idx) = api.call(api.http.get(api.url("?exclude=components"))).await;
+    assert!(idx.get("components").is_none() && idx["services"].is_array());
+    api.emu.shutdown().await;
+}
