@@ -39,9 +39,11 @@ pub async fn run(
         .buffered(concurrency.max(1))
         .try_collect()
         .await?;
+    let bucket_lock = tokio::sync::Mutex::new(());
+    let bucket_lock = &bucket_lock;
     futures::stream::iter(checked)
         .map(|c| async move {
-            let report = load(client, &c).await?;
+            let report = load(client, &c, bucket_lock).await?;
             if remove_after {
                 remove_loaded(&c.plan).await?;
             }
@@ -216,7 +218,11 @@ fn join(items: &[&String]) -> String {
 }
 
 /// Loads one checked table.
-async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
+async fn load(
+    client: &Client,
+    c: &Checked,
+    bucket_lock: &tokio::sync::Mutex<()>,
+) -> anyhow::Result<TableReport> {
     let started = Instant::now();
     let plan = &c.plan;
     let dest = plan.destination.as_str();
@@ -233,7 +239,7 @@ async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
             t.clone()
         }
         None => {
-            ensure_bucket(client, bucket_id)
+            ensure_bucket(client, bucket_id, bucket_lock)
                 .await
                 .with_context(context)?;
             let t = create_empty(client, bucket_id, table_name, &c.columns, &plan.primary_key)
@@ -382,7 +388,13 @@ fn describe_rule(rule: &DeleteRule) -> String {
 }
 
 /// Creates the bucket when it does not exist (`out.c-main` → stage `out`, name `main`).
-async fn ensure_bucket(client: &Client, bucket_id: &str) -> anyhow::Result<()> {
+async fn ensure_bucket(
+    client: &Client,
+    bucket_id: &str,
+    lock: &tokio::sync::Mutex<()>,
+) -> anyhow::Result<()> {
+    // Tables load in parallel and several may go to one new bucket: create it once.
+    let _guard = lock.lock().await;
     if client.get_bucket(bucket_id).await?.is_some() {
         return Ok(());
     }
@@ -394,10 +406,13 @@ async fn ensure_bucket(client: &Client, bucket_id: &str) -> anyhow::Result<()> {
         ))
         .into());
     }
-    client
-        .create_bucket(stage, name)
-        .await
-        .with_context(|| format!("creating bucket {bucket_id}"))?;
+    if let Err(err) = client.create_bucket(stage, name).await {
+        // Another job may have created it meanwhile; then all is well.
+        if client.get_bucket(bucket_id).await.ok().flatten().is_some() {
+            return Ok(());
+        }
+        return Err(anyhow::Error::new(err).context(format!("creating bucket {bucket_id}")));
+    }
     tracing::info!("created bucket {bucket_id}");
     Ok(())
 }
