@@ -542,6 +542,10 @@ async fn remove_loaded(plan: &OutputPlan) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("removing {}", manifest.display()))?;
     }
+    tracing::info!(
+        "removed out/tables/{} after loading it, so the platform does not load it again",
+        plan.source
+    );
     Ok(())
 }
 
