@@ -1,8 +1,8 @@
 //! The import step (output mapping): each planned output table is checked against Storage first (for all
 //! tables, before anything is uploaded), then loaded, at most `concurrency` at once:
 //! bucket and table created when missing (with the primary key), a differing primary key changed the way
-//! the platform does it (warn, change, roll back on failure), `delete_where` rules applied before an
-//! incremental load, the file uploaded (gzip; a sliced folder as a sliced file) and imported.
+//! the platform does it (warn, change, roll back on failure), the file uploaded (gzip; a sliced folder as
+//! a sliced file), `delete_where` rules applied before an incremental load, and the file imported.
 //! A table this run created that is still empty after a failed load is dropped again.
 
 use super::plan::{DeleteRule, OutputPlan, split_table_id};
@@ -274,19 +274,6 @@ async fn load(
 
 async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Result<TableReport> {
     let plan = &c.plan;
-    if plan.incremental && !plan.delete_where.is_empty() {
-        for rule in &plan.delete_where {
-            let deleted = client
-                .delete_rows(&table.id, &delete_options(rule))
-                .await
-                .context("deleting rows (delete_where) before the incremental load")?;
-            tracing::info!(
-                "{}: deleted {deleted} rows ({})",
-                table.id,
-                describe_rule(rule)
-            );
-        }
-    }
     let bytes = size_of(&plan.path);
     let gzipped = plan.path.extension().is_some_and(|e| e == "gz");
     let file_id = client
@@ -300,6 +287,20 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
         )
         .await
         .with_context(|| format!("uploading {}", plan.path.display()))?;
+    // Rows are deleted only once the new data is safely in File Storage: a failed upload deletes nothing.
+    if plan.incremental && !plan.delete_where.is_empty() {
+        for rule in &plan.delete_where {
+            let deleted = client
+                .delete_rows(&table.id, &delete_options(rule))
+                .await
+                .context("deleting rows (delete_where) before the incremental load")?;
+            tracing::info!(
+                "{}: deleted {deleted} rows ({})",
+                table.id,
+                describe_rule(rule)
+            );
+        }
+    }
     let outcome = client
         .import_table(
             &table.id,
