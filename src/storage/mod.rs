@@ -1,15 +1,256 @@
-//! The Keboola Storage API client (not implemented yet).
+//! A client for the Keboola Storage API (`/v2/storage`): buckets, tables, async jobs, and File Storage
+//! transfers on AWS S3, Azure Blob Storage and Google Cloud Storage.
+//!
+//! It is a library of its own: it knows nothing of the pipeline, the CLI or the Common Interface. It takes
+//! plain strings for the URL and the token and never shows the token (or cloud credentials) in `Debug`
+//! output, errors or logs.
+//!
+//! - [`transport`] sends requests under the [`RetryPolicy`] (retry what is transient, never repeat a
+//!   job-creating POST the server may have acted on) and builds branch-aware paths;
+//! - [`jobs`] waits for jobs with an adaptive interval and a deadline;
+//! - `tables`, `buckets` and `files` are the typed endpoints; `export_table` and `upload_file` are the
+//!   composed flows (export job → file detail → parallel slice download; prepare → upload → import job);
+//! - [`providers`] turns File Storage credentials into an `object_store` client; [`download`] and
+//!   [`upload`] stream data through it with bounded parallelism and flat memory.
 
-/// Errors of the Storage API client.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Other(String),
+mod buckets;
+pub mod download;
+mod error;
+mod files;
+pub mod jobs;
+pub mod providers;
+pub mod retry;
+mod tables;
+pub mod transport;
+pub mod types;
+pub mod upload;
+
+pub use download::{TransferProgress, header_line};
+pub use error::{ApiError, Error, JobFailure, JobTimeout};
+pub use providers::Endpoints;
+pub use retry::{Idempotency, RetryPolicy};
+pub use types::*;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use transport::{Call, Transport, TransportConfig};
+
+/// How to reach and talk to a Storage API stack.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The stack URL, e.g. `https://connection.keboola.com` (a bare host gets `https://`).
+    pub url: String,
+    /// The Storage API token.
+    pub token: String,
+    /// A development branch id: table, bucket and file requests go to `/v2/storage/branch/{id}/...`.
+    pub branch: Option<String>,
+    /// How long to wait for one job.
+    pub job_timeout: Duration,
+    /// The global bound on parallel slice transfers.
+    pub max_connections: usize,
+    /// The retry policy of API requests.
+    pub retry: RetryPolicy,
+    /// Cloud endpoint overrides (emulators); [`ClientConfig::new`] reads them from the environment.
+    pub endpoints: Endpoints,
+    pub connect_timeout: Duration,
+    /// The longest silence while reading a response.
+    pub read_timeout: Duration,
 }
 
-impl Error {
-    /// Whether the user can fix this (bad token, missing table, rejected request).
-    pub fn is_user(&self) -> bool {
-        false
+impl ClientConfig {
+    /// Defaults: no branch, job timeout 1 h, 8 parallel transfers, endpoint overrides from the environment.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: token.into(),
+            branch: None,
+            job_timeout: Duration::from_secs(3600),
+            max_connections: 8,
+            retry: RetryPolicy::default(),
+            endpoints: Endpoints::from_env(),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .field("token", &"[redacted]")
+            .field("branch", &self.branch)
+            .field("job_timeout", &self.job_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Storage API client. Cheap to clone; clones share connections, the transfer bound and progress.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    job_timeout: Duration,
+    poll: jobs::PollSchedule,
+    /// One permit per concurrent slice transfer, shared by every export and upload of this client.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    endpoints: Endpoints,
+    progress: Arc<TransferProgress>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.transport.root())
+            .field("branch", &self.inner.transport.branch())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, Error> {
+        if config.max_connections == 0 {
+            return Err(Error::Invalid("max_connections must be at least 1".into()));
+        }
+        let transport = Transport::new(TransportConfig {
+            url: config.url,
+            token: Secret::new(config.token.trim()),
+            branch: config
+                .branch
+                .map(|b| b.trim().to_owned())
+                .filter(|b| !b.is_empty()),
+            retry: config.retry,
+            connect_timeout: config.connect_timeout,
+            read_timeout: config.read_timeout,
+        })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport,
+                job_timeout: config.job_timeout,
+                poll: jobs::PollSchedule::default(),
+                slots: Arc::new(Semaphore::new(config.max_connections)),
+                max_connections: config.max_connections,
+                endpoints: config.endpoints,
+                progress: Arc::new(TransferProgress::default()),
+            }),
+        })
+    }
+
+    /// The stack URL in use (normalized).
+    pub fn url(&self) -> &str {
+        self.inner.transport.root()
+    }
+
+    /// Counters of the transfer in progress, for progress reporting.
+    pub fn progress(&self) -> Arc<TransferProgress> {
+        self.inner.progress.clone()
+    }
+
+    /// `GET tokens/verify`: who the token is and which project it belongs to.
+    pub async fn verify_token(&self) -> Result<TokenInfo, Error> {
+        self.inner.transport.json(&Call::get("tokens/verify")).await
+    }
+
+    /// Waits for a job with the configured deadline; a job that ends in `error` is [`Error::JobFailed`].
+    pub async fn wait_for_job(&self, job_id: u64) -> Result<Job, Error> {
+        let transport = &self.inner.transport;
+        jobs::wait_with(
+            job_id,
+            self.inner.job_timeout,
+            self.inner.poll,
+            || async move {
+                transport
+                    .json::<Job>(&Call::get(format!("jobs/{job_id}")).global())
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Sends a call answered by a job (202), then waits for the job.
+    async fn run_job(&self, call: Call) -> Result<Job, Error> {
+        let job: Job = self.inner.transport.json(&call).await?;
+        tracing::debug!("job {} ({}) queued", job.id, job.operation_name);
+        if job.is_finished() && job.status == "success" {
+            return Ok(job);
+        }
+        self.wait_for_job(job.id).await
+    }
+}
+
+/// Checks a table id (`stage.c-bucket.table`) and splits it into bucket id and table name.
+pub fn split_table_id(table_id: &str) -> Result<(&str, &str), Error> {
+    let parts: Vec<&str> = table_id.split('.').collect();
+    let valid = parts.len() == 3
+        && parts.iter().all(|p| !p.is_empty())
+        && matches!(parts[0], "in" | "out" | "sys");
+    if !valid {
+        return Err(Error::Invalid(format!(
+            "{table_id:?} is not a table id (expected STAGE.BUCKET.TABLE, e.g. in.c-main.orders)"
+        )));
+    }
+    let split = table_id.rfind('.').unwrap_or(0);
+    Ok((&table_id[..split], &table_id[split + 1..]))
+}
+
+/// Checks a bucket id (`stage.c-name`) and splits it into stage and name.
+pub fn split_bucket_id(bucket_id: &str) -> Result<(&str, &str), Error> {
+    match bucket_id.split_once('.') {
+        Some((stage, name))
+            if matches!(stage, "in" | "out" | "sys") && !name.is_empty() && !name.contains('.') =>
+        {
+            Ok((stage, name))
+        }
+        _ => Err(Error::Invalid(format!(
+            "{bucket_id:?} is not a bucket id (expected STAGE.NAME, e.g. in.c-main)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert_eq!(
+            split_table_id("in.c-main.orders").unwrap(),
+            ("in.c-main", "orders")
+        );
+        for bad in [
+            "orders",
+            "in.c-main",
+            "x.c-main.t",
+            "in..t",
+            "in.c-main.t.u",
+        ] {
+            assert!(split_table_id(bad).unwrap_err().is_user(), "{bad}");
+        }
+        assert_eq!(split_bucket_id("out.c-x").unwrap(), ("out", "c-x"));
+        assert!(split_bucket_id("c-x").is_err());
+    }
+
+    #[test]
+    fn config_and_client_hide_the_token() {
+        let c = ClientConfig::new("connection.keboola.com", "1234-secret-token");
+        assert!(!format!("{c:?}").contains("secret-token"));
+        assert_eq!(c.job_timeout, Duration::from_secs(3600));
+        assert_eq!(c.max_connections, 8);
+        let client = Client::new(c).unwrap();
+        assert!(!format!("{client:?}").contains("secret-token"));
+        assert_eq!(client.url(), "https://connection.keboola.com");
+        assert!(
+            Client::new(ClientConfig::new("x.keboola.com", " "))
+                .unwrap_err()
+                .is_user()
+        );
     }
 }

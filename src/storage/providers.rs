@@ -1,0 +1,418 @@
+//! Cloud file storage behind File Storage: builds an `object_store` client for AWS S3, Azure Blob Storage
+//! or Google Cloud Storage from the credentials Keboola hands out, and maps manifest entry URLs
+//! (`s3://bucket/key`, `azure://account.blob.core.windows.net/container/blob`, `gs://bucket/key`) to object
+//! paths.
+//!
+//! Endpoint overrides let the same code run against local emulators: `AWS_ENDPOINT_URL_S3` /
+//! `AWS_ENDPOINT_URL` (path-style requests, plain http allowed), the `BlobEndpoint=` of an Azure SAS
+//! connection string, and `STORAGE_EMULATOR_HOST` for GCS.
+
+use super::error::Error;
+use super::types::{AwsCredentials, FileInfo, Secret};
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use std::sync::Arc;
+
+/// Endpoint overrides for the cloud providers; [`Endpoints::from_env`] reads the standard variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:9000`.
+    pub s3: Option<String>,
+    /// A GCS endpoint, e.g. `http://127.0.0.1:4443`.
+    pub gcs: Option<String>,
+}
+
+impl Endpoints {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Endpoints {
+            s3: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")),
+            gcs: var("STORAGE_EMULATOR_HOST").map(|h| {
+                if h.contains("://") {
+                    h
+                } else {
+                    format!("http://{h}")
+                }
+            }),
+        }
+    }
+}
+
+/// Where a file's objects live: a store, the file's base key in it, and the URL prefix manifests use.
+#[derive(Debug, Clone)]
+pub(crate) struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    /// The key of the file (for a sliced file, the prefix of its slices).
+    pub key: String,
+    /// `s3://bucket/`, `gs://bucket/`, `azure://account.blob.core.windows.net/container/`.
+    pub url_prefix: String,
+    /// The container name for Azure (entry URLs are matched on it).
+    pub(crate) container: Option<String>,
+    /// For messages: `s3://bucket/key`.
+    pub display: String,
+}
+
+impl Location {
+    /// The object path of a manifest entry URL, checked to lie in the same bucket or container.
+    pub fn entry_path(&self, url: &str) -> Result<ObjectPath, Error> {
+        let key = if let Some(container) = &self.container {
+            // azure://acc.blob.core.windows.net/container/blob or https://host[/account]/container/blob
+            let after_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
+            let marker = format!("/{container}/");
+            after_scheme
+                .find(&marker)
+                .map(|i| after_scheme[i + marker.len()..].to_owned())
+        } else {
+            url.strip_prefix(&self.url_prefix).map(str::to_owned)
+        };
+        match key {
+            Some(k) if !k.is_empty() => Ok(object_path(&k)),
+            _ => Err(Error::Decode {
+                what: format!("the manifest of {}", self.display),
+                message: format!(
+                    "entry {} is not in {}",
+                    super::error::scrub(url),
+                    self.url_prefix
+                ),
+            }),
+        }
+    }
+
+    /// The manifest entry URL of an object key.
+    pub fn entry_url(&self, key: &str) -> String {
+        format!("{}{key}", self.url_prefix)
+    }
+}
+
+/// An object path from a key, keeping the key's bytes (no re-encoding of `%` or other characters).
+pub(crate) fn object_path(key: &str) -> ObjectPath {
+    ObjectPath::from_iter(key.split('/').filter(|s| !s.is_empty()))
+}
+
+/// The location of a file for download (`files/{id}?federationToken=1`).
+pub(crate) fn for_download(file: &FileInfo, endpoints: &Endpoints) -> Result<Location, Error> {
+    let provider = file.provider.as_deref().unwrap_or("aws");
+    match provider {
+        "aws" => {
+            let (path, creds) = match (&file.s3_path, &file.credentials) {
+                (Some(p), Some(c)) => (p, c),
+                _ => return Err(missing(file.id, "s3Path and credentials")),
+            };
+            s3(
+                &path.bucket,
+                &path.key,
+                file.region.as_deref(),
+                creds,
+                None,
+                endpoints,
+            )
+        }
+        "azure" => {
+            let (path, creds) = match (&file.abs_path, &file.abs_credentials) {
+                (Some(p), Some(c)) => (p, c),
+                _ => return Err(missing(file.id, "absPath and absCredentials")),
+            };
+            azure(
+                &path.container,
+                &path.name,
+                None,
+                &creds.sas_connection_string,
+            )
+        }
+        "gcp" => {
+            let (path, creds) = match (&file.gcs_path, &file.gcs_credentials) {
+                (Some(p), Some(c)) => (p, c),
+                _ => return Err(missing(file.id, "gcsPath and gcsCredentials")),
+            };
+            gcs(&path.bucket, &path.key, &creds.access_token, endpoints)
+        }
+        other => Err(unknown(file.id, other)),
+    }
+}
+
+/// The location to upload a prepared file to (`files/prepare` answer).
+pub(crate) fn for_upload(file: &FileInfo, endpoints: &Endpoints) -> Result<Location, Error> {
+    let provider = file.provider.as_deref().unwrap_or("aws");
+    match provider {
+        "aws" => {
+            let p = file
+                .upload_params
+                .as_ref()
+                .ok_or_else(|| missing(file.id, "uploadParams"))?;
+            s3(
+                &p.bucket,
+                &p.key,
+                file.region.as_deref(),
+                &p.credentials,
+                p.server_side_encryption.as_deref(),
+                endpoints,
+            )
+        }
+        "azure" => {
+            let p = file
+                .abs_upload_params
+                .as_ref()
+                .ok_or_else(|| missing(file.id, "absUploadParams"))?;
+            azure(
+                &p.container,
+                &p.blob_name,
+                p.account_name.as_deref(),
+                &p.abs_credentials.sas_connection_string,
+            )
+        }
+        "gcp" => {
+            let p = file
+                .gcs_upload_params
+                .as_ref()
+                .ok_or_else(|| missing(file.id, "gcsUploadParams"))?;
+            gcs(&p.bucket, &p.key, &p.access_token, endpoints)
+        }
+        other => Err(unknown(file.id, other)),
+    }
+}
+
+fn missing(id: u64, what: &str) -> Error {
+    Error::Decode {
+        what: format!("file {id}"),
+        message: format!("the answer has no {what}"),
+    }
+}
+
+fn unknown(id: u64, provider: &str) -> Error {
+    Error::Decode {
+        what: format!("file {id}"),
+        message: format!("unknown file storage provider {provider:?} (expected aws, azure or gcp)"),
+    }
+}
+
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 8,
+        retry_timeout: std::time::Duration::from_secs(5 * 60),
+        ..Default::default()
+    }
+}
+
+fn s3(
+    bucket: &str,
+    key: &str,
+    region: Option<&str>,
+    creds: &AwsCredentials,
+    sse: Option<&str>,
+    endpoints: &Endpoints,
+) -> Result<Location, Error> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    let mut b = AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region(region.filter(|r| !r.is_empty()).unwrap_or("us-east-1"))
+        .with_access_key_id(creds.access_key_id.expose())
+        .with_secret_access_key(creds.secret_access_key.expose())
+        .with_retry(retry_config());
+    if let Some(token) = creds.session_token.as_ref().filter(|t| !t.is_empty()) {
+        b = b.with_token(token.expose());
+    }
+    if let Some(endpoint) = &endpoints.s3 {
+        b = b
+            .with_endpoint(endpoint.trim_end_matches('/'))
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false);
+    }
+    if let Some(sse) = sse.filter(|s| !s.is_empty())
+        && let Ok(key) = "aws_server_side_encryption".parse::<AmazonS3ConfigKey>()
+    {
+        b = b.with_config(key, sse);
+    }
+    let store = b
+        .build()
+        .map_err(|e| Error::cloud("configuring S3 for", format!("s3://{bucket}/{key}"), e))?;
+    Ok(Location {
+        store: Arc::new(store),
+        key: key.to_owned(),
+        url_prefix: format!("s3://{bucket}/"),
+        container: None,
+        display: format!("s3://{bucket}/{key}"),
+    })
+}
+
+/// The parts of an Azure SAS connection string we use.
+#[derive(Debug, PartialEq, Eq)]
+struct SasConnection {
+    endpoint: Option<String>,
+    account: Option<String>,
+    sas: String,
+}
+
+fn parse_sas_connection_string(text: &str) -> Result<SasConnection, Error> {
+    let mut endpoint = None;
+    let mut account = None;
+    let mut sas = None;
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            continue;
+        };
+        match k.trim() {
+            "BlobEndpoint" => endpoint = Some(v.trim().trim_end_matches('/').to_owned()),
+            "AccountName" => account = Some(v.trim().to_owned()),
+            "SharedAccessSignature" => sas = Some(v.trim().to_owned()),
+            _ => {}
+        }
+    }
+    let sas = sas.ok_or_else(|| Error::Decode {
+        what: "the Azure credentials".into(),
+        message: "the SAS connection string has no SharedAccessSignature".into(),
+    })?;
+    Ok(SasConnection {
+        endpoint,
+        account,
+        sas,
+    })
+}
+
+/// The account name from a blob endpoint: `https://acc.blob.core.windows.net` or, for Azurite,
+/// `http://127.0.0.1:10000/devstoreaccount1`.
+fn account_from_endpoint(endpoint: &str) -> Option<String> {
+    let url = url::Url::parse(endpoint).ok()?;
+    let path = url.path().trim_matches('/');
+    if !path.is_empty() {
+        return path.split('/').next().map(str::to_owned);
+    }
+    url.host_str()?.split('.').next().map(str::to_owned)
+}
+
+fn azure(
+    container: &str,
+    blob: &str,
+    account: Option<&str>,
+    connection: &Secret,
+) -> Result<Location, Error> {
+    use object_store::azure::{MicrosoftAzureBuilder, split_sas};
+    let conn = parse_sas_connection_string(connection.expose())?;
+    let account = account
+        .map(str::to_owned)
+        .or(conn.account.clone())
+        .or_else(|| conn.endpoint.as_deref().and_then(account_from_endpoint))
+        .ok_or_else(|| Error::Decode {
+            what: "the Azure credentials".into(),
+            message: "no account name in the upload params or the connection string".into(),
+        })?;
+    let pairs = split_sas(&conn.sas)
+        .map_err(|e| Error::cloud("reading the SAS of", format!("container {container}"), e))?;
+    let mut b = MicrosoftAzureBuilder::new()
+        .with_account(&account)
+        .with_container_name(container)
+        .with_sas_authorization(pairs)
+        .with_retry(retry_config());
+    if let Some(endpoint) = &conn.endpoint {
+        b = b
+            .with_endpoint(endpoint.clone())
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    let store = b.build().map_err(|e| {
+        Error::cloud(
+            "configuring Azure Blob Storage for",
+            format!("{container}/{blob}"),
+            e,
+        )
+    })?;
+    Ok(Location {
+        store: Arc::new(store),
+        key: blob.to_owned(),
+        url_prefix: format!("azure://{account}.blob.core.windows.net/{container}/"),
+        container: Some(container.to_owned()),
+        display: format!("azure://{account}/{container}/{blob}"),
+    })
+}
+
+fn gcs(bucket: &str, key: &str, token: &Secret, endpoints: &Endpoints) -> Result<Location, Error> {
+    use object_store::gcp::GoogleCloudStorageBuilder;
+    let mut b = GoogleCloudStorageBuilder::new()
+        .with_bucket_name(bucket)
+        .with_bearer_token(token.expose())
+        .with_retry(retry_config());
+    if let Some(endpoint) = &endpoints.gcs {
+        b = b
+            .with_base_url(endpoint.trim_end_matches('/'))
+            .with_client_options(object_store::ClientOptions::new().with_allow_http(true));
+    }
+    let store = b.build().map_err(|e| {
+        Error::cloud(
+            "configuring Google Cloud Storage for",
+            format!("gs://{bucket}/{key}"),
+            e,
+        )
+    })?;
+    Ok(Location {
+        store: Arc::new(store),
+        key: key.to_owned(),
+        url_prefix: format!("gs://{bucket}/"),
+        container: None,
+        display: format!("gs://{bucket}/{key}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(prefix: &str, container: Option<&str>) -> Location {
+        Location {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            key: "exp/1.csv".into(),
+            url_prefix: prefix.into(),
+            container: container.map(Into::into),
+            display: "x".into(),
+        }
+    }
+
+    #[test]
+    fn entry_urls_map_to_keys_in_the_same_bucket() {
+        let s3 = location("s3://kbc-files/", None);
+        assert_eq!(
+            s3.entry_path("s3://kbc-files/exp/1.csv0000_part_00")
+                .unwrap()
+                .as_ref(),
+            "exp/1.csv0000_part_00"
+        );
+        assert!(s3.entry_path("s3://other/exp/1.csv0000_part_00").is_err());
+        let az = location("azure://acc.blob.core.windows.net/exp-15/", Some("exp-15"));
+        assert_eq!(
+            az.entry_path("azure://acc.blob.core.windows.net/exp-15/236.csv/0001")
+                .unwrap()
+                .as_ref(),
+            "236.csv/0001"
+        );
+        assert_eq!(
+            az.entry_path("https://acc.blob.core.windows.net/exp-15/236.csv/0001")
+                .unwrap()
+                .as_ref(),
+            "236.csv/0001"
+        );
+        assert!(
+            az.entry_path("azure://acc.blob.core.windows.net/other/x")
+                .is_err()
+        );
+        assert_eq!(s3.entry_url("a/b"), "s3://kbc-files/a/b");
+    }
+
+    #[test]
+    fn sas_connection_strings_parse() {
+        let c = parse_sas_connection_string(
+            "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;SharedAccessSignature=sv=2021&sig=a%2Fb=",
+        )
+        .unwrap();
+        assert_eq!(
+            c.endpoint.as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
+        assert_eq!(c.sas, "sv=2021&sig=a%2Fb=");
+        assert_eq!(
+            account_from_endpoint("http://127.0.0.1:10000/devstoreaccount1").as_deref(),
+            Some("devstoreaccount1")
+        );
+        assert_eq!(
+            account_from_endpoint("https://kbcfs.blob.core.windows.net").as_deref(),
+            Some("kbcfs")
+        );
+        assert!(parse_sas_connection_string("BlobEndpoint=x").is_err());
+    }
+}

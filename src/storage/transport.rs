@@ -1,0 +1,455 @@
+//! HTTP transport to the Storage API: URL building (branch-aware), authentication, timeouts, and the
+//! retry loop driven by [`RetryPolicy`]. Endpoints above this layer describe a request as a [`Call`] and
+//! get back a success response or a typed [`Error`].
+
+use super::error::{ApiError, Error};
+use super::retry::{Decision, Failure, Idempotency, RetryPolicy, parse_retry_after};
+use super::types::Secret;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One API request, before it is sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub method: Method,
+    /// Path under `/v2/storage/`, e.g. `tables/in.c-main.t/export-async`.
+    pub path: String,
+    /// Whether the path gets the `branch/{id}/` prefix when a branch is set (jobs never do).
+    pub branch_scoped: bool,
+    pub query: Vec<(String, String)>,
+    pub json: Option<serde_json::Value>,
+    pub idempotency: Idempotency,
+    /// What to check when a job-creating request may have been applied.
+    pub maybe_applied_hint: Option<String>,
+}
+
+impl Call {
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new(Method::GET, path, Idempotency::Idempotent)
+    }
+
+    pub fn new(method: Method, path: impl Into<String>, idempotency: Idempotency) -> Self {
+        Call {
+            method,
+            path: path.into(),
+            branch_scoped: true,
+            query: Vec::new(),
+            json: None,
+            idempotency,
+            maybe_applied_hint: None,
+        }
+    }
+
+    pub fn query(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.query.push((key.to_owned(), value.into()));
+        self
+    }
+
+    pub fn json(mut self, body: serde_json::Value) -> Self {
+        self.json = Some(body);
+        self
+    }
+
+    pub fn global(mut self) -> Self {
+        self.branch_scoped = false;
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.maybe_applied_hint = Some(hint.into());
+        self
+    }
+}
+
+/// The transport settings.
+#[derive(Debug, Clone)]
+pub(crate) struct TransportConfig {
+    pub url: String,
+    pub token: Secret,
+    pub branch: Option<String>,
+    pub retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    /// `https://connection.keboola.com`, without a trailing slash.
+    root: String,
+    token: Secret,
+    branch: Option<String>,
+    policy: RetryPolicy,
+}
+
+/// The error body the Storage API sends.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    #[serde(default, deserialize_with = "super::types::de_opt_string")]
+    error: Option<String>,
+    #[serde(default, deserialize_with = "super::types::de_opt_string")]
+    message: Option<String>,
+    #[serde(default, deserialize_with = "super::types::de_opt_string")]
+    code: Option<String>,
+    #[serde(default, deserialize_with = "super::types::de_opt_string")]
+    exception_id: Option<String>,
+    #[serde(default, deserialize_with = "super::types::de_opt_string")]
+    reason: Option<String>,
+}
+
+impl Transport {
+    pub fn new(config: TransportConfig) -> Result<Self, Error> {
+        let root = normalize_url(&config.url)?;
+        if config.token.is_empty() {
+            return Err(Error::Invalid("the Storage API token is empty".into()));
+        }
+        if let Some(b) = &config.branch
+            && (b.is_empty()
+                || !b
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(Error::Invalid(format!(
+                "branch id {b:?} is not valid (expected a number)"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kbc-runner/", env!("CARGO_PKG_VERSION")))
+            .gzip(true)
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Transport {
+            http,
+            root,
+            token: config.token,
+            branch: config.branch,
+            policy: config.retry,
+        })
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.branch.as_deref()
+    }
+
+    /// The path as shown in messages and built into URLs: `/v2/storage/[branch/{id}/]path`.
+    pub fn api_path(&self, call: &Call) -> String {
+        match (&self.branch, call.branch_scoped) {
+            (Some(branch), true) => format!("/v2/storage/branch/{branch}/{}", call.path),
+            _ => format!("/v2/storage/{}", call.path),
+        }
+    }
+
+    /// Sends a call, retrying as the policy allows; returns the first success response.
+    pub async fn send(&self, call: &Call) -> Result<reqwest::Response, Error> {
+        let path = self.api_path(call);
+        let url = format!("{}{}", self.root, encode_path(&path));
+        let start = Instant::now();
+        let mut retries = 0u32;
+        loop {
+            let mut req = self
+                .http
+                .request(call.method.clone(), &url)
+                .header("X-StorageApi-Token", self.token.expose())
+                .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+            if !call.query.is_empty() {
+                req = req.query(&call.query);
+            }
+            if let Some(body) = &call.json {
+                req = req.json(body);
+            }
+            let (failure, error) = match req.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+                    let body = read_error_body(resp).await;
+                    let failure = Failure::Status {
+                        status: status.as_u16(),
+                        retry_after,
+                    };
+                    (failure, api_error(call, &path, status, body, retries + 1))
+                }
+                Err(e) => {
+                    let failure = if e.is_connect() {
+                        Failure::Connect
+                    } else {
+                        Failure::Interrupted
+                    };
+                    let message = describe_reqwest(&e);
+                    let error = Error::Transport {
+                        method: call.method.to_string(),
+                        path: path.clone(),
+                        message,
+                        attempts: retries + 1,
+                        elapsed: start.elapsed(),
+                    };
+                    (failure, error)
+                }
+            };
+            match self
+                .policy
+                .decide(retries, start.elapsed(), call.idempotency, &failure)
+            {
+                Decision::Retry(delay) => {
+                    tracing::warn!(
+                        "{} {path}: {}; retrying in {delay:.1?} (retry {} of {})",
+                        call.method,
+                        short_reason(&failure),
+                        retries + 1,
+                        self.policy.max_retries
+                    );
+                    tokio::time::sleep(delay).await;
+                    retries += 1;
+                }
+                Decision::GiveUp => return Err(error),
+                Decision::MaybeApplied => {
+                    return Err(Error::MaybeApplied {
+                        method: call.method.to_string(),
+                        path,
+                        reason: error.to_string(),
+                        hint: call.maybe_applied_hint.clone().unwrap_or_else(|| {
+                            "check the project's Storage jobs (GET /v2/storage/jobs) before running again".into()
+                        }),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends a call and parses the JSON answer.
+    pub async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, Error> {
+        let resp = self.send(call).await?;
+        let what = format!("{} {}", call.method, self.api_path(call));
+        let bytes = resp.bytes().await.map_err(|e| Error::Transport {
+            method: call.method.to_string(),
+            path: self.api_path(call),
+            message: format!("reading the response: {}", describe_reqwest(&e)),
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        })?;
+        decode(&what, &bytes)
+    }
+
+    /// Like [`Transport::json`], but a 404 is `None`.
+    pub async fn json_opt<T: DeserializeOwned>(&self, call: &Call) -> Result<Option<T>, Error> {
+        match self.json(call).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a call and returns the body as text.
+    pub async fn text(&self, call: &Call) -> Result<String, Error> {
+        let resp = self.send(call).await?;
+        resp.text().await.map_err(|e| Error::Transport {
+            method: call.method.to_string(),
+            path: self.api_path(call),
+            message: format!("reading the response: {}", describe_reqwest(&e)),
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    /// A plain GET of a presigned URL (no token), streamed; used when a file has no cloud credentials.
+    pub async fn get_presigned(&self, url: &Secret) -> Result<reqwest::Response, Error> {
+        let resp = self
+            .http
+            .get(url.expose())
+            .send()
+            .await
+            .map_err(|e| Error::Transport {
+                method: "GET".into(),
+                path: "a presigned file URL".into(),
+                message: describe_reqwest(&e),
+                attempts: 1,
+                elapsed: Duration::ZERO,
+            })?;
+        if !resp.status().is_success() {
+            return Err(Error::Cloud {
+                action: "downloading",
+                location: "a presigned file URL".into(),
+                message: format!("HTTP {}", resp.status()),
+            });
+        }
+        Ok(resp)
+    }
+}
+
+/// Parses JSON, naming the key path where the shape differs from what we expect.
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Decode {
+        what: what.to_owned(),
+        message: format!("at {}: {}", e.path(), e.inner()),
+    })
+}
+
+/// A bare host gets `https://`; a trailing slash or a `/v2/storage` suffix is dropped.
+pub fn normalize_url(url: &str) -> Result<String, Error> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(Error::Invalid("the Storage API URL is empty".into()));
+    }
+    let with_scheme = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("https://{url}")
+    };
+    let parsed = url::Url::parse(&with_scheme)
+        .map_err(|e| Error::Invalid(format!("the Storage API URL {url:?} is not valid: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(Error::Invalid(format!(
+            "the Storage API URL {url:?} is not an http(s) URL with a host"
+        )));
+    }
+    let mut root = with_scheme.trim_end_matches('/').to_owned();
+    for suffix in ["/v2/storage", "/v2"] {
+        if let Some(stripped) = root.strip_suffix(suffix) {
+            root = stripped.to_owned();
+        }
+    }
+    Ok(root)
+}
+
+/// Percent-encodes each path segment (table ids are safe, but column names in paths may not be).
+fn encode_path(path: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    path.split('/')
+        .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+async fn read_error_body(resp: reqwest::Response) -> ErrorBody {
+    // Error bodies are small; a huge one (an HTML error page) is cut, not parsed.
+    let text = match resp.bytes().await {
+        Ok(b) => b,
+        Err(_) => return ErrorBody::default(),
+    };
+    let slice = &text[..text.len().min(64 * 1024)];
+    match serde_json::from_slice::<ErrorBody>(slice) {
+        Ok(body) => body,
+        Err(_) => {
+            let plain = String::from_utf8_lossy(slice);
+            let plain: String = plain.chars().take(300).collect();
+            ErrorBody {
+                error: Some(plain.trim().to_owned()).filter(|s| !s.is_empty()),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+fn api_error(call: &Call, path: &str, status: StatusCode, body: ErrorBody, attempts: u32) -> Error {
+    let message = body
+        .error
+        .or(body.message)
+        .or(body.reason)
+        .unwrap_or_default();
+    Error::Api(Box::new(ApiError {
+        method: call.method.to_string(),
+        path: path.to_owned(),
+        status: status.as_u16(),
+        code: body.code,
+        message: super::error::scrub(&message),
+        exception_id: body.exception_id,
+        subject: None,
+        attempts,
+    }))
+}
+
+/// The error and its causes, without the URL (which may carry a presigned query).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut parts = vec![if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    }];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = super::error::scrub(&s.to_string());
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn short_reason(f: &Failure) -> String {
+    match f {
+        Failure::Status { status, .. } => format!("HTTP {status}"),
+        Failure::Connect => "could not connect".into(),
+        Failure::Interrupted => "no complete answer (timeout or reset)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalized() {
+        assert_eq!(
+            normalize_url("connection.keboola.com").unwrap(),
+            "https://connection.keboola.com"
+        );
+        assert_eq!(
+            normalize_url("https://connection.keboola.com/v2/storage/").unwrap(),
+            "https://connection.keboola.com"
+        );
+        assert_eq!(
+            normalize_url("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert!(normalize_url("").is_err());
+        assert!(normalize_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn paths_are_branch_aware_except_jobs() {
+        let t = Transport::new(TransportConfig {
+            url: "https://c.keboola.com".into(),
+            token: Secret::new("t"),
+            branch: Some("123".into()),
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        assert_eq!(
+            t.api_path(&Call::get("tables/in.c-a.b")),
+            "/v2/storage/branch/123/tables/in.c-a.b"
+        );
+        assert_eq!(
+            t.api_path(&Call::get("jobs/5").global()),
+            "/v2/storage/jobs/5"
+        );
+        assert_eq!(
+            encode_path("/v2/storage/tables/in.c-a.b/columns/a b"),
+            "/v2/storage/tables/in.c-a.b/columns/a%20b"
+        );
+        assert!(!format!("{t:?}").contains("token: Secret(\"t\")"));
+    }
+}

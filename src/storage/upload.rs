@@ -1,0 +1,288 @@
+//! Uploads to File Storage: one file, gzipped on the fly, as a single PUT when small and a multipart
+//! upload (bounded parts in flight) when big; or a folder of slices, uploaded in parallel under the file's
+//! key, followed by the manifest `{"entries":[{"url":"s3://bucket/keySLICE"}]}` at `key + "manifest"`.
+//!
+//! Memory is bounded by part size × parts in flight × slices in flight, whatever the file size.
+
+use super::download::TransferProgress;
+use super::error::Error;
+use super::providers::{Location, object_path};
+use async_compression::tokio::write::GzipEncoder;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter as ObjectWriter;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+/// Part size of multipart uploads. S3 needs at least 5 MiB per part and allows 10 000 parts, so 8 MiB
+/// parts carry files up to ~78 GiB; bigger tables should be sliced anyway.
+pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Whether a local file starts with the gzip magic bytes.
+pub(crate) async fn is_gzipped(path: &Path) -> Result<bool, Error> {
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io("reading", path, e))?;
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < 2 {
+        let n = f
+            .read(&mut magic[got..])
+            .await
+            .map_err(|e| Error::io("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got == 2 && magic == [0x1f, 0x8b])
+}
+
+/// Uploads one local file to `key`, compressing it when `compress` is set.
+pub(crate) async fn put_file(
+    location: &Location,
+    key: &str,
+    source: &Path,
+    compress: bool,
+    parts_in_flight: usize,
+    progress: &TransferProgress,
+) -> Result<(), Error> {
+    let display = location.entry_url(key);
+    let file = tokio::fs::File::open(source)
+        .await
+        .map_err(|e| Error::io("reading", source, e))?;
+    let writer = ObjectWriter::with_capacity(location.store.clone(), object_path(key), PART_SIZE)
+        .with_max_concurrency(parts_in_flight.max(1));
+    let mut sink: Pin<Box<dyn AsyncWrite + Send>> = if compress {
+        Box::pin(GzipEncoder::new(writer))
+    } else {
+        Box::pin(writer)
+    };
+    let mut input = tokio::io::BufReader::with_capacity(256 * 1024, file);
+    let mut buf = vec![0u8; 256 * 1024];
+    let copied: Result<(), Error> = async {
+        loop {
+            let n = input
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io("reading", source, e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            progress.local_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            sink.write_all(&buf[..n])
+                .await
+                .map_err(|e| Error::cloud("uploading to", display.clone(), e))?;
+            progress.transferred.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+    .await;
+    // Shutting down finishes the gzip stream and completes the upload (single PUT or multipart).
+    // A failed multipart upload is cleaned up by the store's lifecycle rules; we do not abort it, because
+    // the writer may be in a state where aborting is not allowed.
+    copied?;
+    sink.shutdown()
+        .await
+        .map_err(|e| Error::cloud("uploading to", display, e))
+}
+
+/// The slice files of a folder: regular files, hidden ones skipped, in name order.
+pub(crate) async fn list_slices(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|e| Error::io("listing", dir, e))?;
+    let mut files = Vec::new();
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|e| Error::io("listing", dir, e))?
+    {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.ends_with(".manifest") {
+            continue;
+        }
+        let meta = tokio::fs::metadata(entry.path())
+            .await
+            .map_err(|e| Error::io("reading", entry.path(), e))?;
+        if meta.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "folder {} has no slice files to upload",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
+/// Uploads slices under the location's key, then the manifest naming them in order.
+pub(crate) async fn put_sliced(
+    location: &Location,
+    slices: &[PathBuf],
+    compress: bool,
+    slots: Arc<Semaphore>,
+    max_parallel: usize,
+    progress: Arc<TransferProgress>,
+) -> Result<(), Error> {
+    let local = Arc::new(Semaphore::new(max_parallel.max(1)));
+    let mut keys = Vec::with_capacity(slices.len());
+    let mut tasks = tokio::task::JoinSet::new();
+    for slice in slices {
+        let name = slice
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let already = is_gzipped(slice).await?;
+        let gz = compress && !already;
+        let suffix = if gz && !name.ends_with(".gz") {
+            ".gz"
+        } else {
+            ""
+        };
+        let key = format!("{}{name}{suffix}", location.key);
+        keys.push(key.clone());
+        let location = location.clone();
+        let slice = slice.clone();
+        let slots = slots.clone();
+        let local = local.clone();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let _mine = local
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Invalid("the client was shut down".into()))?;
+            let _permit = slots
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Invalid("the client was shut down".into()))?;
+            // Slices already run in parallel; one part in flight each keeps memory bounded.
+            put_file(&location, &key, &slice, gz, 1, &progress).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined
+            .map_err(|e| Error::Invalid(format!("a slice upload failed unexpectedly: {e}")))?;
+        if let Err(e) = result {
+            tasks.shutdown().await;
+            return Err(e);
+        }
+    }
+    let entries: Vec<_> = keys
+        .iter()
+        .map(|k| serde_json::json!({"url": location.entry_url(k), "mandatory": true}))
+        .collect();
+    let manifest = serde_json::json!({ "entries": entries }).to_string();
+    let manifest_key = format!("{}manifest", location.key);
+    location
+        .store
+        .put(&object_path(&manifest_key), manifest.into_bytes().into())
+        .await
+        .map_err(|e| {
+            Error::cloud(
+                "uploading the manifest to",
+                location.entry_url(&manifest_key),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::download::{open_object, read_manifest, stream_to_file};
+    use object_store::ObjectStore;
+    use object_store::memory::InMemory;
+
+    fn location(store: Arc<InMemory>) -> Location {
+        Location {
+            store: store as Arc<dyn ObjectStore>,
+            key: "upl/9.csv".into(),
+            url_prefix: "s3://b/".into(),
+            container: None,
+            display: "s3://b/upl/9.csv".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn big_files_go_multipart_gzipped_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("big.csv");
+        // Incompressible-ish data above one part, so the multipart path runs.
+        let mut data = Vec::new();
+        let mut x: u64 = 1;
+        while data.len() < PART_SIZE * 2 + 1000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            data.extend_from_slice(format!("\"{x}\",\"{}\"\n", x % 977).as_bytes());
+        }
+        std::fs::write(&src, &data).unwrap();
+        let store = Arc::new(InMemory::new());
+        let loc = location(store.clone());
+        let progress = TransferProgress::default();
+        put_file(&loc, "upl/9.csv.gz", &src, true, 2, &progress)
+            .await
+            .unwrap();
+        assert_eq!(
+            progress.local_bytes.load(Ordering::Relaxed),
+            data.len() as u64
+        );
+        let stored = store
+            .get(&object_path("upl/9.csv.gz"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&stored[..2], &[0x1f, 0x8b]);
+        let back = dir.path().join("back.csv");
+        let stream = open_object(&loc, &object_path("upl/9.csv.gz"))
+            .await
+            .unwrap();
+        stream_to_file(stream, &back, &TransferProgress::default(), "x")
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn sliced_upload_writes_slices_and_a_manifest_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("t.csv");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("part2.csv"), "\"2\"\n").unwrap();
+        std::fs::write(folder.join("part1.csv"), "\"1\"\n").unwrap();
+        std::fs::write(folder.join(".hidden"), "x").unwrap();
+        let slices = list_slices(&folder).await.unwrap();
+        assert_eq!(slices.len(), 2);
+        let store = Arc::new(InMemory::new());
+        let loc = location(store.clone());
+        put_sliced(
+            &loc,
+            &slices,
+            true,
+            Arc::new(Semaphore::new(2)),
+            2,
+            Arc::default(),
+        )
+        .await
+        .unwrap();
+        let paths = read_manifest(&loc).await.unwrap();
+        let names: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            names,
+            vec!["upl/9.csvpart1.csv.gz", "upl/9.csvpart2.csv.gz"]
+        );
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(list_slices(&empty).await.unwrap_err().is_user());
+    }
+}
