@@ -495,6 +495,10 @@ pub struct Parameters {
     /// Accepted for DuckDB transformation compatibility: the DuckDB version is the one built in.
     #[serde(default)]
     pub duckdb_version: Option<String>,
+    /// Accepted for DuckDB transformation compatibility (its documented example sets it); log verbosity
+    /// is set with `KBC_RUNNER_LOG` instead.
+    #[serde(default)]
+    pub debug: Option<bool>,
 }
 
 impl Parameters {

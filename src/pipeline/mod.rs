@@ -1,17 +1,44 @@
-//! The job: export (input mapping), transform (DuckDB SQL), import (output mapping), state, and sync actions.
+//! The job: export (input mapping), transform (DuckDB SQL), import (output mapping), state, sync actions.
+//!
+//! [`run_command`] reads the Common Interface (environment, data folder, config), picks the steps
+//! ([`plan::Steps`]) and runs them in order. Storage is only contacted when a step needs it, so a run with
+//! nothing to export or import works without a token. `out/state.json` is always written: updated when the
+//! whole job succeeded, the previous state unchanged otherwise.
+//!
+//! - [`plan`]: steps, output mapping + manifest merge, destination resolution (pure);
+//! - [`export`], [`transform`], [`import`]: the three steps;
+//! - [`actions`]: sync actions (`testConnection`, `listTables`, `listColumns`);
+//! - [`report`]: per-table numbers and the final summary;
+//! - [`local_stack`]: `--local-stack DIR`, an in-process emulator standing in for Keboola.
 
 pub mod actions;
+pub mod export;
+pub mod import;
+pub mod local_stack;
+pub mod plan;
+pub mod report;
+pub mod transform;
 
 use crate::cli::RunArgs;
+use crate::error::UserError;
+use crate::interface::manifest::uses_schema_form;
 use crate::interface::state::State;
 use crate::interface::{Config, DataDir, Environment};
 use crate::logging;
+use crate::storage::{Client, ClientConfig};
+use anyhow::Context as _;
+use plan::Steps;
+use report::TableReport;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Everything a run needs to know before it starts.
 pub struct Context {
     pub env: Environment,
     pub data: DataDir,
     pub config: Config,
+    /// Where Storage is, when known (environment, parameters, or the local stack).
+    pub storage: StorageAccess,
 }
 
 /// `kbc-runner run`: load the Common Interface files, then run the job or the requested sync action.
@@ -20,24 +47,249 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
     let data = DataDir::resolve(args.data_dir.as_deref(), &env);
     data.check()?;
     let config = Config::load(&data.config_file())?;
-    let ctx = Context { env, data, config };
-    if ctx.config.action != "run" {
+    let is_action = config.action != "run";
+    if is_action {
         logging::init(logging::Target::Quiet, None);
-        return actions::dispatch(&ctx);
+    } else {
+        logging::init(logging::Target::Stdout, env.logger.clone());
     }
-    logging::init(logging::Target::Stdout, ctx.env.logger.clone());
-    run_job(&ctx)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let local = match &args.local_stack {
+            Some(dir) => Some(local_stack::LocalStack::start(dir, data.root()).await?),
+            None => None,
+        };
+        let storage = match &local {
+            Some(stack) => {
+                StorageAccess::new(Some((stack.url(), stack.token().to_owned())), &config)
+            }
+            None => StorageAccess::from_env(&env, &config),
+        };
+        let storage = if is_action {
+            storage.with_job_timeout(actions::JOB_TIMEOUT)
+        } else {
+            storage
+        };
+        let ctx = Context {
+            env,
+            data,
+            config,
+            storage,
+        };
+        let result = if is_action {
+            actions::dispatch(&ctx).await
+        } else {
+            run_job(&ctx).await
+        };
+        if let Some(stack) = local {
+            let saved = if result.is_ok() {
+                stack.keep_state(&ctx.data).await
+            } else {
+                Ok(())
+            };
+            stack.shutdown().await;
+            saved?;
+        }
+        result
+    })
+}
+
+/// Where Storage is and how to reach it; the client is made on first use, so runs that never touch
+/// Storage need no token.
+pub struct StorageAccess {
+    credentials: Option<(String, String)>,
+    job_timeout: Duration,
+    max_connections: usize,
+    client: OnceLock<Client>,
+}
+
+impl StorageAccess {
+    /// Credentials from `KBC_URL`/`KBC_TOKEN`, then `KEBOOLA_STACK_URL`/`KEBOOLA_TOKEN`, then the
+    /// parameters `storage_url` and `#storage_token`.
+    pub fn from_env(env: &Environment, config: &Config) -> StorageAccess {
+        let from_env = env
+            .storage_credentials()
+            .map(|(url, token)| (url, token.expose().to_owned()));
+        let from_params = config.parameters.storage_token.as_ref().and_then(|token| {
+            let url = config
+                .parameters
+                .storage_url
+                .clone()
+                .or_else(|| env.kbc_url.clone())
+                .or_else(|| env.keboola_stack_url.clone())?;
+            Some((crate::interface::env::normalize_url(&url), token.clone()))
+        });
+        StorageAccess::new(from_env.or(from_params), config)
+    }
+
+    fn new(credentials: Option<(String, String)>, config: &Config) -> StorageAccess {
+        if let Some((_, token)) = &credentials {
+            crate::secrets::register(token);
+        }
+        StorageAccess {
+            credentials,
+            job_timeout: Duration::from_secs(config.parameters.job_timeout_seconds.unwrap_or(3600)),
+            max_connections: config.parameters.concurrency() * 4,
+            client: OnceLock::new(),
+        }
+    }
+
+    /// Overrides the job timeout (sync actions must answer within 30 s).
+    pub fn with_job_timeout(mut self, timeout: Duration) -> Self {
+        self.job_timeout = timeout;
+        self
+    }
+
+    /// The client; a user error naming every way to give a token when there is none. `why` says which
+    /// step needs Storage.
+    pub fn client(&self, why: &str) -> anyhow::Result<&Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let Some((url, token)) = &self.credentials else {
+            return Err(UserError::new(format!(
+                "{why} needs the Storage API, but no token is set: set KBC_TOKEN and KBC_URL (or \
+                 KEBOOLA_TOKEN and KEBOOLA_STACK_URL), or parameters.#storage_token and \
+                 parameters.storage_url in config.json"
+            ))
+            .into());
+        };
+        let mut config = ClientConfig::new(url.clone(), token.clone());
+        config.job_timeout = self.job_timeout;
+        config.max_connections = self.max_connections;
+        let client = Client::new(config).context("setting up the Storage API client")?;
+        Ok(self.client.get_or_init(|| client))
+    }
 }
 
 /// A whole run. The state is written whatever happens: unchanged on failure, updated on success.
-fn run_job(ctx: &Context) -> anyhow::Result<()> {
+async fn run_job(ctx: &Context) -> anyhow::Result<()> {
     if std::env::var_os("KBC_RUNNER_TEST_PANIC").is_some() {
         // Lets the functional tests prove that a panic exits 2, never 101.
         panic!("forced panic (KBC_RUNNER_TEST_PANIC is set)");
     }
     let state = State::load(&ctx.data.in_state())?;
     ctx.data.ensure_layout()?;
-    tracing::info!("data folder {}", ctx.data.root().display());
-    state.save(&ctx.data.out_state())?;
-    Ok(())
+    let steps = Steps::decide(&ctx.config, &ctx.env);
+    tracing::info!(
+        "data folder {}; steps: {}{}",
+        ctx.data.root().display(),
+        steps.describe(),
+        if ctx.env.in_keboola() {
+            " (running in Keboola)"
+        } else {
+            ""
+        }
+    );
+    let mut reports = Vec::new();
+    let result = run_steps(ctx, steps, &state, &mut reports).await;
+    if !reports.is_empty() {
+        tracing::info!("summary:\n{}", report::summary(&reports));
+    }
+    match result {
+        Ok(new_state) => {
+            new_state.save(&ctx.data.out_state())?;
+            tracing::info!("job finished");
+            Ok(())
+        }
+        Err(err) => {
+            // The platform keeps the old state on failure; write it back so nothing is lost either way.
+            if let Err(save) = state.save(&ctx.data.out_state()) {
+                tracing::error!("could not write {}: {save}", ctx.data.out_state().display());
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The steps in order; returns the state to save. On a failure before the import, `write_always` tables
+/// are still imported, and the first failure is returned.
+async fn run_steps(
+    ctx: &Context,
+    steps: Steps,
+    state: &State,
+    reports: &mut Vec<TableReport>,
+) -> anyhow::Result<State> {
+    let mut new_state = state.clone();
+    let concurrency = ctx.config.parameters.concurrency();
+    let before_import: anyhow::Result<()> = async {
+        let inputs = &ctx.config.storage.input.tables;
+        if steps.export && !inputs.is_empty() {
+            tracing::info!("export: {} tables, {concurrency} at a time", inputs.len());
+            let exported = export::run(
+                &ctx.storage,
+                inputs,
+                &ctx.data.in_tables(),
+                state,
+                ctx.env.in_keboola(),
+                concurrency,
+            )
+            .await?;
+            for e in exported {
+                if let Some((table, date)) = &e.last_import {
+                    new_state.set_last_import_date(table, date);
+                }
+                reports.push(e.report);
+            }
+        }
+        if steps.transform {
+            let params = &ctx.config.parameters;
+            let job = transform::TransformJob {
+                in_tables: ctx.data.in_tables(),
+                out_tables: ctx.data.out_tables(),
+                blocks: params.blocks.clone(),
+                outputs: ctx.config.storage.output.tables.clone(),
+                threads: params.threads,
+                memory_limit: params.duckdb_memory_limit(),
+                schema_form: uses_schema_form(
+                    ctx.config.storage.output.data_type_support,
+                    ctx.env.data_type_support,
+                ),
+            };
+            if job.blocks.is_empty() && job.outputs.is_empty() {
+                tracing::info!("transform: no SQL blocks and no output tables, nothing to do");
+            } else {
+                let done = transform::run(job).await?;
+                reports.extend(done);
+            }
+        }
+        Ok(())
+    }
+    .await;
+
+    if steps.import {
+        let only_write_always = before_import.is_err();
+        let plans = plan::plan_outputs(&ctx.config, &ctx.data.out_tables(), only_write_always)?;
+        if !plans.is_empty() {
+            if only_write_always {
+                tracing::warn!(
+                    "the job failed; importing the {} write_always tables anyway",
+                    plans.len()
+                );
+            }
+            let imported = async {
+                let client = ctx
+                    .storage
+                    .client("the import step (storage.output.tables)")?;
+                import::run(client, plans, concurrency, ctx.env.in_keboola()).await
+            }
+            .await;
+            match imported {
+                Ok(done) => reports.extend(done),
+                Err(e) if only_write_always => {
+                    tracing::error!("importing write_always tables failed: {e:#}")
+                }
+                Err(e) => return Err(e),
+            }
+        } else if !only_write_always {
+            tracing::info!("import: nothing in out/tables to import");
+        }
+    }
+    before_import?;
+    Ok(new_state)
 }

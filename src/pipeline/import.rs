@@ -1,0 +1,504 @@
+//! The import step (output mapping): each planned output table is checked against Storage first (for all
+//! tables, before anything is uploaded), then loaded, at most `concurrency` at once:
+//! bucket and table created when missing (with the primary key), a differing primary key changed the way
+//! the platform does it (warn, change, roll back on failure), `delete_where` rules applied before an
+//! incremental load, the file uploaded (gzip; a sliced folder as a sliced file) and imported.
+//! A table this run created that is still empty after a failed load is dropped again.
+
+use super::plan::{DeleteRule, OutputPlan, split_table_id};
+use super::report::{Step, TableReport};
+use crate::error::UserError;
+use crate::storage::{
+    Client, CreateTableOptions, DeleteRowsOptions, ImportOptions, Table, UploadOptions, WhereFilter,
+};
+use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use std::path::Path;
+use std::time::Instant;
+
+/// An output table that passed the checks, with what Storage already has.
+#[derive(Debug)]
+pub struct Checked {
+    pub plan: OutputPlan,
+    pub columns: Vec<String>,
+    pub existing: Option<Table>,
+}
+
+/// Checks every table, then loads them. `remove_after`: inside Keboola, delete each loaded file and
+/// manifest so the platform does not load it a second time.
+pub async fn run(
+    client: &Client,
+    plans: Vec<OutputPlan>,
+    concurrency: usize,
+    remove_after: bool,
+) -> anyhow::Result<Vec<TableReport>> {
+    let checked: Vec<Checked> = futures::stream::iter(plans)
+        .map(|plan| check(client, plan))
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    futures::stream::iter(checked)
+        .map(|c| async move {
+            let report = load(client, &c).await?;
+            if remove_after {
+                remove_loaded(&c.plan).await?;
+            }
+            Ok::<_, anyhow::Error>(report)
+        })
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await
+}
+
+/// The columns of the file: the header line, or the declared columns of a header-less file.
+pub fn file_columns(plan: &OutputPlan) -> anyhow::Result<Vec<String>> {
+    if let Some(cols) = &plan.headless_columns {
+        return Ok(cols.clone());
+    }
+    read_header(&plan.path, &plan.delimiter, &plan.enclosure)
+}
+
+/// Reads only the first record of a CSV (gzipped when the name ends in `.gz`).
+pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Result<Vec<String>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let reader = std::io::BufReader::new(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(delimiter.bytes().next().unwrap_or(b','))
+        .quoting(!enclosure.is_empty())
+        .quote(enclosure.bytes().next().unwrap_or(b'"'))
+        .from_reader(reader);
+    let mut record = csv::StringRecord::new();
+    let read = csv.read_record(&mut record).map_err(|e| {
+        UserError::new(format!(
+            "{}: cannot read the CSV header: {e}",
+            path.display()
+        ))
+    })?;
+    if !read {
+        return Err(UserError::new(format!(
+            "{} is empty: an output CSV needs a header row (or `columns` in its manifest)",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(record
+        .iter()
+        .map(|s| s.trim_start_matches('\u{feff}').to_owned())
+        .collect())
+}
+
+/// The pre-upload checks: header against manifest, primary key, and the existing table's columns.
+async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
+    let dest = plan.destination.clone();
+    let source = plan.source.clone();
+    let columns = {
+        let plan = plan.clone();
+        tokio::task::spawn_blocking(move || file_columns(&plan))
+            .await
+            .context("reading a CSV header")??
+    };
+    if let Some(c) = columns
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case("_timestamp"))
+    {
+        return Err(UserError::new(format!(
+            "output table {source}: the column name `{c}` is reserved by Storage; rename it in the SQL"
+        ))
+        .into());
+    }
+    let missing_pk: Vec<&String> = plan
+        .primary_key
+        .iter()
+        .filter(|k| !columns.contains(k))
+        .collect();
+    if !missing_pk.is_empty() {
+        return Err(UserError::new(format!(
+            "output table {source} → {dest}: primary key columns missing in the file: {}; the file has: {}",
+            join(&missing_pk),
+            columns.join(", ")
+        ))
+        .into());
+    }
+    let existing = client
+        .get_table(&dest)
+        .await
+        .with_context(|| format!("import {source} → {dest}"))?;
+    if let Some(table) = &existing {
+        let missing: Vec<&String> = table
+            .columns
+            .iter()
+            .filter(|c| !columns.contains(c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(UserError::new(format!(
+                "output table {source} → {dest}: columns missing in the file: {}; the table has: {}; the file \
+                 has: {}. Nothing was loaded",
+                join(&missing),
+                table.columns.join(", "),
+                columns.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(Checked {
+        plan,
+        columns,
+        existing,
+    })
+}
+
+fn join(items: &[&String]) -> String {
+    items
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Loads one checked table.
+async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
+    let started = Instant::now();
+    let plan = &c.plan;
+    let dest = plan.destination.as_str();
+    let context = || format!("import {} → {dest}", plan.source);
+    let Some((bucket_id, table_name)) = split_table_id(dest) else {
+        return Err(UserError::new(format!("{}: `{dest}` is not a table id", context())).into());
+    };
+    let mut created = false;
+    let table = match &c.existing {
+        Some(t) => {
+            align_primary_key(client, t, &plan.primary_key)
+                .await
+                .with_context(context)?;
+            t.clone()
+        }
+        None => {
+            ensure_bucket(client, bucket_id)
+                .await
+                .with_context(context)?;
+            let t = create_empty(client, bucket_id, table_name, &c.columns, &plan.primary_key)
+                .await
+                .with_context(context)?;
+            created = true;
+            tracing::info!(
+                "created table {dest} (primary key: [{}])",
+                plan.primary_key.join(", ")
+            );
+            t
+        }
+    };
+    let result = load_data(client, c, &table).await;
+    match result {
+        Ok(mut report) => {
+            report.duration = started.elapsed();
+            if created {
+                report.note = format!("created; {}", report.note);
+            }
+            tracing::info!("{}", report.line());
+            Ok(report)
+        }
+        Err(err) => {
+            if created {
+                drop_if_empty(client, dest).await;
+            }
+            Err(err.context(context()))
+        }
+    }
+}
+
+async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Result<TableReport> {
+    let plan = &c.plan;
+    if plan.incremental && !plan.delete_where.is_empty() {
+        for rule in &plan.delete_where {
+            let deleted = client
+                .delete_rows(&table.id, &delete_options(rule))
+                .await
+                .context("deleting rows (delete_where) before the incremental load")?;
+            tracing::info!(
+                "{}: deleted {deleted} rows ({})",
+                table.id,
+                describe_rule(rule)
+            );
+        }
+    }
+    let bytes = size_of(&plan.path);
+    let gzipped = plan.path.extension().is_some_and(|e| e == "gz");
+    let file_id = client
+        .upload_file(
+            &plan.path,
+            &UploadOptions {
+                name: upload_name(&plan.source),
+                tags: vec!["kbc-runner".to_owned()],
+                gzip: !gzipped,
+            },
+        )
+        .await
+        .with_context(|| format!("uploading {}", plan.path.display()))?;
+    let outcome = client
+        .import_table(
+            &table.id,
+            file_id,
+            &ImportOptions {
+                incremental: plan.incremental,
+                columns: plan.headless_columns.clone(),
+                delimiter: Some(plan.delimiter.clone()),
+                enclosure: Some(plan.enclosure.clone()),
+            },
+        )
+        .await
+        .context("loading the uploaded file")?;
+    for w in &outcome.warnings {
+        tracing::warn!("{}: Storage warning: {w}", table.id);
+    }
+    Ok(TableReport {
+        step: Step::Import,
+        table: table.id.clone(),
+        rows: Some(outcome.total_rows_count),
+        bytes,
+        duration: Default::default(),
+        note: format!(
+            "{}, table has {} rows",
+            if plan.incremental {
+                "incremental"
+            } else {
+                "full"
+            },
+            outcome.total_rows_count
+        ),
+    })
+}
+
+fn upload_name(source: &str) -> String {
+    let base = source.strip_suffix(".gz").unwrap_or(source);
+    let base = base.strip_suffix(".csv").unwrap_or(base);
+    format!("{base}.csv")
+}
+
+fn size_of(path: &Path) -> u64 {
+    if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|it| {
+                it.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+fn delete_options(rule: &DeleteRule) -> DeleteRowsOptions {
+    DeleteRowsOptions {
+        changed_since: rule.changed_since.clone(),
+        changed_until: rule.changed_until.clone(),
+        where_filters: rule
+            .filters
+            .iter()
+            .map(|(column, op, values)| WhereFilter {
+                column: column.clone(),
+                operator: op.as_str().to_owned(),
+                values: values.clone(),
+                data_type: None,
+            })
+            .collect(),
+        allow_truncate: false,
+    }
+}
+
+fn describe_rule(rule: &DeleteRule) -> String {
+    let mut parts: Vec<String> = rule
+        .filters
+        .iter()
+        .map(|(c, op, v)| format!("{c} {} [{}]", op.as_str(), v.join(", ")))
+        .collect();
+    if let Some(s) = &rule.changed_since {
+        parts.push(format!("changed since {s}"));
+    }
+    if let Some(u) = &rule.changed_until {
+        parts.push(format!("changed until {u}"));
+    }
+    parts.join(" and ")
+}
+
+/// Creates the bucket when it does not exist (`out.c-main` → stage `out`, name `main`).
+async fn ensure_bucket(client: &Client, bucket_id: &str) -> anyhow::Result<()> {
+    if client.get_bucket(bucket_id).await?.is_some() {
+        return Ok(());
+    }
+    let (stage, name) = bucket_id.split_once('.').unwrap_or(("out", bucket_id));
+    let name = name.strip_prefix("c-").unwrap_or(name);
+    if stage != "in" && stage != "out" {
+        return Err(UserError::new(format!(
+            "bucket `{bucket_id}` cannot be created: the stage must be `in` or `out`"
+        ))
+        .into());
+    }
+    client
+        .create_bucket(stage, name)
+        .await
+        .with_context(|| format!("creating bucket {bucket_id}"))?;
+    tracing::info!("created bucket {bucket_id}");
+    Ok(())
+}
+
+/// Creates an empty table from a header-only file: the data then goes through the same import as for an
+/// existing table, so a failed load leaves an empty table that can be recognised and dropped.
+async fn create_empty(
+    client: &Client,
+    bucket_id: &str,
+    name: &str,
+    columns: &[String],
+    primary_key: &[String],
+) -> anyhow::Result<Table> {
+    let dir = tempfile::Builder::new()
+        .prefix("kbc-runner-header-")
+        .tempdir()
+        .context("creating a temp folder")?;
+    let path = dir.path().join(format!("{name}.csv"));
+    let mut writer = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .from_path(&path)
+        .context("writing the header file")?;
+    writer.write_record(columns)?;
+    writer.flush()?;
+    drop(writer);
+    let file_id = client
+        .upload_file(
+            &path,
+            &UploadOptions {
+                name: format!("{name}.csv"),
+                tags: vec!["kbc-runner".to_owned()],
+                gzip: false,
+            },
+        )
+        .await
+        .context("uploading the header of the new table")?;
+    let table = client
+        .create_table(
+            bucket_id,
+            name,
+            file_id,
+            &CreateTableOptions {
+                primary_key: primary_key.to_vec(),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("creating table {bucket_id}.{name}"))?;
+    Ok(table)
+}
+
+/// Changes a differing primary key to the configured one, as the platform's output mapping does; when the
+/// new key cannot be set (duplicates, say), the old key is put back and the load fails.
+async fn align_primary_key(
+    client: &Client,
+    table: &Table,
+    wanted: &[String],
+) -> anyhow::Result<()> {
+    let mut current = table.primary_key.clone();
+    let mut sorted_wanted = wanted.to_vec();
+    current.sort();
+    sorted_wanted.sort();
+    if current == sorted_wanted {
+        return Ok(());
+    }
+    tracing::warn!(
+        "{}: changing the primary key from [{}] to [{}] as the output mapping asks",
+        table.id,
+        table.primary_key.join(", "),
+        wanted.join(", ")
+    );
+    if !table.primary_key.is_empty() {
+        client
+            .remove_primary_key(&table.id)
+            .await
+            .context("removing the old primary key")?;
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    if let Err(err) = client.add_primary_key(&table.id, wanted).await {
+        if !table.primary_key.is_empty() {
+            if let Err(rollback) = client.add_primary_key(&table.id, &table.primary_key).await {
+                tracing::error!(
+                    "{}: could not restore the old primary key [{}]: {rollback}",
+                    table.id,
+                    table.primary_key.join(", ")
+                );
+            } else {
+                tracing::warn!("{}: restored the old primary key", table.id);
+            }
+        }
+        return Err(anyhow::Error::new(err).context(format!(
+            "setting the primary key [{}] on {}",
+            wanted.join(", "),
+            table.id
+        )));
+    }
+    Ok(())
+}
+
+/// Drops a table this run created when the load failed and it is still empty.
+async fn drop_if_empty(client: &Client, table_id: &str) {
+    match client.get_table(table_id).await {
+        Ok(Some(t)) if t.rows_count == 0 => match client.drop_table(table_id).await {
+            Ok(()) => tracing::info!(
+                "dropped {table_id}: created by this run and still empty after the failed load"
+            ),
+            Err(e) => tracing::warn!("could not drop the empty table {table_id}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not check {table_id} after the failed load: {e}"),
+    }
+}
+
+/// Inside Keboola: the loaded file and its manifest go, so the platform's own output mapping skips them.
+async fn remove_loaded(plan: &OutputPlan) -> anyhow::Result<()> {
+    if plan.sliced {
+        tokio::fs::remove_dir_all(&plan.path).await
+    } else {
+        tokio::fs::remove_file(&plan.path).await
+    }
+    .with_context(|| format!("removing the loaded {}", plan.path.display()))?;
+    let manifest = crate::interface::manifest::manifest_path(&plan.path);
+    if manifest.exists() {
+        tokio::fs::remove_file(&manifest)
+            .await
+            .with_context(|| format!("removing {}", manifest.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_read_with_the_declared_dialect() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.csv");
+        std::fs::write(&p, "\u{feff}\"id\";\"na;me\"\n\"1\";\"x\"\n").unwrap();
+        assert_eq!(read_header(&p, ";", "\"").unwrap(), ["id", "na;me"]);
+        std::fs::write(&p, "").unwrap();
+        assert!(
+            read_header(&p, ",", "\"")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        let gz = dir.path().join("b.csv.gz");
+        let mut enc =
+            flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
+        std::io::Write::write_all(&mut enc, b"a,b\n1,2\n").unwrap();
+        enc.finish().unwrap();
+        assert_eq!(read_header(&gz, ",", "\"").unwrap(), ["a", "b"]);
+        assert_eq!(upload_name("x.csv.gz"), "x.csv");
+    }
+}

@@ -1,0 +1,539 @@
+//! What a run will do, decided before anything runs: which steps, and for each output table the merged
+//! mapping + manifest (by the platform's output-mapping rules) with its resolved destination.
+//!
+//! Pure: reads `out/tables` and the manifests there, never Storage. That keeps the rules unit-testable.
+
+use crate::error::UserError;
+use crate::interface::Environment;
+use crate::interface::config::{Config, OutputTableOptions, Step as ConfigStep, WhereOperator};
+use crate::interface::manifest::{load_output_manifest, manifest_path};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The steps this run performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    pub export: bool,
+    pub transform: bool,
+    pub import: bool,
+}
+
+impl Steps {
+    /// `parameters.steps` when given; otherwise transform only inside Keboola (the platform maps inputs and
+    /// outputs itself) and all three outside it.
+    pub fn decide(config: &Config, env: &Environment) -> Steps {
+        match &config.parameters.steps {
+            Some(list) => Steps {
+                export: list.contains(&ConfigStep::Export),
+                transform: list.contains(&ConfigStep::Transform),
+                import: list.contains(&ConfigStep::Import),
+            },
+            None if env.in_keboola() => Steps {
+                export: false,
+                transform: true,
+                import: false,
+            },
+            None => Steps {
+                export: true,
+                transform: true,
+                import: true,
+            },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = [
+            (self.export, "export"),
+            (self.transform, "transform"),
+            (self.import, "import"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        names.join(" + ")
+    }
+}
+
+/// One rule deleting rows before an incremental load.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeleteRule {
+    pub changed_since: Option<String>,
+    pub changed_until: Option<String>,
+    /// `(column, operator, values)`, ANDed.
+    pub filters: Vec<(String, WhereOperator, Vec<String>)>,
+}
+
+/// One output table, ready to import.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputPlan {
+    /// File or folder name in `out/tables`.
+    pub source: String,
+    pub path: PathBuf,
+    /// A folder of slices.
+    pub sliced: bool,
+    pub destination: String,
+    pub incremental: bool,
+    pub primary_key: Vec<String>,
+    /// Columns of a header-less file (legacy `columns`, or `schema` without `has_header`).
+    pub headless_columns: Option<Vec<String>>,
+    pub delimiter: String,
+    pub enclosure: String,
+    pub delete_where: Vec<DeleteRule>,
+    pub write_always: bool,
+    /// Whether the file came with a manifest (the platform's mode: we remove both after loading).
+    pub has_manifest: bool,
+}
+
+/// Merges a mapping over a manifest the way the platform's output mapping does: the mapping wins, except
+/// for `incremental`, `delete_where_operator`, `delimiter` and `enclosure`, where it wins only with a
+/// truthy, non-default value (so a mapping `incremental: false` cannot undo a manifest `true`).
+pub fn merge(mapping: &OutputTableOptions, manifest: &OutputTableOptions) -> OutputTableOptions {
+    fn pick<T: Clone>(m: &Option<T>, f: &Option<T>) -> Option<T> {
+        m.clone().or_else(|| f.clone())
+    }
+    let mut merged = OutputTableOptions {
+        destination: pick(
+            &mapping.destination.clone().filter(|d| !d.is_empty()),
+            &manifest.destination.clone().filter(|d| !d.is_empty()),
+        ),
+        incremental: if mapping.incremental == Some(true) {
+            Some(true)
+        } else {
+            manifest.incremental.or(mapping.incremental)
+        },
+        primary_key: match &mapping.primary_key {
+            Some(pk) if !pk.is_empty() => Some(pk.clone()),
+            _ => manifest
+                .primary_key
+                .clone()
+                .or_else(|| mapping.primary_key.clone()),
+        },
+        columns: pick(
+            &mapping.columns.clone().filter(|c| !c.is_empty()),
+            &manifest.columns,
+        ),
+        distribution_key: pick(&mapping.distribution_key, &manifest.distribution_key),
+        delete_where_column: pick(&mapping.delete_where_column, &manifest.delete_where_column),
+        delete_where_values: pick(&mapping.delete_where_values, &manifest.delete_where_values),
+        delete_where_operator: if mapping.delete_where_operator == Some(WhereOperator::Ne) {
+            Some(WhereOperator::Ne)
+        } else {
+            manifest
+                .delete_where_operator
+                .or(mapping.delete_where_operator)
+        },
+        delete_where: pick(&mapping.delete_where, &manifest.delete_where),
+        delimiter: non_default(&mapping.delimiter, ",").or_else(|| manifest.delimiter.clone()),
+        enclosure: non_default(&mapping.enclosure, "\"").or_else(|| manifest.enclosure.clone()),
+        metadata: pick(&mapping.metadata, &manifest.metadata),
+        column_metadata: pick(&mapping.column_metadata, &manifest.column_metadata),
+        write_always: pick(&mapping.write_always, &manifest.write_always),
+        tags: pick(&mapping.tags, &manifest.tags),
+        manifest_type: pick(&mapping.manifest_type, &manifest.manifest_type),
+        has_header: pick(&mapping.has_header, &manifest.has_header),
+        description: pick(&mapping.description, &manifest.description),
+        table_metadata: pick(&mapping.table_metadata, &manifest.table_metadata),
+        schema: pick(&mapping.schema, &manifest.schema),
+        deduplication_strategy: pick(
+            &mapping.deduplication_strategy,
+            &manifest.deduplication_strategy,
+        ),
+        unload_strategy: pick(&mapping.unload_strategy, &manifest.unload_strategy),
+    };
+    // One legacy-vs-new delete rule form at a time: the mapping's form wins.
+    if mapping.delete_where.as_ref().is_some_and(|d| !d.is_empty()) {
+        merged.delete_where_column = None;
+    } else if mapping
+        .delete_where_column
+        .as_ref()
+        .is_some_and(|c| !c.is_empty())
+    {
+        merged.delete_where = None;
+    }
+    merged
+}
+
+fn non_default(value: &Option<String>, default: &str) -> Option<String> {
+    value.clone().filter(|v| !v.is_empty() && v != default)
+}
+
+/// Lists the output tables to import: every mapping `source` (which must exist), plus every other file in
+/// `out/tables` (the platform uploads all of them). `only_write_always` keeps just the `write_always` ones.
+pub fn plan_outputs(
+    config: &Config,
+    out_tables: &Path,
+    only_write_always: bool,
+) -> anyhow::Result<Vec<OutputPlan>> {
+    if only_write_always {
+        let files = list_out_tables(out_tables).unwrap_or_default();
+        return Ok(plan_write_always(config, out_tables, &files));
+    }
+    let files = list_out_tables(out_tables)?;
+    let mut plans = Vec::new();
+    let mut missing = Vec::new();
+    let mut seen = BTreeSet::new();
+    for mapping in &config.storage.output.tables {
+        if !seen.insert(mapping.source.clone()) {
+            return user_err(format!(
+                "storage.output.tables: source `{}` is listed twice; one source may have one destination",
+                mapping.source
+            ));
+        }
+        if !files.contains(&mapping.source) {
+            missing.push(mapping.source.clone());
+            continue;
+        }
+        plans.push(plan_one(
+            config,
+            out_tables,
+            &mapping.source,
+            Some(&mapping.options),
+        )?);
+    }
+    if !missing.is_empty() {
+        return user_err(format!(
+            "table sources not found in {}: {} (storage.output.tables[].source must name a file the \
+             transformation wrote)",
+            out_tables.display(),
+            missing.join(", ")
+        ));
+    }
+    for file in files.iter().filter(|f| !seen.contains(*f)) {
+        plans.push(plan_one(config, out_tables, file, None)?);
+    }
+    Ok(plans)
+}
+
+/// After a failure: only the tables marked `write_always` that were written; anything that cannot be
+/// planned is left alone (the job's own error is what the user needs to see).
+fn plan_write_always(
+    config: &Config,
+    out_tables: &Path,
+    files: &BTreeSet<String>,
+) -> Vec<OutputPlan> {
+    let mapped: BTreeSet<&str> = config
+        .storage
+        .output
+        .tables
+        .iter()
+        .map(|m| m.source.as_str())
+        .collect();
+    let from_mappings = config
+        .storage
+        .output
+        .tables
+        .iter()
+        .filter(|m| files.contains(&m.source))
+        .filter_map(|m| plan_one(config, out_tables, &m.source, Some(&m.options)).ok());
+    let unmapped = files
+        .iter()
+        .filter(|f| !mapped.contains(f.as_str()))
+        .filter_map(|f| plan_one(config, out_tables, f, None).ok());
+    from_mappings
+        .chain(unmapped)
+        .filter(|p| p.write_always)
+        .collect()
+}
+
+fn user_err<T>(message: String) -> anyhow::Result<T> {
+    Err(UserError::new(message).into())
+}
+
+/// Data files in `out/tables` (hidden files aside); an orphaned manifest is an error, as on the platform.
+fn list_out_tables(out_tables: &Path) -> anyhow::Result<BTreeSet<String>> {
+    let mut files = BTreeSet::new();
+    let mut manifests = Vec::new();
+    let entries = match std::fs::read_dir(out_tables) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("listing {}", out_tables.display())));
+        }
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        match name.strip_suffix(".manifest") {
+            Some(data) => manifests.push(data.to_owned()),
+            None => {
+                files.insert(name);
+            }
+        }
+    }
+    if let Some(orphan) = manifests.iter().find(|m| !files.contains(*m)) {
+        return user_err(format!(
+            "found orphaned table manifest {}.manifest in {}: its data file is missing",
+            orphan,
+            out_tables.display()
+        ));
+    }
+    Ok(files)
+}
+
+fn plan_one(
+    config: &Config,
+    out_tables: &Path,
+    source: &str,
+    mapping: Option<&OutputTableOptions>,
+) -> anyhow::Result<OutputPlan> {
+    let path = out_tables.join(source);
+    let manifest_file = manifest_path(&path);
+    let has_manifest = manifest_file.is_file();
+    let manifest = if has_manifest {
+        load_output_manifest(&manifest_file)?
+    } else {
+        OutputTableOptions::default()
+    };
+    let empty = OutputTableOptions::default();
+    let merged = merge(mapping.unwrap_or(&empty), &manifest);
+    merged
+        .validate()
+        .map_err(|m| UserError::new(format!("output table {source}: {m}")))?;
+    let sliced = path.is_dir();
+    let destination = resolve_destination(config, source, &merged)?;
+
+    let schema_names: Option<Vec<String>> = merged
+        .schema
+        .as_ref()
+        .map(|s| s.iter().map(|c| c.name.clone()).collect());
+    let headless_columns = match (&schema_names, &merged.columns) {
+        (Some(names), _) if !merged.has_header.unwrap_or(false) => Some(names.clone()),
+        (None, Some(cols)) if !cols.is_empty() => Some(cols.clone()),
+        _ => None,
+    };
+    if sliced && headless_columns.is_none() {
+        return user_err(format!(
+            "sliced output {source} needs its columns: set `columns` (or `schema`) in its manifest or mapping, \
+             because slices have no header"
+        ));
+    }
+    let primary_key = match &merged.schema {
+        Some(schema) => schema
+            .iter()
+            .filter(|c| c.primary_key)
+            .map(|c| c.name.clone())
+            .collect(),
+        None => merged.primary_key.clone().unwrap_or_default(),
+    };
+    let mut delete_where = Vec::new();
+    if let Some(column) = merged.delete_where_column.clone().filter(|c| !c.is_empty()) {
+        delete_where.push(DeleteRule {
+            filters: vec![(
+                column,
+                merged.delete_where_operator.unwrap_or_default(),
+                merged
+                    .delete_where_values
+                    .iter()
+                    .flatten()
+                    .map(|v| v.0.clone())
+                    .collect(),
+            )],
+            ..Default::default()
+        });
+    }
+    for (i, rule) in merged.delete_where.iter().flatten().enumerate() {
+        let mut filters = Vec::new();
+        for f in &rule.where_filters {
+            let Some(values) = &f.values_from_set else {
+                return user_err(format!(
+                    "output table {source}: delete_where[{i}] filter on `{}` needs `values_from_set`; \
+                     values_from_storage and values_from_workspace need a workspace, which this component \
+                     does not use",
+                    f.column
+                ));
+            };
+            filters.push((
+                f.column.clone(),
+                f.operator,
+                values.iter().map(|v| v.0.clone()).collect(),
+            ));
+        }
+        delete_where.push(DeleteRule {
+            changed_since: rule.changed_since.clone(),
+            changed_until: rule.changed_until.clone(),
+            filters,
+        });
+    }
+    Ok(OutputPlan {
+        source: source.to_owned(),
+        path,
+        sliced,
+        destination,
+        incremental: merged.incremental.unwrap_or(false),
+        primary_key,
+        headless_columns,
+        delimiter: merged
+            .delimiter
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| ",".into()),
+        enclosure: merged.enclosure.clone().unwrap_or_else(|| "\"".into()),
+        delete_where,
+        write_always: merged.write_always.unwrap_or(false),
+        has_manifest,
+    })
+}
+
+/// The platform's destination order: mapping, manifest, a file name that is a table id (deprecated), the
+/// default bucket; otherwise a user error.
+fn resolve_destination(
+    config: &Config,
+    source: &str,
+    merged: &OutputTableOptions,
+) -> anyhow::Result<String> {
+    if let Some(d) = merged.destination.clone().filter(|d| !d.is_empty()) {
+        return Ok(d);
+    }
+    let base = source.strip_suffix(".csv").unwrap_or(source);
+    if is_table_id(base) {
+        tracing::warn!(
+            "output table {source}: the destination is taken from the file name, which is deprecated; \
+             set `destination` in storage.output.tables"
+        );
+        return Ok(base.to_owned());
+    }
+    if let Some(bucket) = config
+        .storage
+        .output
+        .default_bucket
+        .clone()
+        .filter(|b| !b.is_empty())
+    {
+        return Ok(format!("{bucket}.{base}"));
+    }
+    user_err(format!(
+        "failed to resolve the destination of output table {source}: set `destination` (like \
+         out.c-main.{base}) in its storage.output.tables item or manifest"
+    ))
+}
+
+/// `stage.c-bucket.table`: exactly two dots, no empty part.
+pub fn is_table_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty())
+}
+
+/// Splits a table id into its bucket id and table name.
+pub fn split_table_id(id: &str) -> Option<(&str, &str)> {
+    let (bucket, name) = id.rsplit_once('.')?;
+    is_table_id(id).then_some((bucket, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        Config::parse(Path::new("config.json"), text).unwrap()
+    }
+
+    fn opts(json: &str) -> OutputTableOptions {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn mapping_false_cannot_undo_manifest_incremental() {
+        let m = merge(
+            &opts(r#"{"incremental": false}"#),
+            &opts(r#"{"incremental": true}"#),
+        );
+        assert_eq!(m.incremental, Some(true));
+        let m = merge(
+            &opts(r#"{"incremental": true}"#),
+            &opts(r#"{"incremental": false}"#),
+        );
+        assert_eq!(m.incremental, Some(true));
+        let m = merge(
+            &opts(r#"{"delimiter": ","}"#),
+            &opts(r#"{"delimiter": ";"}"#),
+        );
+        assert_eq!(m.delimiter.as_deref(), Some(";"));
+        let m = merge(
+            &opts(r#"{"destination": "out.c-a.x", "primary_key": ["id"]}"#),
+            &opts(r#"{"destination": "out.c-a.y", "primary_key": ["a", "b"]}"#),
+        );
+        assert_eq!(m.destination.as_deref(), Some("out.c-a.x"));
+        assert_eq!(m.primary_key, Some(vec!["id".to_owned()]));
+        let m = merge(
+            &opts(r#"{"primary_key": []}"#),
+            &opts(r#"{"primary_key": ["a"]}"#),
+        );
+        assert_eq!(m.primary_key, Some(vec!["a".to_owned()]));
+    }
+
+    #[test]
+    fn plans_mapped_and_unmapped_files_and_resolves_destinations() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("a.csv"), "\"x\"\n").unwrap();
+        std::fs::write(out.join("out.c-b.t2.csv"), "\"x\"\n").unwrap();
+        std::fs::write(out.join("c.csv"), "\"x\"\n").unwrap();
+        std::fs::write(
+            out.join("c.csv.manifest"),
+            r#"{"destination": "out.c-b.c", "incremental": true}"#,
+        )
+        .unwrap();
+        std::fs::write(out.join(".a.csv.tmp"), "").unwrap();
+        let c = config(
+            r#"{"storage": {"output": {"tables": [{"source": "a.csv", "destination": "out.c-b.a",
+                "primary_key": ["x"], "delete_where_column": "x", "delete_where_values": [1, 2]}]}}}"#,
+        );
+        let plans = plan_outputs(&c, out, false).unwrap();
+        let dests: Vec<&str> = plans.iter().map(|p| p.destination.as_str()).collect();
+        assert_eq!(dests, ["out.c-b.a", "out.c-b.c", "out.c-b.t2"]);
+        assert_eq!(plans[0].primary_key, ["x"]);
+        assert_eq!(plans[0].delete_where[0].filters[0].2, ["1", "2"]);
+        assert!(plans[1].incremental && plans[1].has_manifest);
+        assert!(plans[0].headless_columns.is_none());
+        assert!(plan_outputs(&c, out, true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn missing_source_orphan_manifest_and_unresolvable_destination_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let c = config(
+            r#"{"storage": {"output": {"tables": [{"source": "nope.csv", "destination": "out.c-b.a"}]}}}"#,
+        );
+        let err = plan_outputs(&c, out, false).unwrap_err();
+        assert!(err.to_string().contains("nope.csv"), "{err}");
+        std::fs::write(out.join("z.csv.manifest"), "{}").unwrap();
+        let err = plan_outputs(&config("{}"), out, false).unwrap_err();
+        assert!(err.to_string().contains("orphaned"), "{err}");
+        std::fs::write(out.join("z.csv"), "\"a\"\n").unwrap();
+        let err = plan_outputs(&config("{}"), out, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("failed to resolve the destination"),
+            "{err}"
+        );
+        let with_bucket = config(r#"{"storage": {"output": {"default_bucket": "out.c-def"}}}"#);
+        assert_eq!(
+            plan_outputs(&with_bucket, out, false).unwrap()[0].destination,
+            "out.c-def.z"
+        );
+    }
+
+    #[test]
+    fn steps_default_by_platform() {
+        let c = config("{}");
+        let outside = Environment::default();
+        let inside = Environment {
+            run_id: Some("1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Steps::decide(&c, &outside).describe(),
+            "export + transform + import"
+        );
+        assert_eq!(Steps::decide(&c, &inside).describe(), "transform");
+        let c = config(r#"{"parameters": {"steps": ["import", "export"]}}"#);
+        assert_eq!(Steps::decide(&c, &inside).describe(), "export + import");
+        assert_eq!(split_table_id("out.c-a.b"), Some(("out.c-a", "b")));
+        assert_eq!(split_table_id("out.b"), None);
+    }
+}
