@@ -187,7 +187,9 @@ async fn run_job(ctx: &Context) -> anyhow::Result<()> {
         }
     );
     let mut reports = Vec::new();
-    let result = run_steps(ctx, steps, &state, &mut reports).await;
+    // SIGTERM drops the steps (their temporary files with them) and takes the failure path below, so
+    // the previous state is written back and nothing half-done is published.
+    let result = crate::cli::until_terminated(run_steps(ctx, steps, &state, &mut reports)).await;
     if !reports.is_empty() {
         tracing::info!("summary:\n{}", report::summary(&reports));
     }
