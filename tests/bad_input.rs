@@ -373,9 +373,12 @@ fn invalid_input_table_id_in_config() {
 // ---------------------------------------------------------------------------------------------------------
 // CSV files the platform placed in in/tables (transform only)
 
+/// A file placed in `in/tables/t.csv`, and the words of the error (None: the run succeeds).
+type DataCase = (&'static str, &'static [u8], Option<&'static [&'static str]>);
+
 #[test]
 fn bad_csv_files_in_the_data_folder() {
-    let cases: &[(&str, &[u8], Option<&[&str]>)] = &[
+    let cases: &[DataCase] = &[
         ("ragged rows", b"id,name\n1,a\n2\n", Some(&["t.csv"])),
         ("non-UTF-8", b"id,name\n1,caf\xe9\n", Some(&["t.csv"])),
         ("empty file", b"", Some(&["t.csv"])),

@@ -202,10 +202,6 @@ enum Op {
 }
 
 impl Op {
-    fn is_job(self) -> bool {
-        matches!(self, Op::Job | Op::JobNewTable)
-    }
-
     /// The table a load writes to (None for an export).
     fn target(self) -> Option<&'static str> {
         match self {
@@ -584,7 +580,12 @@ fn big_csv() -> String {
     s
 }
 
-fn job_config(output: &str, incremental: bool, url: &str) -> serde_json::Value {
+fn job_config(
+    output: &str,
+    incremental: bool,
+    url: &str,
+    job_timeout_secs: u64,
+) -> serde_json::Value {
     serde_json::json!({
         "storage": {
             "input": {"tables": [{"source": SRC, "destination": "src.csv"}]},
@@ -597,7 +598,7 @@ fn job_config(output: &str, incremental: bool, url: &str) -> serde_json::Value {
         "parameters": {
             "#storage_token": TOKEN,
             "storage_url": url,
-            "job_timeout_seconds": JOB_TIMEOUT_SECS,
+            "job_timeout_seconds": job_timeout_secs,
             "blocks": [{"name": "Copy", "codes": [{"name": "All rows", "script": [
                 "CREATE TABLE result AS SELECT id, name, note FROM src"
             ]}]}]
@@ -615,7 +616,7 @@ struct Prepared {
     load: String,
 }
 
-fn prepare(stack: &Stack, emu: &Emulator, op: Op) -> Prepared {
+fn prepare(stack: &Stack, emu: &Emulator, op: Op, job_timeout_secs: u64) -> Prepared {
     let work = tempfile::tempdir().unwrap();
     let files = work.path().join("files");
     let tmp = work.path().join("tmp");
@@ -639,7 +640,7 @@ fn prepare(stack: &Stack, emu: &Emulator, op: Op) -> Prepared {
         Op::Job | Op::JobNewTable => SRC_CSV.to_owned(),
         _ => LOAD_CSV.to_owned(),
     };
-    let timeout = JOB_TIMEOUT_SECS.to_string();
+    let timeout = job_timeout_secs.to_string();
     match op {
         Op::Export => {
             command
@@ -659,7 +660,7 @@ fn prepare(stack: &Stack, emu: &Emulator, op: Op) -> Prepared {
             } else {
                 (FRESH, false)
             };
-            let config = job_config(output, incremental, &emu.url());
+            let config = job_config(output, incremental, &emu.url(), job_timeout_secs);
             fs::write(
                 data.join("config.json"),
                 serde_json::to_vec_pretty(&config).unwrap(),
@@ -785,7 +786,7 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
         work,
         command,
         load,
-    } = prepare(stack, &emu, case.op);
+    } = prepare(stack, &emu, case.op, JOB_TIMEOUT_SECS);
     for rule in &case.faults {
         emu.add_fault(rule.clone()).expect("a valid fault rule");
     }
@@ -814,7 +815,9 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
         if !stderr.contains(case.names) {
             problem(format!("the error does not name table {}", case.names));
         }
-        if case.faults.iter().any(|f| f.job.is_some()) {
+        // A job that failed or never finished must be named (a truncated slice comes from a job that
+        // succeeded, so it has none to name).
+        if case.faults.iter().any(|f| f.fail.is_some() || f.hang) {
             let jobs = stack.unsuccessful_jobs(&emu);
             if !jobs.iter().any(|id| mentions_id(&stderr, *id)) {
                 problem(format!(
@@ -1104,31 +1107,26 @@ fn diff_counts_lost_and_doubled_rows() {
 /// How long a SIGTERMed run may take to exit.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 
-/// Starts `op` with `faults` that keep it busy, sends SIGTERM after `after`, and returns the case's
-/// work folder, the exit code, stderr and how long the stop took.
-fn terminate_during(
-    op: Op,
-    faults: Vec<FaultRule>,
-    after: Duration,
-) -> (
-    tempfile::TempDir,
-    Option<i32>,
-    String,
-    Duration,
-    Stack,
-    Emulator,
-    tempfile::TempDir,
-) {
+/// A run stopped by SIGTERM, with everything needed to inspect what it left.
+struct Stopped {
+    work: tempfile::TempDir,
+    code: Option<i32>,
+    stderr: String,
+    took: Duration,
+    stack: Stack,
+    emu: Emulator,
+    _store: tempfile::TempDir,
+}
+
+/// Starts `op` with `faults` that keep it busy, sends SIGTERM after `after`, and waits for the exit.
+fn terminate_during(op: Op, faults: Vec<FaultRule>, after: Duration) -> Stopped {
     let stack = Stack::new();
     let store = tempfile::tempdir().unwrap();
     let emu = stack.emulator(store.path());
+    // The faults, not a job deadline, must be what keeps the run busy.
     let Prepared {
         work, mut command, ..
-    } = prepare(&stack, &emu, op);
-    // The faults, not a job deadline, must be what keeps the run busy.
-    if !op.is_job() {
-        command.args(["--job-timeout", "600"]);
-    }
+    } = prepare(&stack, &emu, op, 600);
     for rule in faults {
         emu.add_fault(rule).unwrap();
     }
@@ -1153,7 +1151,15 @@ fn terminate_during(
         Some(c) => c,
         None => panic!("still running 30 s after SIGTERM; stderr: {stderr}"),
     };
-    (work, code, stderr, took, stack, emu, store)
+    Stopped {
+        work,
+        code,
+        stderr,
+        took,
+        stack,
+        emu,
+        _store: store,
+    }
 }
 
 fn assert_stopped(code: Option<i32>, stderr: &str, took: Duration) {
@@ -1168,7 +1174,13 @@ fn assert_stopped(code: Option<i32>, stderr: &str, took: Duration) {
 
 #[test]
 fn sigterm_during_export_waiting_for_a_job() {
-    let (work, code, stderr, took, ..) = terminate_during(
+    let Stopped {
+        work,
+        code,
+        stderr,
+        took,
+        ..
+    } = terminate_during(
         Op::Export,
         vec![job_hang("tableExport")],
         Duration::from_millis(1500),
@@ -1182,7 +1194,13 @@ fn sigterm_during_export_waiting_for_a_job() {
 #[test]
 fn sigterm_during_export_mid_slice() {
     // The slice answers only after 60 s: the run is inside the download when the signal comes.
-    let (work, code, stderr, took, ..) = terminate_during(
+    let Stopped {
+        work,
+        code,
+        stderr,
+        took,
+        ..
+    } = terminate_during(
         Op::Export,
         vec![delay("GET", SLICE, 60_000)],
         Duration::from_millis(2500),
@@ -1195,7 +1213,15 @@ fn sigterm_during_export_mid_slice() {
 
 #[test]
 fn sigterm_during_import() {
-    let (_work, code, stderr, took, stack, emu, _store) = terminate_during(
+    let Stopped {
+        code,
+        stderr,
+        took,
+        stack,
+        emu,
+        _store,
+        ..
+    } = terminate_during(
         Op::ImportIncr,
         vec![job_hang("tableImport")],
         Duration::from_millis(1500),
@@ -1208,7 +1234,13 @@ fn sigterm_during_import() {
 
 #[test]
 fn sigterm_during_job_export() {
-    let (work, code, stderr, took, ..) = terminate_during(
+    let Stopped {
+        work,
+        code,
+        stderr,
+        took,
+        ..
+    } = terminate_during(
         Op::Job,
         vec![delay("GET", SLICE, 60_000)],
         Duration::from_millis(2500),
@@ -1255,7 +1287,7 @@ fn whole_job_as_unprivileged_user() {
     let stack = Stack::new();
     let store = tempfile::tempdir().unwrap();
     let emu = stack.emulator(store.path());
-    let Prepared { work, .. } = prepare(&stack, &emu, Op::Job);
+    let Prepared { work, .. } = prepare(&stack, &emu, Op::Job, JOB_TIMEOUT_SECS);
     // The build folder may not be reachable by another user: copy the binary next to the data.
     let bin = work.path().join("kbc-runner");
     fs::copy(env!("CARGO_BIN_EXE_kbc-runner"), &bin).unwrap();
@@ -1270,6 +1302,7 @@ fn whole_job_as_unprivileged_user() {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("TMPDIR", "/tmp")
+        .env("AWS_ENDPOINT_URL_S3", emu.url())
         .env("KBC_DATADIR", format!("{}/", data.display()))
         .stdin(Stdio::null())
         .output()
