@@ -62,6 +62,18 @@ impl Error {
         }
     }
 
+    /// A read failure; bytes that are not UTF-8 are the user's file's fault (found by
+    /// `tests/bad_input.rs` `bad_config_files`: a Latin-1 config.json exited 2 instead of 1).
+    pub(crate) fn read(path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::InvalidData {
+            return Error::Json {
+                file: path.to_owned(),
+                message: "not valid UTF-8 (save the file as UTF-8)".into(),
+            };
+        }
+        Error::io("reading", path, source)
+    }
+
     pub(crate) fn invalid(file: &Path, message: impl Into<String>) -> Self {
         Error::Invalid {
             file: file.to_owned(),

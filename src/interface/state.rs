@@ -23,7 +23,7 @@ impl State {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(e) => return Err(Error::io("reading", path, e)),
+            Err(e) => return Err(Error::read(path, e)),
         };
         if text.trim().is_empty() {
             return Ok(State::default());
