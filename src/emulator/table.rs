@@ -452,6 +452,17 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
                         ),
                     ));
                 }
+                // Storage (Snowflake) accepts UTF-8 only and fails the load otherwise; storing the
+                // bytes would hand them back later as data nobody can read.
+                if let Some(i) = rec.iter().position(|f| std::str::from_utf8(f).is_err()) {
+                    return Err(JobError::new(
+                        "invalidCsv",
+                        format!(
+                            "Load error: line {line}, column \"{}\": invalid UTF-8 byte sequence. The CSV file must be UTF-8 encoded.",
+                            file_columns.get(i).map(String::as_str).unwrap_or("?")
+                        ),
+                    ));
+                }
                 out.clear();
                 for &p in &positions {
                     out.push_field(rec.get(p).unwrap_or(b""));
