@@ -344,7 +344,7 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
             }
         }
     };
-    ticker.stop();
+    ticker.stop().await;
     let outcome = outcome.with_context(|| format!("exporting {}", args.table_id))?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -462,7 +462,7 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
             },
         )
         .await;
-    ticker.stop();
+    ticker.stop().await;
     let file_id = file_id
         .with_context(|| format!("uploading {} for {}", args.file.display(), args.table_id))?;
     let columns = (!columns.is_empty()).then_some(columns);
@@ -585,13 +585,13 @@ impl Ticker {
         }
     }
 
-    fn stop(mut self) {
+    /// Stops the ticker and waits for it, so a terminal's progress line is cleared before the summary.
+    async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(h) = self.handle.take() {
-            // The task ends at its next wake-up; aborting also clears nothing we need.
-            h.abort();
+            let _ = h.await;
         }
     }
 }

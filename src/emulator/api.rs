@@ -150,8 +150,12 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
         (&Method::POST, ["files", "prepare"]) => prepare_file(app, &params),
         (&Method::GET, ["files"]) => list_files(app, &params),
         (&Method::GET, ["files", id]) => {
-            let f = find_file(app, id)?;
             let fed = params.bool("federationToken", false)?;
+            let f = if fed {
+                fresh_credentials(app, id)?
+            } else {
+                find_file(app, id)?
+            };
             ok(file_json(app, &f, fed, false))
         }
         (&Method::DELETE, ["files", id]) => delete_file(app, id),
@@ -169,7 +173,7 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
             edit_file(app, id, |f| f.tags.retain(|t| t.as_str() != *tag))
         }
         (&Method::PUT | &Method::POST, ["files", id, "refresh"]) => {
-            let f = find_file(app, id)?;
+            let f = fresh_credentials(app, id)?;
             ok(file_json(app, &f, true, true))
         }
         (&Method::GET, ["jobs"]) => {
@@ -1223,6 +1227,7 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     let selection = parse_selection(&t, params)?;
     let limit = params.int("limit")?.filter(|l| *l > 0).map(|l| l as u64);
     let gzip = params.bool("gzip", false)?;
+    let with_timestamp = params.bool("includeInternalTimestamp", false)?;
     let format = params.nonempty("format").unwrap_or_else(|| "rfc".into());
     if format != "rfc" {
         return Err(ApiError::bad_request(
@@ -1246,6 +1251,7 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
         })).collect::<Vec<_>>(),
         "fileType": "csv",
         "timezone": null,
+        "includeInternalTimestamp": with_timestamp,
     });
     let job = jobs::create(
         app,
@@ -1255,31 +1261,39 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     );
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, fault| {
-        run_export(
-            app,
-            &tid,
+        let request = ExportRequest {
             columns,
             selection,
             limit,
             gzip,
-            export_params,
-            fault,
-        )
+            with_timestamp,
+            cache_key: export_params.to_string(),
+        };
+        run_export(app, &tid, request, fault)
     });
     accepted(job)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_export(
-    app: &App,
-    table_id: &str,
+/// What an export job was asked for, validated.
+struct ExportRequest {
     columns: Vec<usize>,
     selection: Selection,
     limit: Option<u64>,
     gzip: bool,
-    cache_params: Value,
-    fault: Option<JobFault>,
-) -> JobResult {
+    with_timestamp: bool,
+    /// Canonical parameters: identical requests on an unchanged table share the exported file.
+    cache_key: String,
+}
+
+fn run_export(app: &App, table_id: &str, req: ExportRequest, fault: Option<JobFault>) -> JobResult {
+    let ExportRequest {
+        columns,
+        selection,
+        limit,
+        gzip,
+        with_timestamp,
+        cache_key,
+    } = req;
     let t = app
         .store
         .lock()
@@ -1293,7 +1307,6 @@ fn run_export(
             "A requested column was deleted before the export ran.",
         ));
     }
-    let cache_key = cache_params.to_string();
     let truncate = match fault {
         Some(JobFault::TruncateSlice(n)) => Some(n),
         _ => None,
@@ -1327,6 +1340,7 @@ fn run_export(
         columns,
         limit,
         gzip,
+        with_timestamp,
         slice_path: &namer,
         truncate_first_slice: truncate,
     })?;
@@ -1856,6 +1870,30 @@ fn prepare_file(app: &App, params: &Params) -> ApiResult {
         StatusCode::CREATED,
         file_json(app, &f, false, true),
     ))
+}
+
+/// The file, with a newly issued access key when its key has expired (as asking Storage again for federated
+/// credentials gives fresh ones).
+fn fresh_credentials(app: &App, id: &str) -> Result<FileMeta, ApiError> {
+    let f = find_file(app, id)?;
+    let renewed = {
+        let mut meta = app.store.lock();
+        let expired = meta
+            .access_keys
+            .get(&f.access_key_id)
+            .is_none_or(|k| k.expiration <= now_secs());
+        if !expired {
+            return Ok(f);
+        }
+        let key = Store::issue_access_key(&mut meta);
+        let file = meta.files.get_mut(&f.id).ok_or_else(|| {
+            ApiError::not_found("storage.files.notFound", format!("File {id} not found"))
+        })?;
+        file.access_key_id = key;
+        file.clone()
+    };
+    persist(app)?;
+    Ok(renewed)
 }
 
 fn find_file(app: &App, id: &str) -> Result<FileMeta, ApiError> {

@@ -12,6 +12,8 @@
 //!   (creates bucket and table when missing, full load), like [`Emulator::seed_table`].
 //! - `GET /_emulator/tables/{table_id}` → the rows as CSV, like [`Emulator::dump_table`]; 404 when missing.
 //! - `POST /_emulator/faults` with one rule or an array (see [`faults`]); `GET` lists; `DELETE` clears.
+//! - `POST /_emulator/credentials/expire` → every issued S3 key expires (S3 answers `ExpiredToken`); file
+//!   detail with `federationToken` then issues fresh credentials.
 //!
 //! ## Semantics worth knowing
 //! - Duplicate primary keys inside one load: the last occurrence wins.
@@ -200,6 +202,11 @@ impl Emulator {
             .faults
             .add(rule)
             .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Expires every S3 access key issued so far (a client must fetch fresh credentials from Storage).
+    pub fn expire_credentials(&self) -> usize {
+        server::expire_credentials(&self.app)
     }
 
     /// Removes every fault rule.

@@ -298,15 +298,21 @@ fn csv_error(e: csv::Error) -> JobError {
     )
 }
 
-/// The primary-key value of a record whose values start at `offset` (length-prefixed, so unambiguous).
-fn key_of(rec: &ByteRecord, offset: usize, pk: &[usize]) -> Vec<u8> {
-    let mut key = Vec::new();
+/// The primary-key value of a record whose values start at `offset`, as a 128-bit hash of the
+/// length-prefixed values: loads keep one per incoming row in memory, so it must be small, and at 128 bits a
+/// collision among even billions of keys is not a practical concern.
+fn key_of(rec: &ByteRecord, offset: usize, pk: &[usize]) -> u128 {
+    let mut a = DefaultHasher::new();
+    let mut b = DefaultHasher::new();
+    b.write_u64(0x9e37_79b9_7f4a_7c15); // a different starting state for the second half
     for &i in pk {
         let v = rec.get(i + offset).unwrap_or(b"");
-        key.extend_from_slice(&(v.len() as u64).to_le_bytes());
-        key.extend_from_slice(v);
+        for h in [&mut a, &mut b] {
+            h.write_usize(v.len());
+            h.write(v);
+        }
     }
-    key
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
 /// A hash of a record's first `width` values (from `offset`): tells an unchanged upserted row apart.
@@ -324,7 +330,6 @@ fn hash_of(rec: &ByteRecord, offset: usize, width: usize) -> u64 {
 /// written and the caller keeps the old generation.
 pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     let mut sources = load.sources.iter();
-    let header_lines = u64::from(load.file_columns.is_none() && !load.without_headers);
     let mut first_reader = match sources.next() {
         Some(p) => Some(load.dialect.reader(open_source(p)?)),
         None => None,
@@ -401,6 +406,15 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     let mut columns = base.clone();
     for c in &file_columns {
         if !columns.contains(c) {
+            // A new column must be a valid name: Storage does not rename columns of existing tables.
+            if normalize_column_name(c) != *c {
+                return Err(JobError::new(
+                    "storage.tables.validation.invalidColumnName",
+                    format!(
+                        "The new column \"{c}\" has an invalid name: only alphanumeric characters and underscores are allowed."
+                    ),
+                ));
+            }
             columns.push(c.clone());
         }
     }
@@ -427,21 +441,22 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
         .collect::<Result<_, _>>()?;
     let width = columns.len();
 
-    // Pass 1: the incoming rows, in table column order, to scratch; the keys (last-wins) in memory.
-    let mut incoming_keys: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+    // Pass 1: the incoming rows, stamped and in table column order (the stored format), to scratch; the
+    // keys (last-wins) in memory.
+    let stamp = load.stamp.to_string();
+    let mut incoming_keys: HashMap<u128, (u64, u64)> = HashMap::new();
     let mut incoming_rows = 0u64;
     {
         let mut scratch = data_writer(&load.scratch)?;
-        let mut line = header_lines;
         let mut out = ByteRecord::new();
         let mut reader = first_reader.take();
         let mut consume = |r: &mut csv::Reader<Box<dyn Read + Send>>| -> Result<(), JobError> {
             while r.read_byte_record(&mut rec).map_err(csv_error)? {
-                line += 1;
                 if rec.len() == 1 && rec.get(0) == Some(b"") && file_columns.len() > 1 {
                     continue; // a blank line
                 }
                 if rec.len() != file_columns.len() {
+                    let line = rec.position().map(|p| p.line()).unwrap_or(0);
                     return Err(JobError::new(
                         "invalidCsv",
                         format!(
@@ -455,6 +470,7 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
                 // Storage (Snowflake) accepts UTF-8 only and fails the load otherwise; storing the
                 // bytes would hand them back later as data nobody can read.
                 if let Some(i) = rec.iter().position(|f| std::str::from_utf8(f).is_err()) {
+                    let line = rec.position().map(|p| p.line()).unwrap_or(0);
                     return Err(JobError::new(
                         "invalidCsv",
                         format!(
@@ -464,13 +480,14 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
                     ));
                 }
                 out.clear();
+                out.push_field(stamp.as_bytes());
                 for &p in &positions {
                     out.push_field(rec.get(p).unwrap_or(b""));
                 }
                 if !pk.is_empty() {
                     incoming_keys.insert(
-                        key_of(&out, 0, &pk),
-                        (incoming_rows, hash_of(&out, 0, width)),
+                        key_of(&out, 1, &pk),
+                        (incoming_rows, hash_of(&out, 1, width)),
                     );
                 }
                 scratch
@@ -489,12 +506,33 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
         }
         finish_writer(scratch)?;
     }
+    let outcome = |rows_count, data_size_bytes, changed| LoadOutcome {
+        columns: columns.clone(),
+        imported_columns: file_columns.clone(),
+        rows_count,
+        data_size_bytes,
+        changed,
+    };
+    let no_duplicates = pk.is_empty() || incoming_keys.len() as u64 == incoming_rows;
+
+    // A full load without duplicate keys: the scratch file already is the next generation.
+    if !load.incremental && no_duplicates {
+        if let Some(parent) = load.out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&load.scratch, &load.out)?;
+        let size = std::fs::metadata(&load.out)?.len();
+        return Ok(outcome(
+            incoming_rows,
+            size,
+            load.existing.is_some() || incoming_rows > 0,
+        ));
+    }
 
     // Pass 2: the next generation.
     let mut out = data_writer(&load.out)?;
     let mut rows_count = 0u64;
     let mut changed = false;
-    let stamp = load.stamp.to_string();
     let mut rec_out = ByteRecord::new();
     let werr = |e: csv::Error| JobError::new("applicationError", e.to_string());
     if load.incremental {
@@ -524,7 +562,25 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     } else {
         changed = load.existing.is_some();
     }
-    // Incoming rows (winners of their key only).
+    if pk.is_empty() {
+        // An append: the scratch rows go in as they are.
+        let mut inner = out
+            .into_inner()
+            .map_err(|e| JobError::new("applicationError", e.to_string()))?;
+        std::io::copy(&mut File::open(&load.scratch)?, &mut inner)?;
+        let f = inner
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        f.sync_all()?;
+        let size = f.metadata()?.len();
+        let _ = std::fs::remove_file(&load.scratch);
+        return Ok(outcome(
+            rows_count + incoming_rows,
+            size,
+            changed || incoming_rows > 0,
+        ));
+    }
+    // Incoming rows: the winner of each key, unless it left a stored row unchanged.
     {
         let f = File::open(&load.scratch)?;
         let mut rdr = ReaderBuilder::new()
@@ -534,17 +590,11 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
         let mut row = ByteRecord::new();
         let mut idx = 0u64;
         while rdr.read_byte_record(&mut row).map_err(csv_error)? {
-            let keep = pk.is_empty()
-                || incoming_keys
-                    .get(&key_of(&row, 0, &pk))
-                    .is_some_and(|e| e.0 == idx);
-            if keep {
-                rec_out.clear();
-                rec_out.push_field(stamp.as_bytes());
-                for i in 0..width {
-                    rec_out.push_field(row.get(i).unwrap_or(b""));
-                }
-                out.write_byte_record(&rec_out).map_err(werr)?;
+            if incoming_keys
+                .get(&key_of(&row, 1, &pk))
+                .is_some_and(|e| e.0 == idx)
+            {
+                out.write_byte_record(&row).map_err(werr)?;
                 rows_count += 1;
                 changed = true;
             }
@@ -553,13 +603,7 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     }
     let data_size_bytes = finish_writer(out)?;
     let _ = std::fs::remove_file(&load.scratch);
-    Ok(LoadOutcome {
-        columns,
-        imported_columns: file_columns,
-        rows_count,
-        data_size_bytes,
-        changed,
-    })
+    Ok(outcome(rows_count, data_size_bytes, changed))
 }
 
 /// Rewrites a table without the rows `sel` selects. Returns (deleted, kept, new size).
@@ -656,6 +700,8 @@ pub struct Export<'a> {
     pub columns: Vec<usize>,
     pub limit: Option<u64>,
     pub gzip: bool,
+    /// Append the row's import stamp as a last `_timestamp` column (`2024-01-31 12:00:00`, UTC).
+    pub with_timestamp: bool,
     /// Where slice `i` goes.
     pub slice_path: &'a (dyn Fn(usize) -> PathBuf + Sync),
     /// Truncate the first slice to this many bytes (fault injection).
@@ -733,6 +779,10 @@ pub fn export(ex: Export<'_>) -> Result<Vec<(PathBuf, u64)>, JobError> {
                 fields.clear();
                 for &c in &ex.columns {
                     fields.push_field(rec.get(c + 1).unwrap_or(b""));
+                }
+                if ex.with_timestamp {
+                    let ts = chrono::DateTime::from_timestamp(stamp, 0).unwrap_or_default();
+                    fields.push_field(ts.format("%Y-%m-%d %H:%M:%S").to_string().as_bytes());
                 }
                 w.write_byte_record(&fields)
                     .map_err(|e| JobError::new("applicationError", e.to_string()))?;
@@ -912,6 +962,16 @@ mod tests {
     }
 
     #[test]
+    fn new_columns_with_invalid_names_fail_the_load() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(d.path(), "a.csv", "id,bad name\n1,x\n");
+        let e = run(d.path(), &a, None, &["id"], &[], true, 1, "g1").unwrap_err();
+        assert_eq!(e.code, "storage.tables.validation.invalidColumnName");
+        let o = run(d.path(), &a, None, &[], &[], false, 1, "g2").unwrap();
+        assert_eq!(o.columns, ["id", "bad_name"]);
+    }
+
+    #[test]
     fn header_names_are_normalised_on_create() {
         assert_eq!(normalize_column_name("col2 with space"), "col2_with_space");
         assert_eq!(normalize_column_name("language-id"), "language_id");
@@ -935,6 +995,7 @@ mod tests {
             columns: vec![0, 1],
             limit: None,
             gzip: true,
+            with_timestamp: false,
             slice_path: &namer,
             truncate_first_slice: None,
         })

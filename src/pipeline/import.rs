@@ -21,6 +21,8 @@ use std::time::Instant;
 pub struct Checked {
     pub plan: OutputPlan,
     pub columns: Vec<String>,
+    /// Data rows in the file (header excluded), for the report.
+    pub rows: u64,
     pub existing: Option<Table>,
 }
 
@@ -58,21 +60,61 @@ pub fn file_columns(plan: &OutputPlan) -> anyhow::Result<Vec<String>> {
     read_header(&plan.path, &plan.delimiter, &plan.enclosure)
 }
 
-/// Reads only the first record of a CSV (gzipped when the name ends in `.gz`).
-pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Result<Vec<String>> {
+/// Counts the data rows of a file or of all slices, streaming (quoted newlines are part of a value).
+pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
+    let files: Vec<std::path::PathBuf> = if plan.sliced {
+        let mut f: Vec<_> = std::fs::read_dir(&plan.path)
+            .with_context(|| format!("listing {}", plan.path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        f.sort();
+        f
+    } else {
+        vec![plan.path.clone()]
+    };
+    let mut rows: u64 = 0;
+    for file in files {
+        let mut csv = csv_reader(&file, &plan.delimiter, &plan.enclosure)?;
+        let mut record = csv::ByteRecord::new();
+        while csv
+            .read_byte_record(&mut record)
+            .map_err(|e| UserError::new(format!("{}: invalid CSV: {e}", file.display())))?
+        {
+            rows += 1;
+        }
+    }
+    if plan.headless_columns.is_none() {
+        rows = rows.saturating_sub(1);
+    }
+    Ok(rows)
+}
+
+fn csv_reader(
+    path: &Path,
+    delimiter: &str,
+    enclosure: &str,
+) -> anyhow::Result<csv::Reader<Box<dyn std::io::Read>>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
+        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            file,
+        )))
     } else {
-        Box::new(file)
+        Box::new(std::io::BufReader::new(file))
     };
-    let reader = std::io::BufReader::new(reader);
-    let mut csv = csv::ReaderBuilder::new()
+    Ok(csv::ReaderBuilder::new()
         .has_headers(false)
+        .flexible(true)
         .delimiter(delimiter.bytes().next().unwrap_or(b','))
         .quoting(!enclosure.is_empty())
         .quote(enclosure.bytes().next().unwrap_or(b'"'))
-        .from_reader(reader);
+        .from_reader(reader))
+}
+
+/// Reads only the first record of a CSV (gzipped when the name ends in `.gz`).
+pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Result<Vec<String>> {
+    let mut csv = csv_reader(path, delimiter, enclosure)?;
     let mut record = csv::StringRecord::new();
     let read = csv.read_record(&mut record).map_err(|e| {
         UserError::new(format!(
@@ -97,11 +139,13 @@ pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Res
 async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
     let dest = plan.destination.clone();
     let source = plan.source.clone();
-    let columns = {
+    let (columns, rows) = {
         let plan = plan.clone();
-        tokio::task::spawn_blocking(move || file_columns(&plan))
-            .await
-            .context("reading a CSV header")??
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, u64)> {
+            Ok((file_columns(&plan)?, count_rows(&plan)?))
+        })
+        .await
+        .context("reading a CSV header")??
     };
     if let Some(c) = columns
         .iter()
@@ -109,6 +153,15 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
     {
         return Err(UserError::new(format!(
             "output table {source}: the column name `{c}` is reserved by Storage; rename it in the SQL"
+        ))
+        .into());
+    }
+    if let Some(expected) = plan.expected_header.as_ref().filter(|e| **e != columns) {
+        return Err(UserError::new(format!(
+            "output table {source}: the header ({}) differs from the manifest's schema ({}); the \
+             header must list the schema's columns in the same order",
+            columns.join(", "),
+            expected.join(", ")
         ))
         .into());
     }
@@ -149,6 +202,7 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
     Ok(Checked {
         plan,
         columns,
+        rows,
         existing,
     })
 }
@@ -259,7 +313,7 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
     Ok(TableReport {
         step: Step::Import,
         table: table.id.clone(),
-        rows: Some(outcome.total_rows_count),
+        rows: Some(c.rows),
         bytes,
         duration: Default::default(),
         note: format!(
@@ -500,5 +554,37 @@ mod tests {
         enc.finish().unwrap();
         assert_eq!(read_header(&gz, ",", "\"").unwrap(), ["a", "b"]);
         assert_eq!(upload_name("x.csv.gz"), "x.csv");
+    }
+
+    #[test]
+    fn rows_are_counted_across_slices_and_quoted_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.csv");
+        std::fs::write(&file, "\"id\",\"t\"\n\"1\",\"two\nlines\"\n\"2\",\"x\"\n").unwrap();
+        let mut plan = OutputPlan {
+            source: "a.csv".into(),
+            path: file,
+            sliced: false,
+            destination: "out.c-a.a".into(),
+            incremental: false,
+            primary_key: vec![],
+            headless_columns: None,
+            expected_header: None,
+            delimiter: ",".into(),
+            enclosure: "\"".into(),
+            delete_where: vec![],
+            write_always: false,
+            has_manifest: false,
+        };
+        assert_eq!(count_rows(&plan).unwrap(), 2);
+        let sliced = dir.path().join("s.csv");
+        std::fs::create_dir_all(&sliced).unwrap();
+        std::fs::write(sliced.join("p1"), "1,a\n2,b\n").unwrap();
+        std::fs::write(sliced.join("p2"), "3,c\n").unwrap();
+        plan.path = sliced;
+        plan.sliced = true;
+        plan.headless_columns = Some(vec!["id".into(), "t".into()]);
+        assert_eq!(count_rows(&plan).unwrap(), 3);
+        assert_eq!(file_columns(&plan).unwrap(), ["id", "t"]);
     }
 }

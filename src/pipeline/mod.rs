@@ -67,6 +67,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
         let storage = match &local {
             Some(stack) => {
                 StorageAccess::new(Some((stack.url(), stack.token().to_owned())), &config)
+                    .with_s3_endpoint(stack.url())
             }
             None => StorageAccess::from_env(&env, &config),
         };
@@ -103,6 +104,8 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
 /// Storage need no token.
 pub struct StorageAccess {
     credentials: Option<(String, String)>,
+    /// The S3 endpoint of an emulator (the local stack); otherwise the client's own rules apply.
+    s3_endpoint: Option<String>,
     job_timeout: Duration,
     max_connections: usize,
     client: OnceLock<Client>,
@@ -133,10 +136,17 @@ impl StorageAccess {
         }
         StorageAccess {
             credentials,
+            s3_endpoint: None,
             job_timeout: Duration::from_secs(config.parameters.job_timeout_seconds.unwrap_or(3600)),
             max_connections: config.parameters.concurrency() * 4,
             client: OnceLock::new(),
         }
+    }
+
+    /// Sends file transfers to an S3-compatible endpoint (the local stack's emulator).
+    pub fn with_s3_endpoint(mut self, endpoint: String) -> Self {
+        self.s3_endpoint = Some(endpoint);
+        self
     }
 
     /// Overrides the job timeout (sync actions must answer within 30 s).
@@ -162,6 +172,9 @@ impl StorageAccess {
         let mut config = ClientConfig::new(url.clone(), token.clone());
         config.job_timeout = self.job_timeout;
         config.max_connections = self.max_connections;
+        if let Some(endpoint) = &self.s3_endpoint {
+            config.endpoints.s3 = Some(endpoint.clone());
+        }
         let client = Client::new(config).context("setting up the Storage API client")?;
         Ok(self.client.get_or_init(|| client))
     }

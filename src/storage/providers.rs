@@ -98,13 +98,14 @@ pub(crate) fn for_download(file: &FileInfo, endpoints: &Endpoints) -> Result<Loc
                 (Some(p), Some(c)) => (p, c),
                 _ => return Err(missing(file.id, "s3Path and credentials")),
             };
+            let endpoint = s3_endpoint(endpoints, file, &path.bucket);
             s3(
                 &path.bucket,
                 &path.key,
                 file.region.as_deref(),
                 creds,
                 None,
-                endpoints,
+                endpoint,
             )
         }
         "azure" => {
@@ -139,13 +140,14 @@ pub(crate) fn for_upload(file: &FileInfo, endpoints: &Endpoints) -> Result<Locat
                 .upload_params
                 .as_ref()
                 .ok_or_else(|| missing(file.id, "uploadParams"))?;
+            let endpoint = s3_endpoint(endpoints, file, &p.bucket);
             s3(
                 &p.bucket,
                 &p.key,
                 file.region.as_deref(),
                 &p.credentials,
                 p.server_side_encryption.as_deref(),
-                endpoints,
+                endpoint,
             )
         }
         "azure" => {
@@ -193,13 +195,32 @@ fn retry_config() -> object_store::RetryConfig {
     }
 }
 
+/// The S3 endpoint to use: the configured override, else the origin of the file's own presigned URL when
+/// that is a path-style URL of the same bucket on a host that is not AWS (an S3-compatible store, such as a
+/// local Storage emulator, tells us where it is this way); else AWS itself.
+fn s3_endpoint(endpoints: &Endpoints, file: &FileInfo, bucket: &str) -> Option<String> {
+    if let Some(endpoint) = &endpoints.s3 {
+        return Some(endpoint.clone());
+    }
+    let url = url::Url::parse(file.url.as_ref()?.expose()).ok()?;
+    let host = url.host_str()?;
+    if host.ends_with(".amazonaws.com") || host == "amazonaws.com" {
+        return None;
+    }
+    let first = url.path_segments()?.next()?;
+    if first != bucket {
+        return None;
+    }
+    Some(url.origin().ascii_serialization())
+}
+
 fn s3(
     bucket: &str,
     key: &str,
     region: Option<&str>,
     creds: &AwsCredentials,
     sse: Option<&str>,
-    endpoints: &Endpoints,
+    endpoint: Option<String>,
 ) -> Result<Location, Error> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     let mut b = AmazonS3Builder::new()
@@ -211,7 +232,7 @@ fn s3(
     if let Some(token) = creds.session_token.as_ref().filter(|t| !t.is_empty()) {
         b = b.with_token(token.expose());
     }
-    if let Some(endpoint) = &endpoints.s3 {
+    if let Some(endpoint) = &endpoint {
         b = b
             .with_endpoint(endpoint.trim_end_matches('/'))
             .with_allow_http(true)
@@ -392,6 +413,34 @@ mod tests {
                 .is_err()
         );
         assert_eq!(s3.entry_url("a/b"), "s3://kbc-files/a/b");
+    }
+
+    #[test]
+    fn s3_endpoint_comes_from_the_override_or_a_non_aws_presigned_url() {
+        let file = |url: &str| -> FileInfo {
+            serde_json::from_value(serde_json::json!({"id": 1, "url": url})).unwrap()
+        };
+        let none = Endpoints::default();
+        let local =
+            file("http://127.0.0.1:8080/kbc-sapi-files/exp/1.csvmanifest?X-Amz-Signature=x");
+        assert_eq!(
+            s3_endpoint(&none, &local, "kbc-sapi-files").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(s3_endpoint(&none, &local, "other-bucket"), None);
+        let aws =
+            file("https://kbc-sapi-files.s3.amazonaws.com/exp/1.csvmanifest?X-Amz-Signature=x");
+        assert_eq!(s3_endpoint(&none, &aws, "kbc-sapi-files"), None);
+        let aws_path = file("https://s3.us-east-1.amazonaws.com/kbc-sapi-files/exp/1.csv?sig=x");
+        assert_eq!(s3_endpoint(&none, &aws_path, "kbc-sapi-files"), None);
+        let set = Endpoints {
+            s3: Some("http://minio:9000".into()),
+            gcs: None,
+        };
+        assert_eq!(
+            s3_endpoint(&set, &aws, "kbc-sapi-files").as_deref(),
+            Some("http://minio:9000")
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ use async_compression::tokio::write::GzipEncoder;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter as ObjectWriter;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -54,39 +53,81 @@ pub(crate) async fn put_file(
     let file = tokio::fs::File::open(source)
         .await
         .map_err(|e| Error::io("reading", source, e))?;
+    let mut input = tokio::io::BufReader::with_capacity(256 * 1024, file);
     let writer = ObjectWriter::with_capacity(location.store.clone(), object_path(key), PART_SIZE)
         .with_max_concurrency(parts_in_flight.max(1));
-    let mut sink: Pin<Box<dyn AsyncWrite + Send>> = if compress {
-        Box::pin(GzipEncoder::new(writer))
+    if compress {
+        let mut sink = GzipEncoder::new(writer);
+        let copied = pump(&mut input, &mut sink, source, &display, progress).await;
+        finish(copied, &mut sink, &display).await
     } else {
-        Box::pin(writer)
-    };
-    let mut input = tokio::io::BufReader::with_capacity(256 * 1024, file);
+        let mut sink = writer;
+        let copied = pump(&mut input, &mut sink, source, &display, progress).await;
+        finish(copied, &mut sink, &display).await
+    }
+}
+
+/// The writer under an optional compression layer, to abort it.
+trait Upload: AsyncWrite + Unpin {
+    fn object_writer(&mut self) -> &mut ObjectWriter;
+}
+
+impl Upload for ObjectWriter {
+    fn object_writer(&mut self) -> &mut ObjectWriter {
+        self
+    }
+}
+
+impl Upload for GzipEncoder<ObjectWriter> {
+    fn object_writer(&mut self) -> &mut ObjectWriter {
+        self.get_mut()
+    }
+}
+
+/// Copies the file into the writer through one reused buffer.
+async fn pump<W: AsyncWrite + Unpin>(
+    input: &mut tokio::io::BufReader<tokio::fs::File>,
+    sink: &mut W,
+    source: &Path,
+    display: &str,
+    progress: &TransferProgress,
+) -> Result<(), Error> {
     let mut buf = vec![0u8; 256 * 1024];
-    let copied: Result<(), Error> = async {
-        loop {
-            let n = input
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::io("reading", source, e))?;
-            if n == 0 {
-                return Ok(());
+    loop {
+        let n = input
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::io("reading", source, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        progress.local_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        sink.write_all(&buf[..n])
+            .await
+            .map_err(|e| Error::cloud("uploading to", display.to_owned(), e))?;
+        progress.transferred.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Completes the upload (the gzip trailer, then the single PUT or the multipart completion), or, when the
+/// copy failed, aborts a started multipart upload so no orphaned parts are left behind.
+async fn finish<W: Upload>(
+    copied: Result<(), Error>,
+    sink: &mut W,
+    target: &str,
+) -> Result<(), Error> {
+    match copied {
+        Ok(()) => sink
+            .shutdown()
+            .await
+            .map_err(|e| Error::cloud("uploading to", target.to_owned(), e)),
+        Err(e) => {
+            if let Err(abort) = sink.object_writer().abort().await {
+                tracing::debug!("aborting the upload to {target} failed too: {abort}");
             }
-            progress.local_bytes.fetch_add(n as u64, Ordering::Relaxed);
-            sink.write_all(&buf[..n])
-                .await
-                .map_err(|e| Error::cloud("uploading to", display.clone(), e))?;
-            progress.transferred.fetch_add(n as u64, Ordering::Relaxed);
+            Err(e)
         }
     }
-    .await;
-    // Shutting down finishes the gzip stream and completes the upload (single PUT or multipart).
-    // A failed multipart upload is cleaned up by the store's lifecycle rules; we do not abort it, because
-    // the writer may be in a state where aborting is not allowed.
-    copied?;
-    sink.shutdown()
-        .await
-        .map_err(|e| Error::cloud("uploading to", display, e))
 }
 
 /// The slice files of a folder: regular files, hidden ones skipped, in name order.
