@@ -184,6 +184,10 @@ const MANIFEST: &str = "/kbc-sapi-files/*manifest";
 enum Op {
     /// `tables export SRC -o FILE`.
     Export,
+    /// `tables export SRC -o FILE.gz --gzip` (its own code path: gzip while writing).
+    ExportGzip,
+    /// `tables export SRC --keep-slices DIR` (header-less slices, no merge).
+    ExportSlices,
     /// `tables import DST load.csv` (full load).
     ImportFull,
     /// `tables import DST load.csv --incremental` into a table without a primary key (appends: the
@@ -205,7 +209,7 @@ impl Op {
     /// The table a load writes to (None for an export).
     fn target(self) -> Option<&'static str> {
         match self {
-            Op::Export => None,
+            Op::Export | Op::ExportGzip | Op::ExportSlices => None,
             Op::ImportCreate | Op::JobNewTable => Some(FRESH),
             _ => Some(DST),
         }
@@ -339,6 +343,46 @@ fn matrix() -> Vec<Case> {
             "export/501-on-job-poll-not-retried",
             Export,
             vec![status("GET", JOBS, 501, 100)],
+        ),
+        recovers(
+            "export-gzip/reset-mid-slice",
+            ExportGzip,
+            vec![cut("GET", SLICE, 25)],
+        ),
+        fails(
+            "export-gzip/truncated-gzip-slice",
+            ExportGzip,
+            vec![truncated_slice()],
+        ),
+        fails(
+            "export-gzip/job-errors",
+            ExportGzip,
+            vec![job_fail("tableExport")],
+        ),
+        recovers(
+            "export-slices/reset-mid-slice",
+            ExportSlices,
+            vec![cut("GET", SLICE, 25)],
+        ),
+        fails(
+            "export-slices/truncated-gzip-slice",
+            ExportSlices,
+            vec![truncated_slice()],
+        ),
+        fails(
+            "export-slices/expired-file-credentials",
+            ExportSlices,
+            vec![s3_error("GET", 400, "ExpiredToken", 100)],
+        ),
+        recovers(
+            "export/408-on-table-detail",
+            Export,
+            vec![status("GET", "*/tables/in.c-faults.src", 408, 1)],
+        ),
+        recovers(
+            "export/503-maintenance-without-retry-after-on-job-poll",
+            Export,
+            vec![status("GET", JOBS, 503, 2)],
         ),
         // ---- import
         recovers(
@@ -670,13 +714,16 @@ fn prepare(stack: &Stack, emu: &Emulator, op: Op, job_timeout_secs: u64) -> Prep
     };
     let timeout = job_timeout_secs.to_string();
     match op {
-        Op::Export => {
+        Op::Export | Op::ExportGzip | Op::ExportSlices => {
             command
                 .env("KBC_URL", emu.url())
                 .env("KBC_TOKEN", TOKEN)
-                .args(["tables", "export", SRC, "-o"])
-                .arg(files.join("export.csv"))
-                .args(["--job-timeout", &timeout]);
+                .args(["tables", "export", SRC, "--job-timeout", &timeout]);
+            match op {
+                Op::Export => command.arg("-o").arg(files.join(EXPORT_TARGET)),
+                Op::ExportGzip => command.arg("--gzip").arg("-o").arg(files.join(EXPORT_GZ)),
+                _ => command.arg("--keep-slices").arg(files.join(EXPORT_SLICES)),
+            };
         }
         Op::Job | Op::JobNewTable => {
             let data = work.path().join("data");
@@ -763,6 +810,41 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<Option<i32>> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+const EXPORT_TARGET: &str = "export.csv";
+const EXPORT_GZ: &str = "export.csv.gz";
+const EXPORT_SLICES: &str = "slices";
+
+/// The rows of an export target: one CSV with the header once, gzipped or not, or a folder of header-less
+/// slices.
+fn read_export(op: Op, target: &Path) -> Result<Vec<Row>, String> {
+    let text = match op {
+        Op::ExportSlices => {
+            let mut text = String::from("id,name,note\n");
+            for p in files_below(target) {
+                let slice = fs::read_to_string(target.join(&p)).map_err(|e| e.to_string())?;
+                if slice.starts_with("\"id\"") {
+                    return Err(format!("slice {} has a header", p.display()));
+                }
+                text.push_str(&slice);
+            }
+            return Ok(rows(&text));
+        }
+        Op::ExportGzip => {
+            use std::io::Read;
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(fs::File::open(target).map_err(|e| e.to_string())?)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("not a gzip of UTF-8 CSV: {e}"))?;
+            text
+        }
+        _ => fs::read_to_string(target).map_err(|e| e.to_string())?,
+    };
+    if header(&text) != ["id", "name", "note"] {
+        return Err(format!("export header is {:?}", header(&text)));
+    }
+    Ok(rows(&text))
 }
 
 /// Every file below `dir`, relative to it.
@@ -920,29 +1002,31 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
     let files = work.path().join("files");
     let data = work.path().join("data");
     match case.op {
-        Op::Export => {
-            let target = files.join("export.csv");
+        Op::Export | Op::ExportGzip | Op::ExportSlices => {
+            let name = match case.op {
+                Op::Export => EXPORT_TARGET,
+                Op::ExportGzip => EXPORT_GZ,
+                _ => EXPORT_SLICES,
+            };
+            let target = files.join(name);
             if recovered {
-                match fs::read_to_string(&target) {
-                    Ok(text) => {
-                        if header(&text) != ["id", "name", "note"] {
-                            problem(format!("export header is {:?}", header(&text)));
-                        }
-                        let (l, d) = diff(&rows(SRC_CSV), &rows(&text));
+                match read_export(case.op, &target) {
+                    Ok(got) => {
+                        let (l, d) = diff(&rows(SRC_CSV), &got);
                         lost += l;
                         doubled += d;
                         if l + d > 0 {
                             problem(format!("export: {l} rows lost, {d} doubled or spurious"));
                         }
                     }
-                    Err(e) => problem(format!("no export file after exit 0: {e}")),
+                    Err(e) => problem(format!("export after exit 0: {e}")),
                 }
             } else if target.exists() {
                 problem("a failed export left a file at the target".into());
             }
             let left: Vec<_> = files_below(&files)
                 .into_iter()
-                .filter(|p| p != Path::new("export.csv"))
+                .filter(|p| !p.starts_with(name))
                 .collect();
             if !left.is_empty() {
                 problem(format!("files left next to the export target: {left:?}"));
@@ -1296,6 +1380,43 @@ fn sigterm_during_job_export() {
         files_below(&data.join("out/tables")).is_empty(),
         "outputs of an interrupted job"
     );
+    if let Ok(state) = fs::read(data.join("out/state.json")) {
+        let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+        assert_eq!(
+            state,
+            serde_json::from_str::<serde_json::Value>(IN_STATE).unwrap()
+        );
+    }
+}
+
+#[test]
+fn sigterm_during_job_import() {
+    let Stopped {
+        work,
+        code,
+        stderr,
+        took,
+        stack,
+        emu,
+        _store,
+    } = terminate_during(
+        Op::Job,
+        vec![job_hang("tableImport")],
+        Duration::from_millis(3000),
+    );
+    assert_stopped(code, &stderr, took);
+    let data = work.path().join("data");
+    for p in files_below(&data) {
+        assert!(!looks_temporary(&p), "temporary file left: {}", p.display());
+    }
+    // The signal came while the (hung) import job was being waited for.
+    assert!(
+        !stack.unsuccessful_jobs(&emu).is_empty(),
+        "no import job was pending when SIGTERM came"
+    );
+    // The load never ran: the target is as it was, and the state did not move.
+    let have = stack.dump(&emu, DST).expect("table still exists");
+    assert_eq!(diff(&rows(DST_SEED_CSV), &rows(&have)), (0, 0));
     if let Ok(state) = fs::read(data.join("out/state.json")) {
         let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
         assert_eq!(
