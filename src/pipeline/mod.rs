@@ -59,7 +59,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let local = match &args.local_stack {
             Some(dir) => Some(local_stack::LocalStack::start(dir, data.root()).await?),
             None => None,
@@ -97,7 +97,11 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
             saved?;
         }
         result
-    })
+    });
+    // After a SIGTERM a DuckDB query may still run on a blocking thread; dropping the runtime would wait
+    // for it (found by tests/faults.rs sigterm_during_transform). The process exits right after this.
+    runtime.shutdown_background();
+    result
 }
 
 /// Where Storage is and how to reach it; the client is made on first use, so runs that never touch
