@@ -1426,6 +1426,59 @@ fn sigterm_during_job_import() {
     }
 }
 
+#[test]
+fn sigterm_during_transform() {
+    // A query that runs for minutes on one thread: the signal must not wait for DuckDB.
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    for d in ["in/tables", "in/files", "out/tables", "out/files"] {
+        fs::create_dir_all(data.join(d)).unwrap();
+    }
+    fs::create_dir_all(work.path().join("tmp")).unwrap();
+    fs::write(data.join("in/state.json"), IN_STATE).unwrap();
+    let config = serde_json::json!({
+        "storage": {"output": {"tables": [{"source": "r.csv", "destination": "out.c-x.r"}]}},
+        "parameters": {"steps": ["transform"], "threads": 1, "blocks": [{"name": "b", "codes": [
+            {"name": "slow", "script": [
+                "CREATE TABLE r AS SELECT sum(i * i % 7) AS s FROM range(100000000000) t(i)"
+            ]}
+        ]}]}
+    });
+    fs::write(data.join("config.json"), config.to_string()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", work.path().join("tmp"))
+        .env("KBC_DATADIR", format!("{}/", data.display()))
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(work.path().join("stdout.txt")).unwrap())
+        .stderr(fs::File::create(work.path().join("stderr.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the query ended early");
+    // SAFETY: signalling our own child process by its pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let sent = Instant::now();
+    let code = wait_until(&mut child, sent + Duration::from_secs(30));
+    let took = sent.elapsed();
+    let stderr = fs::read_to_string(work.path().join("stderr.txt")).unwrap_or_default();
+    assert_stopped(code.flatten(), &stderr, took);
+    assert!(
+        files_below(&data.join("out/tables")).is_empty(),
+        "outputs of an interrupted transform"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(data.join("out/state.json")).unwrap()).unwrap();
+    assert_eq!(
+        state,
+        serde_json::from_str::<serde_json::Value>(IN_STATE).unwrap()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // A whole job as an unprivileged uid, with only the data folder and /tmp writable.
 
