@@ -164,10 +164,11 @@ def main():
             for f in [csv_path, out, work / "brief.csv", work / "limit.csv"]:
                 f.unlink(missing_ok=True)
             shutil.rmtree(exp_dir, ignore_errors=True)
+        waits = bench_job_wait(binary, emu, env)
         startup = bench_startup(binary, env)
     finally:
         emu.stop()
-    report(results, startup)
+    report(results, startup, waits)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -204,6 +205,28 @@ def bench_transform(binary, csv_path, work):
     )
     dw, dr = median_of("duckdb cli", lambda: ["duckdb", "-c", sql])
     return tw, tr, dw, dr
+
+
+def bench_job_wait(binary, emu, env):
+    """Job-wait overhead: the emulator makes export jobs take a fixed time; the overhead is how much longer
+    the whole export takes than the same export with an instant job, minus that time (median of RUNS)."""
+    import requests
+    table = "in.c-bench.waits"
+    requests.post(f"{emu.url}/_emulator/tables/{table}", headers={"X-StorageApi-Token": TOKEN},
+                  data=b'"id","v"\n"1","a"\n').raise_for_status()
+    out = Path(tempfile.mkdtemp()) / "w.csv"
+    cmd = lambda: [binary, "tables", "export", table, "-o", out]
+
+    def fault(ms):
+        requests.post(f"{emu.url}/_emulator/faults", headers={"X-StorageApi-Token": TOKEN},
+                      json={"job": "tableExport", "delayMs": ms}).raise_for_status()
+
+    base, _ = median_of("export, instant job", cmd, env=env)
+    waits = []
+    for seconds in (0.1, 1.0, 5.0):
+        wall, _ = median_of(f"export, {seconds} s job", cmd, env=env, prepare=lambda: fault(int(seconds * 1000)))
+        waits.append((seconds, max(0.0, wall - base - seconds)))
+    return waits
 
 
 def bench_startup(binary, env):
@@ -243,7 +266,7 @@ def machine():
     return f"{cores} cores ({cpu}), {mem:.0f} GiB RAM"
 
 
-def report(results, startup):
+def report(results, startup, waits):
     lines = [
         f"Run on {time.strftime('%Y-%m-%d')}, {machine()}; median of {RUNS} runs; peak RSS is the maximum over the runs.",
         "",
@@ -254,6 +277,11 @@ def report(results, startup):
     for s, n, t, w, r in results:
         ratio = w / ours[(s, n)] if ours.get((s, n)) else 0
         lines.append(f"| {s} | {n} | {t} | {w:.2f} | {r:.0f} | {ratio:.2f}× |")
+    lines.append("")
+    lines.append("| job duration | time from job end to the client noticing (median) | target |")
+    lines.append("|---:|---:|---:|")
+    for seconds, overhead in waits:
+        lines.append(f"| {seconds:g} s | {overhead:.3f} s | {max(0.25, seconds / 10):.2f} s |")
     lines.append("")
     lines.append(f"Start-up to the first request (`kbc-runner tables detail`, spawn to first byte at a local socket, median of 20): {startup * 1000:.1f} ms.")
     table = "\n".join(lines)

@@ -112,9 +112,15 @@ pub struct RequestFault {
 /// What to do to one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobFault {
-    Fail { code: String, message: String },
+    Fail {
+        code: String,
+        message: String,
+    },
     Hang,
     TruncateSlice(u64),
+    /// The job stays `processing` this many milliseconds before it works: a job of a known duration, for
+    /// measuring how soon a client notices the end.
+    Delay(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,13 +142,15 @@ impl Faults {
                 rule.fail.is_some(),
                 rule.hang,
                 rule.truncate_slice_bytes.is_some(),
+                rule.delay_ms.is_some(),
             ]
             .iter()
             .filter(|b| **b)
             .count();
             if n != 1 {
                 return Err(InvalidRule(
-                    "a `job` rule needs exactly one of `fail`, `hang`, `truncateSliceBytes`".into(),
+                    "a `job` rule needs exactly one of `fail`, `hang`, `truncateSliceBytes`, `delayMs`"
+                        .into(),
                 ));
             }
         } else if rule.status.is_none() && rule.delay_ms.is_none() && rule.cut_after_bytes.is_none()
@@ -233,6 +241,8 @@ impl Faults {
             }
         } else if rule.hang {
             JobFault::Hang
+        } else if let Some(ms) = rule.delay_ms {
+            JobFault::Delay(ms)
         } else {
             JobFault::TruncateSlice(rule.truncate_slice_bytes.unwrap_or(0))
         };
@@ -333,5 +343,12 @@ mod tests {
         assert_eq!(f.take_job_fault("tableExport"), None);
         assert_eq!(f.take_job_fault("tableImport"), Some(JobFault::Hang));
         assert_eq!(f.take_job_fault("tableImport"), None);
+        f.add(FaultRule {
+            job: Some("tableExport".into()),
+            delay_ms: Some(50),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(f.take_job_fault("tableExport"), Some(JobFault::Delay(50)));
     }
 }

@@ -1,4 +1,5 @@
-//! Waiting for Storage jobs: the first poll at once, then an adaptive interval (100 ms growing to 2.5 s),
+//! Waiting for Storage jobs: the first poll at once, then an adaptive interval (a tenth of the time waited
+//! so far, at least 100 ms and at most 2.5 s),
 //! and an overall deadline. Errors name the job, its operation and table, the elapsed time and the
 //! server's exceptionId.
 //!
@@ -11,13 +12,15 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How often to poll: the first interval and its cap. Most table jobs finish in well under a second on an
-/// idle stack, so start short; a 2.5 s cap keeps long exports from hammering the API.
+/// How often to poll. The interval is a tenth of the time already waited, between `first` and `max`: a job
+/// is then noticed at most max(100 ms, 10 % of its duration) after it ends, while a long export is polled
+/// only every 2.5 s. Most table jobs finish well under a second on an idle stack, hence the short start.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PollSchedule {
     pub first: Duration,
     pub max: Duration,
-    pub growth: f64,
+    /// The share of the elapsed time to wait before the next poll.
+    pub share: f64,
 }
 
 impl Default for PollSchedule {
@@ -25,14 +28,14 @@ impl Default for PollSchedule {
         Self {
             first: Duration::from_millis(100),
             max: Duration::from_millis(2500),
-            growth: 1.5,
+            share: 0.1,
         }
     }
 }
 
 impl PollSchedule {
-    fn next(&self, current: Duration) -> Duration {
-        current.mul_f64(self.growth).min(self.max)
+    fn interval(&self, elapsed: Duration) -> Duration {
+        elapsed.mul_f64(self.share).clamp(self.first, self.max)
     }
 }
 
@@ -49,7 +52,6 @@ where
     Fut: Future<Output = Result<Job, Error>>,
 {
     let start = Instant::now();
-    let mut interval = schedule.first;
     loop {
         let job = fetch().await?;
         let elapsed = start.elapsed();
@@ -90,8 +92,7 @@ where
             })));
         }
         // Never sleep past the deadline: the last poll happens right at it.
-        tokio::time::sleep(interval.min(timeout - elapsed)).await;
-        interval = schedule.next(interval);
+        tokio::time::sleep(schedule.interval(elapsed).min(timeout - elapsed)).await;
     }
 }
 
@@ -135,10 +136,22 @@ mod tests {
         );
         assert!(err.is_user());
         let polls = polls.lock().unwrap();
-        // First poll at once, then 100 ms, 150 ms, ... capped at 2.5 s, the last one at the deadline.
+        // First poll at once, then every 100 ms for a second, then a tenth of the time waited, capped at
+        // 2.5 s, the last one at the deadline: a job is noticed at most max(100 ms, 10 %) after it ends.
         assert_eq!(polls[0], start);
         assert_eq!(polls[1] - polls[0], Duration::from_millis(100));
-        assert_eq!(polls[2] - polls[1], Duration::from_millis(150));
+        assert_eq!(polls[2] - polls[1], Duration::from_millis(100));
+        for w in polls.windows(2) {
+            let waited = w[0] - start;
+            // Tokio's timer has millisecond resolution.
+            let bound =
+                waited.mul_f64(0.1).max(Duration::from_millis(100)) + Duration::from_millis(1);
+            assert!(
+                w[1] - w[0] <= bound,
+                "gap {:?} after {waited:?}",
+                w[1] - w[0]
+            );
+        }
         let gaps: Vec<Duration> = polls.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.iter().all(|g| *g <= Duration::from_millis(2500)));
         assert_eq!(gaps[gaps.len() - 2], Duration::from_millis(2500));
