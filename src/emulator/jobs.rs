@@ -104,14 +104,17 @@ struct Running<'a>(&'a App);
 
 impl<'a> Running<'a> {
     fn start(app: &'a App) -> Self {
-        app.jobs_running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        app.jobs_running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Running(app)
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.jobs_running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0
+            .jobs_running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

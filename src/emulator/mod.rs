@@ -222,7 +222,11 @@ impl Emulator {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
         // Let running jobs finish their writes (bounded: a job is a few seconds at most here).
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while self.app.jobs_running.load(std::sync::atomic::Ordering::SeqCst) > 0
+        while self
+            .app
+            .jobs_running
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
