@@ -1908,3 +1908,56 @@ async fn small_routes_update_list_refresh() {
     assert!(idx.get("components").is_none() && idx["services"].is_array());
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_jobs_on_one_table_run_one_at_a_time() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-cc.t", b"id,v\n0,x\n", &["id".to_string()])
+        .await
+        .unwrap();
+    let mut files = Vec::new();
+    for i in 1..=6 {
+        let csv = (0..100).map(|r| format!("{i}-{r},v\n")).collect::<String>();
+        files.push(
+            api.upload("p.csv", format!("id,v\n{csv}").into_bytes())
+                .await,
+        );
+    }
+    // Start every import (and an export in between) before any finishes.
+    let mut jobs = Vec::new();
+    for (n, fid) in files.iter().enumerate() {
+        let (s, job) = api
+            .post_json(
+                "tables/in.c-cc.t/import-async",
+                json!({"dataFileId": fid, "incremental": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        jobs.push(job);
+        if n == 2 {
+            jobs.push(
+                api.post_json("tables/in.c-cc.t/export-async", json!({}))
+                    .await
+                    .1,
+            );
+        }
+    }
+    let mut windows = Vec::new();
+    for job in &jobs {
+        let j = api.wait(job).await;
+        assert_eq!(j["status"], "success", "{j}");
+        windows.push((
+            j["startTime"].as_str().unwrap().to_owned(),
+            j["endTime"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (_, t) = api.get("tables/in.c-cc.t").await;
+    assert_eq!(t["rowsCount"], 601);
+    // Serialised: sorted by start, each job starts no earlier than the previous one ended.
+    windows.sort();
+    for w in windows.windows(2) {
+        assert!(w[1].0 >= w[0].1, "overlapping jobs: {w:?}");
+    }
+    api.emu.shutdown().await;
+}
