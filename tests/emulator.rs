@@ -1961,3 +1961,46 @@ async fn concurrent_jobs_on_one_table_run_one_at_a_time() {
     }
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn jobs_of_a_fixed_duration() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-d.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let rule = json!({"job": "*", "delayMs": 400, "times": 1});
+    let r = api
+        .http
+        .post(format!("{}/_emulator/faults", api.emu.url()))
+        .header("X-StorageApi-Token", TOKEN)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    let (_, job) = api
+        .post_json("tables/in.c-d.t/export-async", json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        api.get(&format!("jobs/{}", job["id"])).await.1["status"],
+        "processing"
+    );
+    assert_eq!(api.wait(&job).await["status"], "success");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Used up.
+    let rules: Value = api
+        .http
+        .get(format!("{}/_emulator/faults", api.emu.url()))
+        .header("X-StorageApi-Token", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rules, json!([]));
+    api.emu.shutdown().await;
+}

@@ -16,9 +16,10 @@
 //! | `afterApply` | with `status`: handle the request first (and wait for the job it started), then answer `status` |
 //! | `delayMs` | wait this long before handling |
 //! | `cutAfterBytes` | send only this many bytes of the response body, then reset the connection |
-//! | `job` | instead of a request: the next job(s) of this operation (`tableImport`, `tableExport`, ...) |
+//! | `job` | instead of a request: the next job(s) of this operation (`tableImport`, `tableExport`, ..., `*` = any) |
 //! | `fail` | with `job`: `{code, message}`, the job ends in `error` |
 //! | `hang` | with `job`: the job stays `waiting` forever |
+//! | `delayMs` | with `job`: the job stays `processing` this long before its work (jobs of a fixed duration) |
 //! | `truncateSliceBytes` | with `job: tableExport`: the first slice of the export is cut to this many bytes |
 //!
 //! `GET /_emulator/faults` lists the active rules, `DELETE /_emulator/faults` removes them all.
@@ -112,9 +113,14 @@ pub struct RequestFault {
 /// What to do to one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobFault {
-    Fail { code: String, message: String },
+    Fail {
+        code: String,
+        message: String,
+    },
     Hang,
     TruncateSlice(u64),
+    /// Stay `processing` this many milliseconds before doing the work (jobs of a known duration).
+    Delay(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,13 +142,15 @@ impl Faults {
                 rule.fail.is_some(),
                 rule.hang,
                 rule.truncate_slice_bytes.is_some(),
+                rule.delay_ms.is_some(),
             ]
             .iter()
             .filter(|b| **b)
             .count();
             if n != 1 {
                 return Err(InvalidRule(
-                    "a `job` rule needs exactly one of `fail`, `hang`, `truncateSliceBytes`".into(),
+                    "a `job` rule needs exactly one of `fail`, `hang`, `truncateSliceBytes`, `delayMs`"
+                        .into(),
                 ));
             }
         } else if rule.status.is_none() && rule.delay_ms.is_none() && rule.cut_after_bytes.is_none()
@@ -220,7 +228,7 @@ impl Faults {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let idx = rules
             .iter()
-            .position(|r| r.job.as_deref() == Some(operation))?;
+            .position(|r| r.job.as_deref().is_some_and(|j| j == "*" || j == operation))?;
         let rule = &mut rules[idx];
         if rule.skip > 0 {
             rule.skip -= 1;
@@ -233,6 +241,8 @@ impl Faults {
             }
         } else if rule.hang {
             JobFault::Hang
+        } else if let Some(ms) = rule.delay_ms {
+            JobFault::Delay(ms)
         } else {
             JobFault::TruncateSlice(rule.truncate_slice_bytes.unwrap_or(0))
         };
@@ -332,6 +342,25 @@ mod tests {
         .unwrap();
         assert_eq!(f.take_job_fault("tableExport"), None);
         assert_eq!(f.take_job_fault("tableImport"), Some(JobFault::Hang));
+        f.add(FaultRule {
+            job: Some("*".into()),
+            delay_ms: Some(100),
+            times: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(f.take_job_fault("tableExport"), Some(JobFault::Delay(100)));
+        assert_eq!(f.take_job_fault("bucketDelete"), Some(JobFault::Delay(100)));
+        assert_eq!(f.take_job_fault("tableExport"), None);
+        assert!(
+            f.add(FaultRule {
+                job: Some("*".into()),
+                delay_ms: Some(1),
+                hang: true,
+                ..Default::default()
+            })
+            .is_err()
+        );
         assert_eq!(f.take_job_fault("tableImport"), None);
     }
 }

@@ -68,6 +68,9 @@ where
             j["status"] = "processing".into();
             j["startTime"] = iso(now_secs()).into();
         });
+        if let Some(JobFault::Delay(ms)) = fault {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         let result = match fault {
             Some(JobFault::Fail { code, message }) => Err(JobError::new(&code, message)),
             other => {

@@ -297,8 +297,9 @@ pub async fn body_to_file(
             "the aws-chunked body ended before its last chunk",
         ));
     }
+    // Flushed, not fsync'd: the rename that follows makes it atomic against crashes of this process, and an
+    // emulator does not need to survive power loss (fsync of multi-GB uploads costs seconds).
     file.flush().await?;
-    file.into_inner().sync_all().await?;
     let digest = hasher.finalize();
     Ok((size, digest.iter().map(|b| format!("{b:02x}")).collect()))
 }
@@ -677,7 +678,7 @@ async fn complete_multipart(
                 .collect();
             etag_md5.update(&bytes);
         }
-        out.sync_all().await.map_err(internal)?;
+        out.flush().await.map_err(internal)?;
     }
     tokio::fs::rename(&tmp, app.store.blob_path(&blob))
         .await
