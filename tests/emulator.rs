@@ -2004,3 +2004,63 @@ async fn jobs_of_a_fixed_duration() {
     assert_eq!(rules, json!([]));
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn typed_tables_from_definitions_restamp_every_incoming_key() {
+    let api = start().await;
+    api.post_form("buckets", &[("name", "ty")]).await;
+    let def = json!({"name": "t", "primaryKeysNames": ["id"],
+        "columns": [{"name": "id", "definition": {"type": "INT", "nullable": false}, "basetype": "INTEGER"},
+                    {"name": "v", "basetype": "STRING"}]});
+    let (s, job) = api
+        .post_json("buckets/in.c-ty/tables-definition", def.clone())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let job = api.wait(&job).await;
+    assert_eq!(job["operationName"], "tableDefinitionCreate");
+    let t = &job["results"];
+    assert_eq!(t["isTyped"], true);
+    assert_eq!(t["columns"], json!(["id", "v"]));
+    assert_eq!(t["primaryKey"], json!(["id"]));
+    assert_eq!(t["definition"]["columns"][0]["definition"]["type"], "INT");
+    assert_eq!(t["rowsCount"], 0);
+    let (s, e) = api
+        .post_json(
+            "buckets/in.c-ty/tables-definition",
+            json!({"name": "x", "columns": []}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.validation.noColumns")
+        )
+    );
+    let (s, e) = api
+        .post_json(
+            "buckets/in.c-ty/tables-definition",
+            json!({"name": "x", "columns": [{"name": "a", "basetype": "BLOB"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+
+    let job = api.import("in.c-ty.t", "id,v\n1,a\n2,b\n", true).await;
+    assert_eq!(job["results"]["totalRowsCount"], 2);
+    let (_, t) = api.get("tables/in.c-ty.t").await;
+    let first = t["lastImportDate"].as_str().unwrap().to_owned();
+    // The same values again: a typed table re-stamps them, so they count as changed.
+    let job = api.import("in.c-ty.t", "id,v\n1,a\n", true).await;
+    assert_eq!(job["results"]["totalRowsCount"], 2);
+    let (_, out) = api
+        .export("in.c-ty.t", json!({"changedSince": first}))
+        .await;
+    assert_eq!(out, "\"1\",\"a\"\n");
+    // No new columns through a load.
+    let job = api.import("in.c-ty.t", "id,v,extra\n3,c,x\n", true).await;
+    assert_eq!(
+        job["error"]["code"],
+        "storage.tables.validation.unknownColumns"
+    );
+    api.emu.shutdown().await;
+}

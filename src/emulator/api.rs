@@ -109,6 +109,9 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
             ok(tables_of(base, &meta, id, cols, bucket))
         }
         (&Method::POST, ["buckets", id, "tables-async"]) => create_table_async(app, id, &params),
+        (&Method::POST, ["buckets", id, "tables-definition"]) => {
+            create_table_definition(app, id, &params)
+        }
         (&Method::POST, ["buckets", id, "tables"]) => create_table_sync(app, id, &params).await,
         (&Method::GET, ["tables"]) => {
             let meta = app.store.lock();
@@ -551,7 +554,7 @@ pub fn table_json(
         "dataSizeBytes": t.data_size_bytes,
         "isAlias": false,
         "isAliasable": true,
-        "isTyped": false,
+        "isTyped": t.definition.is_some(),
         "tableType": "table",
         "timestampType": "MANAGED",
         "path": format!("KBC_EMULATOR.{}", t.id),
@@ -560,6 +563,9 @@ pub fn table_json(
     });
     if with_columns {
         v["columns"] = json!(t.columns);
+    }
+    if let Some(d) = &t.definition {
+        v["definition"] = d.clone();
     }
     if with_bucket && let Some(b) = meta.buckets.get(&t.bucket_id) {
         v["bucket"] = bucket_json(base, meta, b);
@@ -777,6 +783,7 @@ fn apply_load(
         without_headers: opts.without_headers,
         incremental: opts.incremental && current.is_some(),
         create: new.is_some(),
+        typed: current.as_ref().is_some_and(|t| t.definition.is_some()),
         table_columns: current
             .as_ref()
             .map(|t| t.columns.clone())
@@ -819,6 +826,7 @@ fn apply_load(
                 export_cache: Default::default(),
                 metadata: Vec::new(),
                 column_metadata: Default::default(),
+                definition: None,
             },
             // The stored table as it is now: a bucket delete may have dropped it while the load ran.
             (None, _) => match meta.tables.get(table_id) {
@@ -934,6 +942,140 @@ fn create_table_async(app: &Arc<App>, bucket_id: &str, params: &Params) -> ApiRe
     jobs::spawn(app, &job, Some(table_id), move |app, _| {
         let sources = file_sources(&app.store, file_id)?;
         apply_load(app, &tid, Some(target), sources, &opts)?;
+        table_result(app, &tid)
+    });
+    accepted(job)
+}
+
+const BASETYPES: &[&str] = &[
+    "BOOLEAN",
+    "DATE",
+    "FLOAT",
+    "INTEGER",
+    "NUMERIC",
+    "STRING",
+    "TIMESTAMP",
+];
+
+/// `tables-definition`: an empty typed table from column definitions. Values are stored as given (no type
+/// checks); the difference that matters to clients is kept: loads re-stamp every incoming key.
+fn create_table_definition(app: &Arc<App>, bucket_id: &str, params: &Params) -> ApiResult {
+    if params.get("primaryKey").is_some() && params.get("primaryKeysNames").is_none() {
+        return Err(ApiError::validation(
+            "Typed tables take \"primaryKeysNames\" (an array), not \"primaryKey\".",
+        ));
+    }
+    let target = new_table_target(app, bucket_id, params)?;
+    let mut columns = Vec::new();
+    let mut definitions = Vec::new();
+    for (i, c) in params
+        .get("columns")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let name = c.get("name").and_then(scalar_string).unwrap_or_default();
+        if name.is_empty() || table::normalize_column_name(&name) != name {
+            return Err(ApiError::bad_request(
+                "storage.tables.validation.invalidColumnName",
+                format!(
+                    "columns[{i}]: invalid column name \"{name}\" (use letters, digits and underscores)."
+                ),
+            ));
+        }
+        if columns.contains(&name) {
+            return Err(ApiError::validation(format!(
+                "columns[{i}]: the column \"{name}\" is defined twice."
+            )));
+        }
+        let basetype = match (
+            c.get("basetype").and_then(scalar_string),
+            c.pointer("/definition/type"),
+        ) {
+            (Some(b), _) => b.to_ascii_uppercase(),
+            (None, Some(_)) => "STRING".to_owned(),
+            (None, None) => {
+                return Err(ApiError::validation(format!(
+                    "columns[{i}]: give a \"definition\" {{\"type\": ..}} or a \"basetype\"."
+                )));
+            }
+        };
+        if !BASETYPES.contains(&basetype.as_str()) {
+            return Err(ApiError::validation(format!(
+                "columns[{i}]: unknown basetype \"{basetype}\"; use one of {}.",
+                BASETYPES.join(", ")
+            )));
+        }
+        let definition = c
+            .get("definition")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": basetype, "nullable": true}));
+        definitions.push(json!({"name": name, "definition": definition, "basetype": basetype, "canBeFiltered": true}));
+        columns.push(name);
+    }
+    if columns.is_empty() {
+        return Err(ApiError::bad_request(
+            "storage.tables.validation.noColumns",
+            "A typed table needs at least one column in \"columns\".",
+        ));
+    }
+    let primary_key = params.array("primaryKeysNames");
+    if let Some(k) = primary_key.iter().find(|k| !columns.contains(k)) {
+        return Err(ApiError::bad_request(
+            "storage.tables.validation.invalidPrimaryKeyColumns",
+            format!("Primary key column \"{k}\" is not among the defined columns."),
+        ));
+    }
+    let definition = json!({"primaryKeysNames": primary_key, "columns": definitions});
+    let table_id = format!("{bucket_id}.{}", target.name);
+    let job = jobs::create(
+        app,
+        "tableDefinitionCreate",
+        None,
+        json!({"name": target.name}),
+    );
+    let tid = table_id.clone();
+    jobs::spawn(app, &job, Some(table_id), move |app, _| {
+        let now = now_secs();
+        {
+            let mut meta = app.store.lock();
+            if meta.tables.contains_key(&tid) {
+                return Err(JobError::new(
+                    "storage.buckets.tableAlreadyExists",
+                    format!(
+                        "The table \"{}\" already exists in the bucket \"{}\".",
+                        target.name, target.bucket_id
+                    ),
+                ));
+            }
+            if !meta.buckets.contains_key(&target.bucket_id) {
+                return Err(ApiError::bucket_not_found(&target.bucket_id).into());
+            }
+            meta.tables.insert(
+                tid.clone(),
+                TableMeta {
+                    id: tid.clone(),
+                    bucket_id: target.bucket_id.clone(),
+                    name: target.name.clone(),
+                    display_name: target.name.clone(),
+                    columns,
+                    primary_key,
+                    created: now,
+                    last_import_date: None,
+                    last_change_date: None,
+                    rows_count: 0,
+                    data_size_bytes: 0,
+                    data_gen: 0,
+                    last_stamp: 0,
+                    export_cache: Default::default(),
+                    metadata: Vec::new(),
+                    column_metadata: Default::default(),
+                    definition: Some(definition),
+                },
+            );
+        }
+        app.store.persist()?;
         table_result(app, &tid)
     });
     accepted(job)

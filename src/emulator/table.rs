@@ -347,6 +347,9 @@ pub struct Load<'a> {
     pub incremental: bool,
     /// Table creation: normalise header names and take them as the table's columns.
     pub create: bool,
+    /// A typed table: no new columns, and every incoming key is re-stamped even when its values are equal
+    /// (Keboola's documented difference between typed and string tables).
+    pub typed: bool,
     pub table_columns: Vec<String>,
     pub primary_key: Vec<String>,
     pub existing: Option<&'a Path>,
@@ -479,6 +482,14 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     let mut columns = base.clone();
     for c in &file_columns {
         if !columns.contains(c) {
+            if load.typed {
+                return Err(JobError::new(
+                    "storage.tables.validation.unknownColumns",
+                    format!(
+                        "The column \"{c}\" is not in the typed table's definition; add it with POST tables/{{id}}/columns first."
+                    ),
+                ));
+            }
             // A new column must be a valid name: Storage does not rename columns of existing tables.
             if normalize_column_name(c) != *c {
                 return Err(JobError::new(
@@ -517,7 +528,7 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     // Pass 1: the incoming rows, stamped and in table column order (the stored format), to scratch; the
     // keys (last-wins) in memory.
     let stamp = load.stamp.to_string();
-    let upsert = load.incremental && load.existing.is_some();
+    let upsert = load.incremental && load.existing.is_some() && !load.typed;
     let mut incoming_keys: HashMap<u128, (u64, u64)> = HashMap::new();
     let mut incoming_rows = 0u64;
     {
@@ -614,7 +625,7 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
             if !pk.is_empty()
                 && let Some(entry) = incoming_keys.get_mut(&key_of(row, 1, &pk))
             {
-                if entry.1 == hash_of(row, 1, width) && entry.0 != u64::MAX {
+                if upsert && entry.1 == hash_of(row, 1, width) && entry.0 != u64::MAX {
                     entry.0 = u64::MAX; // unchanged: keep the stored row and its stamp
                 } else if entry.0 != u64::MAX {
                     changed = true;
@@ -949,6 +960,7 @@ mod tests {
             without_headers: false,
             incremental: inc,
             create: existing.is_none() && cols.is_empty(),
+            typed: false,
             table_columns: cols.iter().map(|s| s.to_string()).collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
             existing,
@@ -1150,6 +1162,7 @@ mod properties {
             without_headers: false,
             incremental: existing.is_some(),
             create: existing.is_none(),
+            typed: false,
             table_columns: if existing.is_some() {
                 vec!["id".into(), "v".into()]
             } else {
