@@ -2064,3 +2064,44 @@ async fn typed_tables_from_definitions_restamp_every_incoming_key() {
     );
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn preview_order_by_and_export_refusal() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-o.t", b"id,v\n1,b\n10,a\n2,c\n", &[])
+        .await
+        .unwrap();
+    let (s, v) = api
+        .get("tables/in.c-o.t/data-preview?orderBy[0][column]=id&orderBy[0][order]=DESC&orderBy[0][dataType]=INTEGER")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v,
+        Value::String("\"id\",\"v\"\n\"10\",\"a\"\n\"2\",\"c\"\n\"1\",\"b\"\n".into())
+    );
+    // Without dataType the comparison is textual: "1" < "10" < "2".
+    let (_, v) = api
+        .get("tables/in.c-o.t/data-preview?orderBy[0][column]=id&limit=2")
+        .await;
+    assert_eq!(
+        v,
+        Value::String("\"id\",\"v\"\n\"1\",\"b\"\n\"10\",\"a\"\n".into())
+    );
+    let (s, e) = api
+        .get("tables/in.c-o.t/data-preview?orderBy[0][column]=id&orderBy[0][order]=UP")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, e) = api
+        .post_json(
+            "tables/in.c-o.t/export-async",
+            json!({"orderBy": [{"column": "id"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("data-preview only"),
+        "{e}"
+    );
+    api.emu.shutdown().await;
+}

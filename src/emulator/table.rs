@@ -776,6 +776,75 @@ pub fn select_rows(
     Ok(rows)
 }
 
+/// One `orderBy` key: a table column index, descending or not, compared as numbers or as bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderKey {
+    pub column: usize,
+    pub descending: bool,
+    pub numeric: bool,
+}
+
+fn compare_rows(a: &[Vec<u8>], b: &[Vec<u8>], keys: &[OrderKey]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for (i, k) in keys.iter().enumerate() {
+        let (x, y) = (&a[i], &b[i]);
+        let ord = if k.numeric {
+            // Numbers first, in numeric order; values that are not numbers after them, bytewise.
+            match (parse_num(x), parse_num(y)) {
+                (Some(p), Some(q)) => p.partial_cmp(&q).unwrap_or(Ordering::Equal),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => x.cmp(y),
+            }
+        } else {
+            x.cmp(y)
+        };
+        let ord = if k.descending { ord.reverse() } else { ord };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    Ordering::Equal
+}
+
+/// The first `limit` selected rows in `keys` order (a preview's `orderBy`): one pass over the table,
+/// holding at most `2 × limit` candidates.
+pub fn select_rows_ordered(
+    data: Option<&Path>,
+    sel: &Selection,
+    columns: &[usize],
+    keys: &[OrderKey],
+    limit: u64,
+) -> Result<Vec<Vec<Vec<u8>>>, JobError> {
+    let limit = limit as usize;
+    // Each candidate: the sort key values, then the selected values.
+    type Candidate = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+    let mut kept: Vec<Candidate> = Vec::new();
+    let trim = |kept: &mut Vec<Candidate>| {
+        kept.sort_by(|a, b| compare_rows(&a.0, &b.0, keys));
+        kept.truncate(limit);
+    };
+    for_each_row(data, |stamp, rec| {
+        if sel.matches(stamp, rec) {
+            let key = keys
+                .iter()
+                .map(|k| rec.get(k.column + 1).unwrap_or(b"").to_vec())
+                .collect();
+            let values = columns
+                .iter()
+                .map(|&c| rec.get(c + 1).unwrap_or(b"").to_vec())
+                .collect();
+            kept.push((key, values));
+            if kept.len() >= 2 * limit.max(1) {
+                trim(&mut kept);
+            }
+        }
+        Ok(true)
+    })?;
+    trim(&mut kept);
+    Ok(kept.into_iter().map(|(_, v)| v).collect())
+}
+
 /// An export request over a table's rows.
 pub struct Export<'a> {
     pub data: Option<&'a Path>,
@@ -1073,6 +1142,46 @@ mod tests {
         std::fs::write(&p, &gz[..gz.len() / 2]).unwrap();
         let mut cut = String::new();
         assert!(open_source(&p).unwrap().read_to_string(&mut cut).is_err());
+    }
+
+    #[test]
+    fn ordered_selection_keeps_the_first_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let mut text = String::from("id,g\n");
+        for i in 0..5000 {
+            text.push_str(&format!("{i},{}\n", i % 7));
+        }
+        let a = write(d.path(), "a.csv", &text);
+        run(d.path(), &a, None, &[], &[], false, 1, "g1").unwrap();
+        let g1 = d.path().join("g1");
+        let keys = [
+            OrderKey {
+                column: 1,
+                descending: true,
+                numeric: false,
+            },
+            OrderKey {
+                column: 0,
+                descending: false,
+                numeric: true,
+            },
+        ];
+        let rows = select_rows_ordered(Some(&g1), &Selection::default(), &[0], &keys, 3).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                vec![b"6".to_vec()],
+                vec![b"13".to_vec()],
+                vec![b"20".to_vec()]
+            ]
+        );
+        let keys = [OrderKey {
+            column: 0,
+            descending: true,
+            numeric: true,
+        }];
+        let rows = select_rows_ordered(Some(&g1), &Selection::default(), &[0], &keys, 2).unwrap();
+        assert_eq!(rows, vec![vec![b"4999".to_vec()], vec![b"4998".to_vec()]]);
     }
 
     #[test]

@@ -128,6 +128,11 @@ pub(super) fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> A
     let columns = selected_columns(&t, params)?;
     let selection = parse_selection(&t, params)?;
     let limit = params.int("limit")?.filter(|l| *l > 0).map(|l| l as u64);
+    if params.get("orderBy").is_some() {
+        return Err(ApiError::validation(
+            "orderBy is supported by the emulator for data-preview only, not for exports (they stream the table unsorted).",
+        ));
+    }
     let gzip = params.bool("gzip", false)?;
     let with_timestamp = params.bool("includeInternalTimestamp", false)?;
     let format = params.nonempty("format").unwrap_or_else(|| "rfc".into());
@@ -348,8 +353,13 @@ pub(super) async fn preview(app: &Arc<App>, table_id: &str, params: &Params) -> 
     let selection = parse_selection(&t, params)?;
     let path = (t.data_gen > 0).then(|| app.store.table_data_path(table_id, t.data_gen));
     let cols = columns.clone();
+    let order = parse_order_by(&t, params)?;
     let rows = tokio::task::spawn_blocking(move || {
-        table::select_rows(path.as_deref(), &selection, &cols, limit)
+        if order.is_empty() {
+            table::select_rows(path.as_deref(), &selection, &cols, limit)
+        } else {
+            table::select_rows_ordered(path.as_deref(), &selection, &cols, &order, limit)
+        }
     })
     .await
     .map_err(|_| ApiError::internal("the preview worker panicked"))?
@@ -383,4 +393,56 @@ pub(super) async fn preview(app: &Arc<App>, table_id: &str, params: &Params) -> 
         out.extend_from_slice(&rfc_line(r.iter().map(Vec::as_slice)));
     }
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+}
+
+/// `orderBy[]` = `{column, order: ASC|DESC, dataType?}` (preview only).
+pub(super) fn parse_order_by(
+    t: &TableMeta,
+    params: &Params,
+) -> Result<Vec<table::OrderKey>, ApiError> {
+    let items = match params.get("orderBy") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items.clone(),
+        Some(other) => {
+            return Err(ApiError::validation(format!(
+                "Parameter \"orderBy\" should be an array of {{column, order}}, got {other}"
+            )));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let column = o.get("column").and_then(scalar_string).ok_or_else(|| {
+                ApiError::validation(format!(
+                    "Invalid request:\n - orderBy[{i}][column]: \"This field is missing.\""
+                ))
+            })?;
+            let descending = match o
+                .get("order")
+                .and_then(scalar_string)
+                .map(|s| s.to_ascii_uppercase())
+            {
+                None => false,
+                Some(s) if s == "ASC" => false,
+                Some(s) if s == "DESC" => true,
+                Some(s) => {
+                    return Err(ApiError::validation(format!(
+                        "orderBy[{i}][order] must be ASC or DESC, got \"{s}\""
+                    )));
+                }
+            };
+            let numeric = o.get("dataType").and_then(scalar_string).is_some_and(|d| {
+                matches!(
+                    d.to_ascii_uppercase().as_str(),
+                    "INTEGER" | "DOUBLE" | "BIGINT" | "REAL" | "DECIMAL"
+                )
+            });
+            Ok(table::OrderKey {
+                column: column_index(t, &column)?,
+                descending,
+                numeric,
+            })
+        })
+        .collect()
 }
