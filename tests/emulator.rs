@@ -960,6 +960,7 @@ async fn files_api_and_s3_subset() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, d) = api.get(&format!("files/{id}")).await;
     assert_eq!(d["tags"], json!(["y", "z"]));
+    assert_eq!(d["sizeBytes"], 11, "the uploaded size");
     assert!(d.get("credentials").is_none());
     assert_eq!(
         api.http
