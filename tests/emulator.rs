@@ -2106,3 +2106,21 @@ async fn preview_order_by_and_export_refusal() {
     );
     api.emu.shutdown().await;
 }
+
+#[test]
+fn binary_reports_a_taken_port_as_a_user_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
+        .args(["emulator", "--listen", &addr, "--token", "t", "--store"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}

@@ -246,7 +246,10 @@ pub fn run_command(args: crate::cli::EmulatorArgs) -> anyhow::Result<()> {
             store: args.store,
             tokens: args.tokens,
         };
-        let emulator = Emulator::start_with(config, true).await?;
+        // A taken port or an unusable store folder is the user's to fix (exit 1), with the cause spelled out.
+        let emulator = Emulator::start_with(config, true).await.map_err(|e| {
+            crate::error::UserError::new(format!("cannot start the emulator: {e:#}"))
+        })?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
