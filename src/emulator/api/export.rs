@@ -362,7 +362,7 @@ pub(super) async fn preview(app: &Arc<App>, table_id: &str, params: &Params) -> 
         }
     })
     .await
-    .map_err(|_| ApiError::internal("the preview worker panicked"))?
+    .map_err(|e| worker_failed(e, "preview"))?
     .map_err(job_error_to_api)?;
     let names: Vec<&str> = columns.iter().map(|&i| t.columns[i].as_str()).collect();
     if format == "json" {

@@ -514,7 +514,7 @@ pub(super) async fn inline_load(
         r
     })
     .await
-    .map_err(|_| JobError::new("applicationError", "the load worker panicked"))?
+    .map_err(|e| JobError::from(worker_failed(e, "load")))?
 }
 
 pub(super) fn inline_data(params: &Params) -> Result<String, ApiError> {
@@ -645,7 +645,7 @@ pub(crate) async fn seed_table(
     };
     tokio::task::spawn_blocking(move || apply_load(&app2, &tid, new, vec![csv], &opts))
         .await
-        .map_err(|_| ApiError::internal("the seed worker panicked"))?
+        .map_err(|e| worker_failed(e, "seed load"))?
         .map_err(job_error_to_api)?;
     Ok(())
 }
@@ -664,7 +664,7 @@ pub(crate) async fn dump_table(app: &Arc<App>, table_id: &str) -> Result<Option<
         table::select_rows(path.as_deref(), &Selection::default(), &cols, u64::MAX)
     })
     .await
-    .map_err(|_| ApiError::internal("the dump worker panicked"))?
+    .map_err(|e| worker_failed(e, "table dump"))?
     .map_err(job_error_to_api)?;
     let mut lines: Vec<Vec<u8>> = rows
         .iter()

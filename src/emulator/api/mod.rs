@@ -5,7 +5,7 @@
 //! `files`. Validation that the real API does synchronously answers 4xx; the work itself runs as a job.
 
 use super::body::{Params, from_pairs, parse_body, parse_query, scalar_string};
-use super::error::{ApiError, JobError, split_table_id};
+use super::error::{ApiError, JobError, split_table_id, worker_failed};
 use super::faults::JobFault;
 use super::jobs::{self, JobResult};
 use super::server::{App, authenticate};
