@@ -363,4 +363,13 @@ mod tests {
         );
         assert_eq!(f.take_job_fault("tableImport"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_never_panics_and_star_matches_all(p in ".{0,12}", t in ".{0,24}") {
+            let _ = glob(p.as_bytes(), t.as_bytes());
+            proptest::prop_assert!(glob(b"*", t.as_bytes()));
+            proptest::prop_assert!(glob(t.replace('*', "").as_bytes(), t.replace('*', "").as_bytes()));
+        }
+    }
 }

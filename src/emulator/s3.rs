@@ -776,4 +776,23 @@ mod tests {
         );
         assert_eq!(access_key_id(&HeaderMap::new(), &[]), None);
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes fed to the aws-chunked decoder in arbitrary pieces: an error or output, never a
+        /// panic; and ranges of any shape against any size.
+        #[test]
+        fn decoder_and_ranges_never_panic(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+                                          split in 0usize..300, range in ".{0,20}", size in proptest::num::u64::ANY) {
+            let mut d = AwsChunkedDecoder::default();
+            let mut out = Vec::new();
+            let split = split.min(raw.len());
+            if d.feed(&raw[..split], &mut out).is_ok() {
+                let _ = d.feed(&raw[split..], &mut out);
+            }
+            let _ = d.finished();
+            if let Some((a, b)) = parse_range(&range, size) {
+                proptest::prop_assert!(a <= b && b < size);
+            }
+        }
+    }
 }
