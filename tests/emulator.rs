@@ -960,6 +960,7 @@ async fn files_api_and_s3_subset() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, d) = api.get(&format!("files/{id}")).await;
     assert_eq!(d["tags"], json!(["y", "z"]));
+    assert_eq!(d["sizeBytes"], 11, "the uploaded size");
     assert!(d.get("credentials").is_none());
     assert_eq!(
         api.http
@@ -1907,4 +1908,219 @@ async fn small_routes_update_list_refresh() {
     let (_, idx) = api.call(api.http.get(api.url("?exclude=components"))).await;
     assert!(idx.get("components").is_none() && idx["services"].is_array());
     api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_jobs_on_one_table_run_one_at_a_time() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-cc.t", b"id,v\n0,x\n", &["id".to_string()])
+        .await
+        .unwrap();
+    let mut files = Vec::new();
+    for i in 1..=6 {
+        let csv = (0..100).map(|r| format!("{i}-{r},v\n")).collect::<String>();
+        files.push(
+            api.upload("p.csv", format!("id,v\n{csv}").into_bytes())
+                .await,
+        );
+    }
+    // Start every import (and an export in between) before any finishes.
+    let mut jobs = Vec::new();
+    for (n, fid) in files.iter().enumerate() {
+        let (s, job) = api
+            .post_json(
+                "tables/in.c-cc.t/import-async",
+                json!({"dataFileId": fid, "incremental": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        jobs.push(job);
+        if n == 2 {
+            jobs.push(
+                api.post_json("tables/in.c-cc.t/export-async", json!({}))
+                    .await
+                    .1,
+            );
+        }
+    }
+    let mut windows = Vec::new();
+    for job in &jobs {
+        let j = api.wait(job).await;
+        assert_eq!(j["status"], "success", "{j}");
+        windows.push((
+            j["startTime"].as_str().unwrap().to_owned(),
+            j["endTime"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (_, t) = api.get("tables/in.c-cc.t").await;
+    assert_eq!(t["rowsCount"], 601);
+    // Serialised: sorted by start, each job starts no earlier than the previous one ended.
+    windows.sort();
+    for w in windows.windows(2) {
+        assert!(w[1].0 >= w[0].1, "overlapping jobs: {w:?}");
+    }
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn jobs_of_a_fixed_duration() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-d.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let rule = json!({"job": "*", "delayMs": 400, "times": 1});
+    let r = api
+        .http
+        .post(format!("{}/_emulator/faults", api.emu.url()))
+        .header("X-StorageApi-Token", TOKEN)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    let (_, job) = api
+        .post_json("tables/in.c-d.t/export-async", json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        api.get(&format!("jobs/{}", job["id"])).await.1["status"],
+        "processing"
+    );
+    assert_eq!(api.wait(&job).await["status"], "success");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Used up.
+    let rules: Value = api
+        .http
+        .get(format!("{}/_emulator/faults", api.emu.url()))
+        .header("X-StorageApi-Token", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rules, json!([]));
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn typed_tables_from_definitions_restamp_every_incoming_key() {
+    let api = start().await;
+    api.post_form("buckets", &[("name", "ty")]).await;
+    let def = json!({"name": "t", "primaryKeysNames": ["id"],
+        "columns": [{"name": "id", "definition": {"type": "INT", "nullable": false}, "basetype": "INTEGER"},
+                    {"name": "v", "basetype": "STRING"}]});
+    let (s, job) = api
+        .post_json("buckets/in.c-ty/tables-definition", def.clone())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let job = api.wait(&job).await;
+    assert_eq!(job["operationName"], "tableDefinitionCreate");
+    let t = &job["results"];
+    assert_eq!(t["isTyped"], true);
+    assert_eq!(t["columns"], json!(["id", "v"]));
+    assert_eq!(t["primaryKey"], json!(["id"]));
+    assert_eq!(t["definition"]["columns"][0]["definition"]["type"], "INT");
+    assert_eq!(t["rowsCount"], 0);
+    let (s, e) = api
+        .post_json(
+            "buckets/in.c-ty/tables-definition",
+            json!({"name": "x", "columns": []}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.validation.noColumns")
+        )
+    );
+    let (s, e) = api
+        .post_json(
+            "buckets/in.c-ty/tables-definition",
+            json!({"name": "x", "columns": [{"name": "a", "basetype": "BLOB"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+
+    let job = api.import("in.c-ty.t", "id,v\n1,a\n2,b\n", true).await;
+    assert_eq!(job["results"]["totalRowsCount"], 2);
+    let (_, t) = api.get("tables/in.c-ty.t").await;
+    let first = t["lastImportDate"].as_str().unwrap().to_owned();
+    // The same values again: a typed table re-stamps them, so they count as changed.
+    let job = api.import("in.c-ty.t", "id,v\n1,a\n", true).await;
+    assert_eq!(job["results"]["totalRowsCount"], 2);
+    let (_, out) = api
+        .export("in.c-ty.t", json!({"changedSince": first}))
+        .await;
+    assert_eq!(out, "\"1\",\"a\"\n");
+    // No new columns through a load.
+    let job = api.import("in.c-ty.t", "id,v,extra\n3,c,x\n", true).await;
+    assert_eq!(
+        job["error"]["code"],
+        "storage.tables.validation.unknownColumns"
+    );
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn preview_order_by_and_export_refusal() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-o.t", b"id,v\n1,b\n10,a\n2,c\n", &[])
+        .await
+        .unwrap();
+    let (s, v) = api
+        .get("tables/in.c-o.t/data-preview?orderBy[0][column]=id&orderBy[0][order]=DESC&orderBy[0][dataType]=INTEGER")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v,
+        Value::String("\"id\",\"v\"\n\"10\",\"a\"\n\"2\",\"c\"\n\"1\",\"b\"\n".into())
+    );
+    // Without dataType the comparison is textual: "1" < "10" < "2".
+    let (_, v) = api
+        .get("tables/in.c-o.t/data-preview?orderBy[0][column]=id&limit=2")
+        .await;
+    assert_eq!(
+        v,
+        Value::String("\"id\",\"v\"\n\"1\",\"b\"\n\"10\",\"a\"\n".into())
+    );
+    let (s, e) = api
+        .get("tables/in.c-o.t/data-preview?orderBy[0][column]=id&orderBy[0][order]=UP")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, e) = api
+        .post_json(
+            "tables/in.c-o.t/export-async",
+            json!({"orderBy": [{"column": "id"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("data-preview only"),
+        "{e}"
+    );
+    api.emu.shutdown().await;
+}
+
+#[test]
+fn binary_reports_a_taken_port_as_a_user_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
+        .args(["emulator", "--listen", &addr, "--token", "t", "--store"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains(&addr),
+        "{stderr}"
+    );
 }

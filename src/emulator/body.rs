@@ -268,4 +268,23 @@ mod tests {
         let e = parse_body(Some("application/json"), b"{nope").unwrap_err();
         assert_eq!(e.status, 400);
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, parsing answers a value or a 400, never a panic.
+        #[test]
+        fn parsing_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                                ct in "(application/json|application/x-www-form-urlencoded|text/csv|)") {
+            let ct = (!ct.is_empty()).then_some(ct.as_str());
+            if let Ok(m) = parse_body(ct, &body) {
+                let p = Params(m);
+                let _ = (p.bool("a", false), p.int("a"), p.list("a"), p.array("a"));
+            }
+        }
+
+        #[test]
+        fn bracket_keys_never_panic(key in "[a-z\\[\\]0-9]{0,12}", value in ".{0,5}") {
+            let m = from_pairs(std::iter::once((key, Value::String(value))));
+            let _ = Value::Object(m).to_string();
+        }
+    }
 }

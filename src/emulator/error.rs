@@ -74,6 +74,22 @@ pub fn split_table_id(table_id: &str) -> (&str, &str) {
     }
 }
 
+/// The error for a blocking worker that did not finish: cancelled (the emulator is shutting down, 503) or
+/// panicked (a bug, 500).
+pub fn worker_failed(e: tokio::task::JoinError, what: &str) -> ApiError {
+    if e.is_cancelled() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "emulator.shuttingDown",
+            format!("The {what} was cancelled: the emulator is shutting down."),
+        )
+    } else {
+        ApiError::internal(format!(
+            "The {what} failed unexpectedly (a bug in the emulator)."
+        ))
+    }
+}
+
 /// A fresh `exception-<hex>` id, as Keboola's error library emits.
 pub fn exception_id() -> String {
     format!("exception-{}", uuid::Uuid::new_v4().simple())

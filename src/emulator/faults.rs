@@ -16,9 +16,10 @@
 //! | `afterApply` | with `status`: handle the request first (and wait for the job it started), then answer `status` |
 //! | `delayMs` | wait this long before handling |
 //! | `cutAfterBytes` | send only this many bytes of the response body, then reset the connection |
-//! | `job` | instead of a request: the next job(s) of this operation (`tableImport`, `tableExport`, ...) |
+//! | `job` | instead of a request: the next job(s) of this operation (`tableImport`, `tableExport`, ..., `*` = any) |
 //! | `fail` | with `job`: `{code, message}`, the job ends in `error` |
 //! | `hang` | with `job`: the job stays `waiting` forever |
+//! | `delayMs` | with `job`: the job stays `processing` this long before its work (jobs of a fixed duration) |
 //! | `truncateSliceBytes` | with `job: tableExport`: the first slice of the export is cut to this many bytes |
 //!
 //! `GET /_emulator/faults` lists the active rules, `DELETE /_emulator/faults` removes them all.
@@ -118,8 +119,7 @@ pub enum JobFault {
     },
     Hang,
     TruncateSlice(u64),
-    /// The job stays `processing` this many milliseconds before it works: a job of a known duration, for
-    /// measuring how soon a client notices the end.
+    /// Stay `processing` this many milliseconds before doing the work (jobs of a known duration).
     Delay(u64),
 }
 
@@ -228,7 +228,7 @@ impl Faults {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let idx = rules
             .iter()
-            .position(|r| r.job.as_deref() == Some(operation))?;
+            .position(|r| r.job.as_deref().is_some_and(|j| j == "*" || j == operation))?;
         let rule = &mut rules[idx];
         if rule.skip > 0 {
             rule.skip -= 1;
@@ -342,13 +342,34 @@ mod tests {
         .unwrap();
         assert_eq!(f.take_job_fault("tableExport"), None);
         assert_eq!(f.take_job_fault("tableImport"), Some(JobFault::Hang));
-        assert_eq!(f.take_job_fault("tableImport"), None);
         f.add(FaultRule {
-            job: Some("tableExport".into()),
-            delay_ms: Some(50),
+            job: Some("*".into()),
+            delay_ms: Some(100),
+            times: 2,
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(f.take_job_fault("tableExport"), Some(JobFault::Delay(50)));
+        assert_eq!(f.take_job_fault("tableExport"), Some(JobFault::Delay(100)));
+        assert_eq!(f.take_job_fault("bucketDelete"), Some(JobFault::Delay(100)));
+        assert_eq!(f.take_job_fault("tableExport"), None);
+        assert!(
+            f.add(FaultRule {
+                job: Some("*".into()),
+                delay_ms: Some(1),
+                hang: true,
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert_eq!(f.take_job_fault("tableImport"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_never_panics_and_star_matches_all(p in ".{0,12}", t in ".{0,24}") {
+            let _ = glob(p.as_bytes(), t.as_bytes());
+            proptest::prop_assert!(glob(b"*", t.as_bytes()));
+            proptest::prop_assert!(glob(t.replace('*', "").as_bytes(), t.replace('*', "").as_bytes()));
+        }
     }
 }

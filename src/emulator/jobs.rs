@@ -55,6 +55,7 @@ where
         if matches!(fault, Some(JobFault::Hang)) {
             return; // stays `waiting` forever
         }
+        let _running = Running::start(&app);
         let table_lock = lock_key.map(|k| app.store.table_lock(&k));
         let _table_guard = match &table_lock {
             Some(l) => Some(l.lock().await),
@@ -99,6 +100,25 @@ where
         });
         app.job_done.notify_waiters();
     });
+}
+
+/// Counts a job as running for as long as it lives (see `App::jobs_running`).
+struct Running<'a>(&'a App);
+
+impl<'a> Running<'a> {
+    fn start(app: &'a App) -> Self {
+        app.jobs_running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(app)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0
+            .jobs_running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn update(app: &App, id: u64, f: impl FnOnce(&mut Value)) {

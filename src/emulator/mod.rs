@@ -95,6 +95,7 @@ impl Emulator {
             job_slots: Arc::new(tokio::sync::Semaphore::new(jobs::MAX_PARALLEL_JOBS)),
             job_done: tokio::sync::Notify::new(),
             log_requests,
+            jobs_running: std::sync::atomic::AtomicUsize::new(0),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = server::router(app.clone());
@@ -219,6 +220,17 @@ impl Emulator {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+        // Let running jobs finish their writes (bounded: a job is a few seconds at most here).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self
+            .app
+            .jobs_running
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -234,7 +246,10 @@ pub fn run_command(args: crate::cli::EmulatorArgs) -> anyhow::Result<()> {
             store: args.store,
             tokens: args.tokens,
         };
-        let emulator = Emulator::start_with(config, true).await?;
+        // A taken port or an unusable store folder is the user's to fix (exit 1), with the cause spelled out.
+        let emulator = Emulator::start_with(config, true).await.map_err(|e| {
+            crate::error::UserError::new(format!("cannot start the emulator: {e:#}"))
+        })?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();

@@ -26,6 +26,9 @@ pub struct App {
     pub job_done: Notify,
     /// Print one line per request on stdout (binary mode).
     pub log_requests: bool,
+    /// Jobs started and not yet finished (hung jobs excluded): shutdown waits for them, so no job writes to
+    /// the store after the emulator has stopped.
+    pub jobs_running: std::sync::atomic::AtomicUsize,
 }
 
 pub fn router(app: Arc<App>) -> axum::Router {

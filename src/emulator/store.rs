@@ -52,6 +52,9 @@ pub struct TableMeta {
     /// Column name → metadata entries.
     #[serde(default)]
     pub column_metadata: BTreeMap<String, Vec<serde_json::Value>>,
+    /// The `definition` of a typed table (created with `tables-definition`); None for string tables.
+    #[serde(default)]
+    pub definition: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -168,4 +168,15 @@ mod tests {
         assert_eq!(parse_point("soonish", now), None);
         assert_eq!(parse_point("-2 fortnights", now), None);
     }
+
+    proptest::proptest! {
+        /// Any text (relative phrases with huge numbers included) parses or is refused, never panics.
+        #[test]
+        fn parse_point_never_panics(text in ".{0,40}", n in proptest::num::i64::ANY, now in proptest::num::i64::ANY) {
+            let _ = parse_point(&text, now);
+            let _ = parse_point(&format!("{n} days"), now);
+            let _ = parse_point(&format!("-{n} years ago"), now);
+            let _ = iso(n);
+        }
+    }
 }

@@ -1,0 +1,180 @@
+//! Buckets: list, create (with the `c-` prefix), detail, update, delete (`force`, `async`).
+
+use super::*;
+
+pub(super) fn bucket_json(base: &str, meta: &Meta, b: &Bucket) -> Value {
+    let tables = meta.tables.values().filter(|t| t.bucket_id == b.id);
+    let (rows, bytes) = tables.fold((0u64, 0u64), |(r, s), t| {
+        (r + t.rows_count, s + t.data_size_bytes)
+    });
+    json!({
+        "uri": format!("{base}/v2/storage/buckets/{}", b.id),
+        "id": b.id,
+        "name": b.name,
+        "displayName": b.display_name,
+        "idBranch": DEFAULT_BRANCH_ID,
+        "stage": b.stage,
+        "description": b.description,
+        "tables": format!("{base}/v2/storage/buckets/{}/tables", b.id),
+        "created": iso(b.created),
+        "lastChangeDate": b.last_change_date.map(iso),
+        "updated": b.last_change_date.map(iso),
+        "isReadOnly": false,
+        "dataSizeBytes": bytes,
+        "rowsCount": rows,
+        "isMaintenance": false,
+        "backend": "snowflake",
+        "hasExternalSchema": false,
+        "databaseName": null,
+        "path": format!("KBC_EMULATOR.{}", b.id),
+        "sharing": null,
+        "bucketSharingAllowed": true,
+        "color": null,
+        "isLinkedBucket": false,
+        "backendPath": ["KBC_EMULATOR", b.id],
+        "metadata": [],
+        "attributes": [],
+    })
+}
+
+pub(super) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 96
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Inserts a bucket `stage.c-name`; the error when it exists or the name is invalid.
+pub(super) fn insert_bucket(
+    meta: &mut Meta,
+    stage: &str,
+    name: &str,
+    display: Option<String>,
+    description: String,
+) -> Result<Bucket, ApiError> {
+    if !valid_name(name) {
+        return Err(ApiError::bad_request(
+            "storage.buckets.validation",
+            format!(
+                "Invalid bucket name \"{name}\": only alphanumeric characters, dashes and underscores are allowed."
+            ),
+        ));
+    }
+    if stage != "in" && stage != "out" {
+        return Err(ApiError::bad_request(
+            "storage.buckets.validation",
+            format!("Invalid stage \"{stage}\": use \"in\" or \"out\"."),
+        ));
+    }
+    let full = format!("c-{name}");
+    let id = format!("{stage}.{full}");
+    if meta.buckets.contains_key(&id) {
+        return Err(ApiError::bad_request(
+            "storage.buckets.alreadyExists",
+            format!("The bucket \"{id}\" already exists."),
+        ));
+    }
+    let b = Bucket {
+        id: id.clone(),
+        name: full,
+        display_name: display.unwrap_or_else(|| name.to_owned()),
+        stage: stage.to_owned(),
+        description,
+        created: now_secs(),
+        last_change_date: None,
+    };
+    meta.buckets.insert(id, b.clone());
+    Ok(b)
+}
+
+pub(super) fn create_bucket(app: &App, params: &Params) -> ApiResult {
+    let name = params.nonempty("name").ok_or_else(|| {
+        ApiError::bad_request(
+            "storage.buckets.validation",
+            "Parameter \"name\" is required.",
+        )
+    })?;
+    let stage = params.nonempty("stage").unwrap_or_else(|| "in".into());
+    let v = {
+        let mut meta = app.store.lock();
+        let b = insert_bucket(
+            &mut meta,
+            &stage,
+            &name,
+            params.nonempty("displayName"),
+            params.str("description").unwrap_or_default(),
+        )?;
+        bucket_json(&app.base_url, &meta, &b)
+    };
+    persist(app)?;
+    Ok(json_response(StatusCode::CREATED, v))
+}
+
+pub(super) fn update_bucket(app: &App, id: &str, params: &Params) -> ApiResult {
+    let v = {
+        let mut meta = app.store.lock();
+        let b = meta
+            .buckets
+            .get_mut(id)
+            .ok_or_else(|| ApiError::bucket_not_found(id))?;
+        if let Some(d) = params.nonempty("displayName") {
+            b.display_name = d;
+        }
+        b.last_change_date = Some(now_secs());
+        let b = b.clone();
+        bucket_json(&app.base_url, &meta, &b)
+    };
+    persist(app)?;
+    ok(v)
+}
+
+pub(super) fn delete_bucket(app: &Arc<App>, id: &str, params: &Params) -> ApiResult {
+    let force = params.bool("force", false)?;
+    let is_async = params.bool("async", false)?;
+    {
+        let meta = app.store.lock();
+        if !meta.buckets.contains_key(id) {
+            return Err(ApiError::bucket_not_found(id));
+        }
+        let n = meta.tables.values().filter(|t| t.bucket_id == id).count();
+        if n > 0 && !force {
+            return Err(ApiError::bad_request(
+                "buckets.deleteNotEmpty",
+                format!("Only empty buckets can be deleted. There are {n} tables in the bucket."),
+            ));
+        }
+    }
+    let bucket_id = id.to_owned();
+    let work = move |app: &App, _: Option<JobFault>| -> JobResult {
+        let gone: Vec<TableMeta> = {
+            let mut meta = app.store.lock();
+            let ids: Vec<String> = meta
+                .tables
+                .values()
+                .filter(|t| t.bucket_id == bucket_id)
+                .map(|t| t.id.clone())
+                .collect();
+            meta.buckets.remove(&bucket_id);
+            ids.iter().filter_map(|t| meta.tables.remove(t)).collect()
+        };
+        app.store.persist()?;
+        for t in gone {
+            let _ = std::fs::remove_dir_all(app.store.table_dir(&t.id));
+        }
+        Ok(Value::Null)
+    };
+    if is_async {
+        let job = jobs::create(
+            app,
+            "bucketDelete",
+            None,
+            json!({"bucketId": id, "force": force}),
+        );
+        jobs::spawn(app, &job, None, work);
+        accepted(job)
+    } else {
+        work(app, None).map_err(|e| ApiError::internal(e.message))?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+}

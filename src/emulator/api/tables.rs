@@ -1,0 +1,479 @@
+//! Tables: the JSON Storage shows for them, and changes other than loads: update, delete, rows delete,
+//! primary key, columns, metadata.
+
+use super::*;
+
+pub(super) fn table_json(
+    base: &str,
+    meta: &Meta,
+    t: &TableMeta,
+    with_columns: bool,
+    with_bucket: bool,
+) -> Value {
+    let mut v = json!({
+        "uri": format!("{base}/v2/storage/tables/{}", t.id),
+        "id": t.id,
+        "name": t.name,
+        "displayName": t.display_name,
+        "transactional": false,
+        "primaryKey": t.primary_key,
+        "indexType": null,
+        "indexKey": [],
+        "distributionType": null,
+        "distributionKey": [],
+        "syntheticPrimaryKeyEnabled": false,
+        "created": iso(t.created),
+        "lastImportDate": t.last_import_date.map(iso),
+        "lastChangeDate": t.last_change_date.map(iso),
+        "rowsCount": t.rows_count,
+        "dataSizeBytes": t.data_size_bytes,
+        "isAlias": false,
+        "isAliasable": true,
+        "isTyped": t.definition.is_some(),
+        "tableType": "table",
+        "timestampType": "MANAGED",
+        "path": format!("KBC_EMULATOR.{}", t.id),
+        "metadata": t.metadata,
+        "columnMetadata": if t.column_metadata.is_empty() { json!([]) } else { json!(t.column_metadata) },
+    });
+    if with_columns {
+        v["columns"] = json!(t.columns);
+    }
+    if let Some(d) = &t.definition {
+        v["definition"] = d.clone();
+    }
+    if with_bucket && let Some(b) = meta.buckets.get(&t.bucket_id) {
+        v["bucket"] = bucket_json(base, meta, b);
+    }
+    v
+}
+
+pub(super) fn tables_of(
+    base: &str,
+    meta: &Meta,
+    bucket_id: &str,
+    cols: bool,
+    bucket: bool,
+) -> Value {
+    Value::Array(
+        meta.tables
+            .values()
+            .filter(|t| t.bucket_id == bucket_id)
+            .map(|t| table_json(base, meta, t, cols, bucket))
+            .collect(),
+    )
+}
+
+pub(super) fn persist(app: &App) -> Result<(), ApiError> {
+    app.store
+        .persist()
+        .map_err(|e| ApiError::internal(format!("cannot persist the emulator store: {e}")))
+}
+
+pub(super) fn table_meta(app: &App, id: &str) -> Result<TableMeta, ApiError> {
+    app.store
+        .lock()
+        .tables
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::table_not_found(id))
+}
+
+pub(super) fn update_table(app: &App, table_id: &str, params: &Params) -> ApiResult {
+    let v = {
+        let mut meta = app.store.lock();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        if let Some(d) = params.nonempty("displayName") {
+            t.display_name = d;
+        }
+        let t = t.clone();
+        table_json(&app.base_url, &meta, &t, true, true)
+    };
+    persist(app)?;
+    ok(v)
+}
+
+pub(super) fn delete_table(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
+    table_meta(app, table_id)?;
+    // Without `async` the (deprecated) synchronous delete answers 204, which the Python client relies on.
+    let is_async = params.bool("async", false)?;
+    let tid = table_id.to_owned();
+    let work = move |app: &App, _: Option<JobFault>| -> JobResult {
+        let removed = app.store.lock().tables.remove(&tid);
+        if removed.is_none() {
+            return Err(ApiError::table_not_found(&tid).into());
+        }
+        app.store.persist()?;
+        let _ = std::fs::remove_dir_all(app.store.table_dir(&tid));
+        Ok(Value::Null)
+    };
+    if is_async {
+        let job = jobs::create(app, "tableDrop", Some(table_id), json!({}));
+        jobs::spawn(app, &job, Some(table_id.to_owned()), work);
+        accepted(job)
+    } else {
+        work(app, None).map_err(job_error_to_api)?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+}
+
+/// Replaces a table's data with a new generation written by `write(old, new)`, under the table lock.
+pub(super) fn rewrite_table(
+    app: &App,
+    table_id: &str,
+    write: impl FnOnce(
+        Option<&std::path::Path>,
+        &std::path::Path,
+        &TableMeta,
+    ) -> Result<(u64, TableMeta), JobError>,
+) -> Result<TableMeta, JobError> {
+    let t = app
+        .store
+        .lock()
+        .tables
+        .get(table_id)
+        .cloned()
+        .ok_or_else(|| JobError::from(ApiError::table_not_found(table_id)))?;
+    let gen_ = app.store.lock().next_id();
+    let old = (t.data_gen > 0).then(|| app.store.table_data_path(table_id, t.data_gen));
+    let new_path = app.store.table_data_path(table_id, gen_);
+    let (size, mut updated) = match write(old.as_deref(), &new_path, &t) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&new_path);
+            return Err(e);
+        }
+    };
+    updated.data_gen = gen_;
+    updated.data_size_bytes = size;
+    updated.export_cache.clear();
+    updated.last_change_date = Some(now_secs());
+    app.store
+        .lock()
+        .tables
+        .insert(table_id.to_owned(), updated.clone());
+    app.store.persist()?;
+    if let Some(old) = old {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(updated)
+}
+
+pub(super) fn delete_rows(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
+    let t = table_meta(app, table_id)?;
+    let selection = parse_selection(&t, params)?;
+    if let Some(f) = selection.filters.iter().find(|f| f.values.is_empty()) {
+        return Err(ApiError::bad_request(
+            "validation.failed",
+            format!(
+                "Filter on column \"{}\" has no values.",
+                t.columns[f.column]
+            ),
+        ));
+    }
+    if selection.is_empty() && !params.bool("allowTruncate", false)? {
+        return Err(ApiError::bad_request(
+            "storage.tables.validation.unintendedTruncation",
+            "No filters have been specified, which will truncate the table, but the `allowTruncate` parameter was not set.",
+        ));
+    }
+    let job = jobs::create(app, "tableRowsDelete", Some(table_id), json!({}));
+    let tid = table_id.to_owned();
+    jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
+        let mut deleted = 0;
+        rewrite_table(app, &tid, |old, new, t| {
+            let (d, kept, size) = table::delete_rows(old, &selection, new)?;
+            deleted = d;
+            Ok((
+                size,
+                TableMeta {
+                    rows_count: kept,
+                    ..t.clone()
+                },
+            ))
+        })?;
+        Ok(json!({"deletedRows": deleted}))
+    });
+    accepted(job)
+}
+
+pub(super) fn add_primary_key(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
+    let t = table_meta(app, table_id)?;
+    let columns = params.list("columns");
+    if columns.is_empty() {
+        return Err(ApiError::validation("Parameter \"columns\" is required."));
+    }
+    for c in &columns {
+        if !t.columns.contains(c) {
+            return Err(ApiError::bad_request(
+                "storage.tables.validation.invalidPrimaryKeyColumns",
+                format!("Primary key column \"{c}\" does not exist in the table \"{table_id}\"."),
+            ));
+        }
+    }
+    if !t.primary_key.is_empty() {
+        return Err(ApiError::bad_request(
+            "storage.tables.primaryKeyAlreadyExists",
+            format!("The table \"{table_id}\" already has a primary key; remove it first."),
+        ));
+    }
+    let job = jobs::create(
+        app,
+        "tablePrimaryKeyAdd",
+        Some(table_id),
+        json!({"columns": columns}),
+    );
+    let tid = table_id.to_owned();
+    jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
+        let t = app
+            .store
+            .lock()
+            .tables
+            .get(&tid)
+            .cloned()
+            .ok_or_else(|| JobError::from(ApiError::table_not_found(&tid)))?;
+        let key: Vec<usize> = columns
+            .iter()
+            .filter_map(|c| t.columns.iter().position(|x| x == c))
+            .collect();
+        let data = (t.data_gen > 0).then(|| app.store.table_data_path(&tid, t.data_gen));
+        if table::has_duplicate_keys(data.as_deref(), &key)? {
+            return Err(JobError::new(
+                "storage.tables.primaryKeyDuplicateValues",
+                format!(
+                    "Cannot create new primary key, duplicate values in primary key columns ({}).",
+                    columns.join(", ")
+                ),
+            ));
+        }
+        if let Some(t) = app.store.lock().tables.get_mut(&tid) {
+            t.primary_key = columns;
+        }
+        app.store.persist()?;
+        table_result(app, &tid)
+    });
+    accepted(job)
+}
+
+pub(super) fn remove_primary_key(app: &Arc<App>, table_id: &str) -> ApiResult {
+    table_meta(app, table_id)?;
+    let job = jobs::create(app, "tablePrimaryKeyDelete", Some(table_id), json!({}));
+    let tid = table_id.to_owned();
+    jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
+        if let Some(t) = app.store.lock().tables.get_mut(&tid) {
+            t.primary_key.clear();
+        }
+        app.store.persist()?;
+        table_result(app, &tid)
+    });
+    accepted(job)
+}
+
+pub(super) fn add_column(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
+    let t = table_meta(app, table_id)?;
+    let name = params
+        .nonempty("name")
+        .ok_or_else(|| ApiError::validation("Parameter \"name\" is required."))?;
+    if table::normalize_column_name(&name) != name {
+        return Err(ApiError::bad_request(
+            "storage.tables.validation.invalidColumnName",
+            format!(
+                "Invalid column name \"{name}\": only alphanumeric characters and underscores are allowed."
+            ),
+        ));
+    }
+    if t.columns.contains(&name) {
+        return Err(ApiError::bad_request(
+            "storage.tables.columnAlreadyExists",
+            format!("The column \"{name}\" already exists in the table \"{table_id}\"."),
+        ));
+    }
+    let job = jobs::create(app, "tableColumnAdd", Some(table_id), json!({"name": name}));
+    let tid = table_id.to_owned();
+    jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
+        // Stored rows are shorter than the new width and read as "" for the new column: no rewrite needed.
+        if let Some(t) = app.store.lock().tables.get_mut(&tid)
+            && !t.columns.contains(&name)
+        {
+            t.columns.push(name);
+            t.export_cache.clear();
+        }
+        app.store.persist()?;
+        table_result(app, &tid)
+    });
+    accepted(job)
+}
+
+pub(super) fn delete_column(
+    app: &Arc<App>,
+    table_id: &str,
+    column: &str,
+    params: &Params,
+) -> ApiResult {
+    let t = table_meta(app, table_id)?;
+    let index = column_index(&t, column)?;
+    if t.primary_key.iter().any(|k| k == column) && !params.bool("force", false)? {
+        return Err(ApiError::bad_request(
+            "storage.tables.cannotDeletePrimaryKeyColumn",
+            format!(
+                "The column \"{column}\" is part of the primary key of \"{table_id}\"; remove the key first or use force."
+            ),
+        ));
+    }
+    if t.columns.len() == 1 {
+        return Err(ApiError::bad_request(
+            "storage.tables.cannotDeleteLastColumn",
+            "A table must keep at least one column.",
+        ));
+    }
+    let job = jobs::create(
+        app,
+        "tableColumnDelete",
+        Some(table_id),
+        json!({"name": column}),
+    );
+    let tid = table_id.to_owned();
+    let column = column.to_owned();
+    jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
+        rewrite_table(app, &tid, |old, new, t| {
+            let size = table::drop_column(old, index, new)?;
+            let mut t = t.clone();
+            t.columns.retain(|c| c != &column);
+            t.primary_key.retain(|c| c != &column);
+            Ok((size, t))
+        })?;
+        table_result(app, &tid)
+    });
+    accepted(job)
+}
+
+/// Adds or updates (by provider and key) metadata of a table and its columns; answers 201 with
+/// `{metadata, columnsMetadata}` (the JSON variant's shape, also for form bodies).
+pub(super) fn post_table_metadata(app: &App, table_id: &str, params: &Params) -> ApiResult {
+    let provider = params.nonempty("provider").ok_or_else(|| {
+        ApiError::bad_request(
+            "storage.metadata.validation",
+            "Parameter \"provider\" is required.",
+        )
+    })?;
+    let entry_of = |m: &Value, i: usize| -> Result<(String, String), ApiError> {
+        let key = m
+            .get("key")
+            .and_then(scalar_string)
+            .filter(|k| !k.is_empty());
+        let value = m.get("value").and_then(scalar_string);
+        match (key, value) {
+            (Some(k), Some(v)) => Ok((k, v)),
+            _ => Err(ApiError::bad_request(
+                "storage.metadata.validation",
+                format!("Metadata entry {i} needs a non-empty \"key\" and a \"value\"."),
+            )),
+        }
+    };
+    let table_entries: Vec<(String, String)> = match params.get("metadata") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| entry_of(m, i))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let mut column_entries: Vec<(String, String, String)> = Vec::new();
+    if let Some(Value::Object(cols)) = params.get("columnsMetadata") {
+        for (name, items) in cols {
+            for (i, m) in items.as_array().into_iter().flatten().enumerate() {
+                let column = m
+                    .get("columnName")
+                    .and_then(scalar_string)
+                    .unwrap_or_else(|| name.clone());
+                let (k, v) = entry_of(m, i)?;
+                column_entries.push((column, k, v));
+            }
+        }
+    } else if let Some(Value::Array(items)) = params.get("columnsMetadata") {
+        for (i, m) in items.iter().enumerate() {
+            for m in m.as_array().into_iter().flatten() {
+                let column = m
+                    .get("columnName")
+                    .and_then(scalar_string)
+                    .unwrap_or_default();
+                let (k, v) = entry_of(m, i)?;
+                column_entries.push((column, k, v));
+            }
+        }
+    }
+    let (metadata, columns_metadata) = {
+        let mut meta = app.store.lock();
+        let ids: Vec<u64> = (0..table_entries.len() + column_entries.len())
+            .map(|_| meta.next_id())
+            .collect();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        if let Some((c, _, _)) = column_entries
+            .iter()
+            .find(|(c, _, _)| !t.columns.contains(c))
+        {
+            return Err(ApiError::bad_request(
+                "storage.tables.validation.columnNotExists",
+                format!("Column \"{c}\" does not exist in the table \"{table_id}\"."),
+            ));
+        }
+        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        let upsert = |list: &mut Vec<Value>, id: u64, key: &str, value: &str| {
+            let entry = json!({"id": id.to_string(), "key": key, "value": value, "provider": provider, "timestamp": stamp});
+            match list
+                .iter_mut()
+                .find(|e| e["key"] == key && e["provider"] == provider.as_str())
+            {
+                Some(e) => {
+                    e["value"] = json!(value);
+                    e["timestamp"] = json!(stamp);
+                }
+                None => list.push(entry),
+            }
+        };
+        let mut ids = ids.into_iter();
+        for (k, v) in &table_entries {
+            upsert(&mut t.metadata, ids.next().unwrap_or(0), k, v);
+        }
+        for (c, k, v) in &column_entries {
+            upsert(
+                t.column_metadata.entry(c.clone()).or_default(),
+                ids.next().unwrap_or(0),
+                k,
+                v,
+            );
+        }
+        (t.metadata.clone(), t.column_metadata.clone())
+    };
+    persist(app)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({"metadata": metadata, "columnsMetadata": columns_metadata}),
+    ))
+}
+
+pub(super) fn delete_table_metadata(app: &App, table_id: &str, metadata_id: &str) -> ApiResult {
+    {
+        let mut meta = app.store.lock();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        let before = t.metadata.len();
+        t.metadata.retain(|e| e["id"] != metadata_id);
+        if t.metadata.len() == before {
+            return Err(ApiError::not_found(
+                "storage.metadata.notFound",
+                format!("Metadata \"{metadata_id}\" of the table \"{table_id}\" was not found."),
+            ));
+        }
+    }
+    persist(app)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
