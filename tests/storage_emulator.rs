@@ -403,6 +403,14 @@ async fn maintenance_cut_downloads_and_broken_slices() {
             "method": "GET", "path": "/kbc-sapi-files/*_part_*", "cutAfterBytes": 100
         })))
         .unwrap();
+    // A JSON answer cut mid-body is read again (a GET is safe to repeat).
+    s.emu
+        .add_fault(fault(serde_json::json!({
+            "method": "GET", "path": "/v2/storage/tables/in.c-main.t", "cutAfterBytes": 10
+        })))
+        .unwrap();
+    let table = s.client.get_table("in.c-main.t").await.unwrap().unwrap();
+    assert_eq!(table.columns, vec!["id", "text", "note"]);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("t.csv");
     let started = std::time::Instant::now();

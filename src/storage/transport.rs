@@ -79,7 +79,8 @@ pub(crate) struct Transport {
     http: reqwest::Client,
     /// `https://connection.keboola.com`, without a trailing slash.
     root: String,
-    token: Secret,
+    /// The token as a header value marked sensitive, so HTTP-layer debug output never shows it.
+    token: reqwest::header::HeaderValue,
     branch: Option<String>,
     policy: RetryPolicy,
 }
@@ -106,6 +107,14 @@ impl Transport {
         if config.token.is_empty() {
             return Err(Error::Invalid("the Storage API token is empty".into()));
         }
+        let mut token =
+            reqwest::header::HeaderValue::from_str(config.token.expose()).map_err(|_| {
+                Error::Invalid(
+                    "the Storage API token contains characters that cannot be sent in an HTTP header"
+                        .into(),
+                )
+            })?;
+        token.set_sensitive(true);
         if let Some(b) = &config.branch
             && (b.is_empty()
                 || !b
@@ -127,7 +136,7 @@ impl Transport {
         Ok(Transport {
             http,
             root,
-            token: config.token,
+            token,
             branch: config.branch,
             policy: config.retry,
         })
@@ -159,7 +168,7 @@ impl Transport {
             let mut req = self
                 .http
                 .request(call.method.clone(), &url)
-                .header("X-StorageApi-Token", self.token.expose())
+                .header("X-StorageApi-Token", self.token.clone())
                 .header(reqwest::header::ACCEPT_ENCODING, "gzip");
             if !call.query.is_empty() {
                 req = req.query(&call.query);
@@ -216,32 +225,51 @@ impl Transport {
                     retries += 1;
                 }
                 Decision::GiveUp => return Err(error),
-                Decision::MaybeApplied => {
-                    return Err(Error::MaybeApplied {
-                        method: call.method.to_string(),
-                        path,
-                        reason: error.to_string(),
-                        hint: call.maybe_applied_hint.clone().unwrap_or_else(|| {
-                            "check the project's Storage jobs (GET /v2/storage/jobs) before running again".into()
-                        }),
-                    });
+                Decision::MaybeApplied => return Err(maybe_applied(call, path, &error)),
+            }
+        }
+    }
+
+    /// Sends a call and reads the whole (small) answer. A body cut off mid-way is retried like any other
+    /// interrupted request: repeated for reads, reported as possibly applied for job-creating calls.
+    async fn body(&self, call: &Call) -> Result<bytes::Bytes, Error> {
+        let start = Instant::now();
+        let mut retries = 0u32;
+        loop {
+            let resp = self.send(call).await?;
+            let e = match resp.bytes().await {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
+            };
+            let path = self.api_path(call);
+            let error = Error::Transport {
+                method: call.method.to_string(),
+                path: path.clone(),
+                message: format!("reading the response: {}", describe_reqwest(&e)),
+                attempts: retries + 1,
+                elapsed: start.elapsed(),
+            };
+            match self.policy.decide(
+                retries,
+                start.elapsed(),
+                call.idempotency,
+                &Failure::Interrupted,
+            ) {
+                Decision::Retry(delay) => {
+                    tracing::warn!("{error}; retrying in {delay:.1?}");
+                    tokio::time::sleep(delay).await;
+                    retries += 1;
                 }
+                Decision::GiveUp => return Err(error),
+                Decision::MaybeApplied => return Err(maybe_applied(call, path, &error)),
             }
         }
     }
 
     /// Sends a call and parses the JSON answer.
     pub async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, Error> {
-        let resp = self.send(call).await?;
-        let what = format!("{} {}", call.method, self.api_path(call));
-        let bytes = resp.bytes().await.map_err(|e| Error::Transport {
-            method: call.method.to_string(),
-            path: self.api_path(call),
-            message: format!("reading the response: {}", describe_reqwest(&e)),
-            attempts: 1,
-            elapsed: Duration::ZERO,
-        })?;
-        decode(&what, &bytes)
+        let bytes = self.body(call).await?;
+        decode(&format!("{} {}", call.method, self.api_path(call)), &bytes)
     }
 
     /// Like [`Transport::json`], but a 404 is `None`.
@@ -255,13 +283,10 @@ impl Transport {
 
     /// Sends a call and returns the body as text.
     pub async fn text(&self, call: &Call) -> Result<String, Error> {
-        let resp = self.send(call).await?;
-        resp.text().await.map_err(|e| Error::Transport {
-            method: call.method.to_string(),
-            path: self.api_path(call),
-            message: format!("reading the response: {}", describe_reqwest(&e)),
-            attempts: 1,
-            elapsed: Duration::ZERO,
+        let bytes = self.body(call).await?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| Error::Decode {
+            what: format!("{} {}", call.method, self.api_path(call)),
+            message: "the answer is not UTF-8 text".into(),
         })
     }
 
@@ -287,6 +312,18 @@ impl Transport {
             });
         }
         Ok(resp)
+    }
+}
+
+/// The error for a job-creating request whose outcome is unknown.
+fn maybe_applied(call: &Call, path: String, error: &Error) -> Error {
+    Error::MaybeApplied {
+        method: call.method.to_string(),
+        path,
+        reason: error.to_string(),
+        hint: call.maybe_applied_hint.clone().unwrap_or_else(|| {
+            "check the project's Storage jobs (GET /v2/storage/jobs) before running again".into()
+        }),
     }
 }
 
@@ -431,7 +468,7 @@ mod tests {
     fn paths_are_branch_aware_except_jobs() {
         let t = Transport::new(TransportConfig {
             url: "https://c.keboola.com".into(),
-            token: Secret::new("t"),
+            token: Secret::new("tok-0123456789-secret"),
             branch: Some("123".into()),
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(1),
@@ -450,6 +487,15 @@ mod tests {
             encode_path("/v2/storage/tables/in.c-a.b/columns/a b"),
             "/v2/storage/tables/in.c-a.b/columns/a%20b"
         );
-        assert!(!format!("{t:?}").contains("token: Secret(\"t\")"));
+        assert!(!format!("{t:?}").contains("0123456789-secret"));
+        let bad = TransportConfig {
+            url: "https://c.keboola.com".into(),
+            token: Secret::new("line\nbreak"),
+            branch: None,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        };
+        assert!(Transport::new(bad).unwrap_err().is_user());
     }
 }
