@@ -493,6 +493,16 @@ async fn incremental_semantics_and_changed_since() {
         )
         .await;
     assert_eq!(out, "\"c\"\n");
+    // The import stamp as a last column on request.
+    let (_, out) = api
+        .export("in.c-main.pk", json!({"columns": "id", "includeInternalTimestamp": true, "changedSince": first_import}))
+        .await;
+    let line = out.lines().next().unwrap();
+    assert!(
+        line.starts_with("\"a\",\"20") || line.starts_with("\"new\",\"20"),
+        "{line}"
+    );
+    assert_eq!(line.split(',').count(), 2);
     // A relative time covering everything.
     let (_, out) = api
         .export("in.c-main.pk", json!({"changedSince": "-2 days"}))
@@ -989,7 +999,14 @@ async fn store_survives_a_restart() {
     let (_, detail_before) = api.get("tables/in.c-keep.t").await;
     api.emu.shutdown().await;
 
+    // What a crash mid-write leaves behind: a newer generation and a blob nobody points to.
+    let table_dir = dir.path().join("tables/in.c-keep.t");
+    std::fs::write(table_dir.join("data.999999.csv"), "1,half,written\n").unwrap();
+    std::fs::write(dir.path().join("objects/orphan"), "x").unwrap();
+
     let api = start_at(dir.path()).await;
+    assert!(!table_dir.join("data.999999.csv").exists());
+    assert!(!dir.path().join("objects/orphan").exists());
     assert_eq!(
         api.emu.dump_table("in.c-keep.t").await.unwrap().unwrap(),
         before
@@ -1188,5 +1205,706 @@ async fn seed_dir_reads_manifests() {
             .count(),
         3
     );
+    api.emu.shutdown().await;
+}
+
+/// Uploads `objects` (key suffix → bytes) under a prepared sliced file and returns its id.
+async fn upload_sliced(api: &Api, slices: &[(&str, Vec<u8>)], with_manifest: bool) -> u64 {
+    let (_, f) = api
+        .post_form(
+            "files/prepare",
+            &[
+                ("name", "sliced.csv"),
+                ("isSliced", "1"),
+                ("federationToken", "1"),
+            ],
+        )
+        .await;
+    let p = &f["uploadParams"];
+    let (bucket, key) = (p["bucket"].as_str().unwrap(), p["key"].as_str().unwrap());
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={}/20250101/us-east-1/s3/aws4_request",
+        p["credentials"]["AccessKeyId"].as_str().unwrap()
+    );
+    let mut entries = Vec::new();
+    for (suffix, bytes) in slices {
+        let url = format!("{}/{bucket}/{key}{suffix}", api.emu.url());
+        let r = api
+            .http
+            .put(url)
+            .header("Authorization", &auth)
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        entries.push(json!({"url": format!("s3://{bucket}/{key}{suffix}")}));
+    }
+    if with_manifest {
+        let url = format!("{}/{bucket}/{key}manifest", api.emu.url());
+        let body = json!({"entries": entries}).to_string();
+        let r = api
+            .http
+            .put(url)
+            .header("Authorization", &auth)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    f["id"].as_u64().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+#[tokio::test]
+async fn sliced_gzipped_and_headerless_imports() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-i.t", b"id,v\n1,a\n", &["id".to_string()])
+        .await
+        .unwrap();
+
+    // Sliced, one slice gzipped, header-less with columns[] in a different order.
+    let fid = upload_sliced(
+        &api,
+        &[("part0", gzip(b"b,2\n")), ("part1", b"c,3\n".to_vec())],
+        true,
+    )
+    .await;
+    let (s, job) = api
+        .post_form(
+            "tables/in.c-i.t/import-async",
+            &[
+                ("dataFileId", &fid.to_string()),
+                ("incremental", "1"),
+                ("columns[]", "v"),
+                ("columns[]", "id"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let job = api.wait(&job).await;
+    assert_eq!(job["status"], "success", "{job}");
+    assert_eq!(
+        api.emu.dump_table("in.c-i.t").await.unwrap().unwrap(),
+        "\"id\",\"v\"\n\"1\",\"a\"\n\"2\",\"b\"\n\"3\",\"c\"\n"
+    );
+
+    // withoutHeaders: table column order; a gzipped plain file with a semicolon delimiter.
+    let fid = api.upload("x.csv.gz", gzip(b"4;'d;x'\n")).await;
+    let (_, job) = api
+        .post_json(
+            "tables/in.c-i.t/import-async",
+            json!({"dataFileId": fid, "incremental": true, "withoutHeaders": true, "delimiter": ";", "enclosure": "'"}),
+        )
+        .await;
+    assert_eq!(api.wait(&job).await["status"], "success");
+    assert!(
+        api.emu
+            .dump_table("in.c-i.t")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("\"4\",\"d;x\"\n")
+    );
+
+    // A sliced file without its manifest, and a manifest pointing to a missing slice.
+    let fid = upload_sliced(&api, &[("part0", b"z,9\n".to_vec())], false).await;
+    let (_, job) = api
+        .post_json(
+            "tables/in.c-i.t/import-async",
+            json!({"dataFileId": fid, "columns": ["id", "v"]}),
+        )
+        .await;
+    assert_eq!(
+        api.wait(&job).await["error"]["code"],
+        "storage.manifestFileMissing"
+    );
+    let (_, f) = api
+        .post_form("files/prepare", &[("name", "s.csv"), ("isSliced", "1")])
+        .await;
+    let p = &f["uploadParams"];
+    let manifest = json!({"entries": [{"url": format!("s3://kbc-sapi-files/{}gone", p["key"].as_str().unwrap())}]});
+    let r = api
+        .http
+        .put(format!(
+            "{}/kbc-sapi-files/{}manifest",
+            api.emu.url(),
+            p["key"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential={}/x",
+                p["credentials"]["AccessKeyId"].as_str().unwrap()
+            ),
+        )
+        .body(manifest.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, job) = api
+        .post_json(
+            "tables/in.c-i.t/import-async",
+            json!({"dataFileId": f["id"], "withoutHeaders": true}),
+        )
+        .await;
+    assert_eq!(
+        api.wait(&job).await["error"]["code"],
+        "storage.importFileMissing"
+    );
+
+    // Ragged rows fail the job and leave the table as it was.
+    let before = api.emu.dump_table("in.c-i.t").await.unwrap().unwrap();
+    let job = api.import("in.c-i.t", "id,v\n5,e\n6\n", true).await;
+    assert_eq!(job["error"]["code"], "invalidCsv");
+    assert!(
+        job["error"]["message"].as_str().unwrap().contains("line 3"),
+        "{job}"
+    );
+    assert_eq!(
+        api.emu.dump_table("in.c-i.t").await.unwrap().unwrap(),
+        before
+    );
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_credentials_and_broken_slices() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-e.t", b"id\n1\n2\n", &[])
+        .await
+        .unwrap();
+    let (_, job) = api
+        .post_json("tables/in.c-e.t/export-async", json!({"gzip": true}))
+        .await;
+    let file_id = api.wait(&job).await["results"]["file"]["id"]
+        .as_u64()
+        .unwrap();
+    let (_, file) = api.get(&format!("files/{file_id}?federationToken=1")).await;
+    let old_key = file["credentials"]["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(api.emu.expire_credentials() > 0);
+    let r = api
+        .http
+        .get(file["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("<Code>ExpiredToken</Code>")
+    );
+    // Asking Storage again gives working credentials.
+    let (_, file) = api.get(&format!("files/{file_id}?federationToken=1")).await;
+    assert_ne!(
+        file["credentials"]["AccessKeyId"].as_str().unwrap(),
+        old_key
+    );
+    assert_eq!(
+        api.http
+            .get(file["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // A truncated slice: the stored gzip is cut, so it no longer decompresses.
+    api.emu
+        .add_fault(FaultRule {
+            job: Some("tableExport".into()),
+            truncate_slice_bytes: Some(12),
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, job) = api
+        .post_json(
+            "tables/in.c-e.t/export-async",
+            json!({"gzip": true, "limit": 5}),
+        )
+        .await;
+    let job = api.wait(&job).await;
+    assert_eq!(job["results"]["cacheHit"], false);
+    let file_id = job["results"]["file"]["id"].as_u64().unwrap();
+    let (_, file) = api.get(&format!("files/{file_id}?federationToken=1")).await;
+    let manifest: Value = api
+        .http
+        .get(file["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slice = manifest["entries"][0]["url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("s3://")
+        .unwrap()
+        .to_owned();
+    let key_id = file["credentials"]["AccessKeyId"].as_str().unwrap();
+    let auth = format!("AWS4-HMAC-SHA256 Credential={key_id}/x");
+    let bytes = api
+        .http
+        .get(format!("{}/{slice}", api.emu.url()))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.len(), 12);
+    assert!(
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_string(&mut String::new())
+            .is_err()
+    );
+
+    // An S3 503 on the slice path, with Retry-After, as S3 XML.
+    api.emu
+        .add_fault(FaultRule {
+            method: Some("GET".into()),
+            path: Some("/kbc-sapi-files/*_part_*".into()),
+            status: Some(503),
+            retry_after: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    let r = api
+        .http
+        .get(format!("{}/{slice}", api.emu.url()))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "2");
+    assert!(r.text().await.unwrap().contains("<Code>SlowDown</Code>"));
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn s3_listing_with_delimiter_and_pages() {
+    let api = start().await;
+    let (_, f) = api.post_form("files/prepare", &[("name", "a.csv")]).await;
+    let key_id = f["uploadParams"]["credentials"]["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = format!("AWS4-HMAC-SHA256 Credential={key_id}/x");
+    for key in ["d/a/1", "d/a/2", "d/b", "d/c/1", "e"] {
+        let r = api
+            .http
+            .put(format!("{}/kbc-sapi-files/{key}", api.emu.url()))
+            .header("Authorization", &auth)
+            .body(key.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let list = |q: String| {
+        let (http, url, auth) = (api.http.clone(), api.emu.url(), auth.clone());
+        async move {
+            http.get(format!("{url}/kbc-sapi-files?list-type=2&{q}"))
+                .header("Authorization", auth)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let xml = list("prefix=d/&delimiter=/".into()).await;
+    assert!(
+        xml.contains("<CommonPrefixes><Prefix>d/a/</Prefix></CommonPrefixes>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<CommonPrefixes><Prefix>d/c/</Prefix></CommonPrefixes>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<Key>d/b</Key>")
+            && !xml.contains("<Key>d/a/1</Key>")
+            && !xml.contains("<Key>e</Key>")
+    );
+    // Pages of two: d/a/1 d/a/2 | d/b d/c/1 | e
+    let mut keys = Vec::new();
+    let mut token = String::new();
+    for _ in 0..5 {
+        let xml = list(format!("max-keys=2&continuation-token={token}")).await;
+        keys.extend(
+            xml.split("<Key>")
+                .skip(1)
+                .map(|s| s.split("</Key>").next().unwrap().to_owned()),
+        );
+        match xml.split("<NextContinuationToken>").nth(1) {
+            Some(rest) => token = rest.split('<').next().unwrap().replace('/', "%2F"),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["d/a/1", "d/a/2", "d/b", "d/c/1", "e"]);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn binary_prints_its_url_first_and_logs_requests_without_tokens() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "very-secret-token",
+            "--store",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first
+        .trim_end()
+        .strip_prefix("listening on http://127.0.0.1:")
+        .map(|port| {
+            assert!(port.parse::<u16>().unwrap() > 0);
+            format!("http://127.0.0.1:{port}")
+        });
+    let url = url.unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v2/storage/tokens/verify"))
+        .header("X-StorageApi-Token", "very-secret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // SIGTERM stops it cleanly.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        rest.starts_with("GET /v2/storage/tokens/verify 200 "),
+        "{rest}"
+    );
+    assert!(!rest.contains("very-secret-token"));
+}
+
+#[tokio::test]
+async fn one_failed_s3_part_upload_then_a_retry() {
+    let api = start().await;
+    let (_, f) = api.post_form("files/prepare", &[("name", "big.csv")]).await;
+    let p = &f["uploadParams"];
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={}/x",
+        p["credentials"]["AccessKeyId"].as_str().unwrap()
+    );
+    let url = format!(
+        "{}/kbc-sapi-files/{}",
+        api.emu.url(),
+        p["key"].as_str().unwrap()
+    );
+    let xml = api
+        .http
+        .post(format!("{url}?uploads"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let upload_id = xml
+        .split("<UploadId>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    api.emu
+        .add_fault(FaultRule {
+            method: Some("PUT".into()),
+            query: Some("*partNumber=2&*".into()),
+            status: Some(500),
+            ..Default::default()
+        })
+        .unwrap();
+    let put = |n: u32, body: &'static str| {
+        let rb = api
+            .http
+            .put(format!("{url}?partNumber={n}&uploadId={upload_id}"))
+            .header("Authorization", &auth)
+            .body(body);
+        async move { rb.send().await.unwrap().status() }
+    };
+    assert_eq!(put(1, "id\n1\n").await, StatusCode::OK);
+    assert_eq!(put(2, "2\n").await, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(put(2, "2\n").await, StatusCode::OK);
+    let r = api
+        .http
+        .post(format!("{url}?uploadId={upload_id}"))
+        .header("Authorization", &auth)
+        .body("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part><Part><PartNumber>2</PartNumber></Part></CompleteMultipartUpload>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, job) = api
+        .post_json(
+            "buckets/in.c-m/tables-async",
+            json!({"name": "t", "dataFileId": f["id"]}),
+        )
+        .await;
+    assert_eq!(job["code"], "storage.buckets.notFound");
+    api.post_form("buckets", &[("name", "m")]).await;
+    let (_, job) = api
+        .post_json(
+            "buckets/in.c-m/tables-async",
+            json!({"name": "t", "dataFileId": f["id"]}),
+        )
+        .await;
+    assert_eq!(api.wait(&job).await["results"]["rowsCount"], 2);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn jobs_cut_short_by_a_restart_end_in_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = start_at(dir.path()).await;
+    api.emu
+        .seed_table("in.c-r.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    api.emu
+        .add_fault(FaultRule {
+            job: Some("tableExport".into()),
+            hang: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, job) = api
+        .post_json("tables/in.c-r.t/export-async", json!({}))
+        .await;
+    api.emu.shutdown().await;
+    let api = start_at(dir.path()).await;
+    let (_, j) = api.get(&format!("jobs/{}", job["id"])).await;
+    assert_eq!(j["status"], "error");
+    assert_eq!(j["error"]["code"], "applicationError");
+    // The table still works.
+    let (_, out) = api.export("in.c-r.t", json!({})).await;
+    assert_eq!(out, "\"1\"\n");
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn table_metadata_round_trip() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-md.t", b"id,v\n1,a\n", &[])
+        .await
+        .unwrap();
+    let body = json!({"provider": "test", "metadata": [{"key": "k", "value": "v1"}],
+                      "columnsMetadata": {"id": [{"key": "KBC.datatype.basetype", "value": "INTEGER"}]}});
+    let (s, r) = api.post_json("tables/in.c-md.t/metadata", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["metadata"][0]["value"], "v1");
+    assert_eq!(r["columnsMetadata"]["id"][0]["provider"], "test");
+    // Same provider and key: updated, not duplicated.
+    let (_, r) = api
+        .post_json(
+            "tables/in.c-md.t/metadata",
+            json!({"provider": "test", "metadata": [{"key": "k", "value": "v2"}]}),
+        )
+        .await;
+    assert_eq!(r["metadata"].as_array().unwrap().len(), 1);
+    let (_, t) = api.get("tables/in.c-md.t").await;
+    assert_eq!(t["metadata"][0]["value"], "v2");
+    assert_eq!(t["columnMetadata"]["id"][0]["value"], "INTEGER");
+    let id = t["metadata"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .call(api.req(Method::DELETE, &format!("tables/in.c-md.t/metadata/{id}")))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("tables/in.c-md.t/metadata").await.1, json!([]));
+    let (s, e) = api
+        .post_json(
+            "tables/in.c-md.t/metadata",
+            json!({"provider": "p", "columnsMetadata": {"nope": [{"key": "a", "value": "b"}]}}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.validation.columnNotExists")
+        )
+    );
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn changed_since_taken_before_a_load_selects_it() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-cs.t", b"id,v\n1,a\n", &["id".to_string()])
+        .await
+        .unwrap();
+    // "now" as a client would take it right before loading, at the start of a fresh second so that the load
+    // (milliseconds later) falls into the same second: the case one-second stamps get wrong if not careful.
+    let start = chrono::Utc::now().timestamp();
+    while chrono::Utc::now().timestamp() == start {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = chrono::Utc::now().timestamp().to_string();
+    let job = api.import("in.c-cs.t", "id,v\n2,b\n", true).await;
+    assert_eq!(job["status"], "success");
+    let (_, out) = api
+        .export("in.c-cs.t", json!({"changedSince": before}))
+        .await;
+    assert!(out.contains("\"2\",\"b\""), "{out}");
+    let (_, t) = api.get("tables/in.c-cs.t").await;
+    let (_, out) = api
+        .export("in.c-cs.t", json!({"changedSince": t["lastImportDate"]}))
+        .await;
+    assert_eq!(out, "");
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_briefs_wrong_calls_get_actionable_errors() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-w.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let (s, e) = api
+        .call(
+            api.req(Method::POST, "buckets/in.c-w/tables-async?name=x")
+                .header("Content-Type", "text/csv")
+                .body("id\n1\n"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("files/prepare"),
+        "{e}"
+    );
+    let (s, e) = api
+        .post_form("tables/in.c-w.t/import-async", &[("dataString", "id\n2\n")])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("deprecated sync"),
+        "{e}"
+    );
+    let (s, e) = api
+        .post_json("tables/in.c-w.t", json!({"primaryKey": ["id"]}))
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(e["error"].as_str().unwrap().contains("primary-key"), "{e}");
+    let (s, _) = api
+        .call(api.req(Method::GET, "tables/in.c-w.t/export-async"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn small_routes_update_list_refresh() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-sm.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let (s, b) = api
+        .call(
+            api.req(Method::PUT, "buckets/in.c-sm")
+                .json(&json!({"displayName": "Small"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["displayName"].as_str()),
+        (StatusCode::OK, Some("Small"))
+    );
+    let (s, t) = api
+        .call(
+            api.req(Method::PUT, "tables/in.c-sm.t")
+                .form(&[("displayName", "Tee")]),
+        )
+        .await;
+    assert_eq!(
+        (s, t["displayName"].as_str()),
+        (StatusCode::OK, Some("Tee"))
+    );
+    let (s, e) = api
+        .call(
+            api.req(Method::PUT, "tables/in.c-sm.nope")
+                .json(&json!({"displayName": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.tables.notFound"))
+    );
+
+    let (_, j1) = api
+        .post_json("tables/in.c-sm.t/export-async", json!({}))
+        .await;
+    let (_, j2) = api
+        .post_json("tables/in.c-sm.t/export-async", json!({"columns": "id"}))
+        .await;
+    api.wait(&j1).await;
+    api.wait(&j2).await;
+    let (s, jobs) = api.get("jobs?limit=1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs[0]["id"], j2["id"], "newest first");
+    let (s, e) = api.get("jobs/999999").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.jobs.notFound"))
+    );
+
+    let (_, f) = api.post_form("files/prepare", &[("name", "r.csv")]).await;
+    let (s, r) = api
+        .call(api.req(Method::PUT, &format!("files/{}/refresh", f["id"])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(r["uploadParams"]["credentials"]["AccessKeyId"].is_string());
+
+    let (s, d) = api.get("dev-branches/1").await;
+    assert_eq!((s, d["isDefault"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, e) = api.get("branch/42/buckets").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.devBranches.notFound"))
+    );
+    let (_, idx) = api.call(api.http.get(api.url("?exclude=components"))).await;
+    assert!(idx.get("components").is_none() && idx["services"].is_array());
     api.emu.shutdown().await;
 }

@@ -177,9 +177,11 @@ fn run_step(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(stack) = stack {
+        // The emulator serves file storage at its own URL, the way users point AWS SDKs at it.
         command
             .env("KBC_URL", stack.emulator.url())
-            .env("KBC_TOKEN", TOKEN);
+            .env("KBC_TOKEN", TOKEN)
+            .env("AWS_ENDPOINT_URL_S3", stack.emulator.url());
     }
     for (key, value) in read_env_file(&step.join("env"), stack)? {
         command.env(key, value);

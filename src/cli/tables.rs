@@ -177,35 +177,7 @@ pub fn run_command(args: TablesArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
-        tokio::select! {
-            result = run(client, args.command) => result,
-            // Dropping the command's future cancels its transfers; their temporary files go with it, so
-            // an interrupted export leaves nothing half-written behind.
-            signal = interrupted() => Err(UserError::new(format!(
-                "interrupted by {signal}: nothing was written at the destination; a Storage job that was \
-                 already queued keeps running on the server"
-            ))
-            .into()),
-        }
-    })
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what a container stop sends), with the signal's name.
-async fn interrupted() -> &'static str {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let sigterm = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = sigterm => "SIGTERM",
-    }
+    super::block_on_until_terminated(&runtime, run(client, args.command))
 }
 
 async fn run(client: Client, command: TablesCommand) -> anyhow::Result<()> {
@@ -491,7 +463,8 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
         )
         .await;
     ticker.stop().await;
-    let file_id = file_id.with_context(|| format!("uploading {}", args.file.display()))?;
+    let file_id = file_id
+        .with_context(|| format!("uploading {} for {}", args.file.display(), args.table_id))?;
     let columns = (!columns.is_empty()).then_some(columns);
     let summary = match existing {
         Some(_) => {

@@ -69,7 +69,7 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
     let params = read_params(req).await?;
     let base = &app.base_url;
     match (&method, segs.as_slice()) {
-        (&Method::GET, ["tokens", "verify"]) => ok(token_json(app, &params)),
+        (&Method::GET, ["tokens", "verify"]) => ok(token_json(app)),
         (&Method::GET, ["dev-branches"]) => ok(json!([branch_json()])),
         (&Method::GET, ["dev-branches", id])
             if *id == DEFAULT_BRANCH_ID.to_string() || *id == "default" =>
@@ -141,17 +141,20 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
         (&Method::DELETE, ["tables", id, "columns", column]) => {
             delete_column(app, id, column, &params)
         }
-        (&Method::GET, ["tables", id, "metadata"]) => {
-            if !app.store.lock().tables.contains_key(*id) {
-                return Err(ApiError::table_not_found(id));
-            }
-            ok(json!([]))
+        (&Method::GET, ["tables", id, "metadata"]) => ok(json!(table_meta(app, id)?.metadata)),
+        (&Method::POST, ["tables", id, "metadata"]) => post_table_metadata(app, id, &params),
+        (&Method::DELETE, ["tables", id, "metadata", metadata_id]) => {
+            delete_table_metadata(app, id, metadata_id)
         }
         (&Method::POST, ["files", "prepare"]) => prepare_file(app, &params),
         (&Method::GET, ["files"]) => list_files(app, &params),
         (&Method::GET, ["files", id]) => {
-            let f = find_file(app, id)?;
             let fed = params.bool("federationToken", false)?;
+            let f = if fed {
+                fresh_credentials(app, id)?
+            } else {
+                find_file(app, id)?
+            };
             ok(file_json(app, &f, fed, false))
         }
         (&Method::DELETE, ["files", id]) => delete_file(app, id),
@@ -169,7 +172,7 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
             edit_file(app, id, |f| f.tags.retain(|t| t.as_str() != *tag))
         }
         (&Method::PUT | &Method::POST, ["files", id, "refresh"]) => {
-            let f = find_file(app, id)?;
+            let f = fresh_credentials(app, id)?;
             ok(file_json(app, &f, true, true))
         }
         (&Method::GET, ["jobs"]) => {
@@ -195,6 +198,16 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
                 ))
             })
         }
+        (&Method::POST, ["tables", _]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "notAllowed",
+            "POST tables/{id} does not exist: set a primary key with POST tables/{id}/primary-key {\"columns\":[..]}, rename with PUT tables/{id} {\"displayName\"}.",
+        )),
+        (&Method::POST, ["files"]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "notAllowed",
+            "POST files does not exist: call POST files/prepare, upload to S3 with the returned uploadParams, then use the file id.",
+        )),
         (m, _) => Err(ApiError::route_not_found(m.as_str(), &full_path)),
     }
 }
@@ -278,8 +291,7 @@ fn index(app: &App, query: Option<&str>) -> ApiResult {
     ok(v)
 }
 
-fn token_json(app: &App, params: &Params) -> Value {
-    let _ = params;
+fn token_json(app: &App) -> Value {
     let (rows, bytes) = {
         let meta = app.store.lock();
         meta.tables.values().fold((0u64, 0u64), |(r, b), t| {
@@ -543,8 +555,8 @@ pub fn table_json(
         "tableType": "table",
         "timestampType": "MANAGED",
         "path": format!("KBC_EMULATOR.{}", t.id),
-        "metadata": [],
-        "columnMetadata": [],
+        "metadata": t.metadata,
+        "columnMetadata": if t.column_metadata.is_empty() { json!([]) } else { json!(t.column_metadata) },
     });
     if with_columns {
         v["columns"] = json!(t.columns);
@@ -639,9 +651,14 @@ fn load_options(params: &Params) -> Result<LoadOptions, ApiError> {
 
 fn file_id_param(params: &Params) -> Result<u64, ApiError> {
     let raw = params.nonempty("dataFileId").ok_or_else(|| {
+        let hint = if params.get("dataString").is_some() {
+            " \"dataString\" is accepted only by the deprecated sync endpoints (POST buckets/{id}/tables, POST tables/{id}/import)."
+        } else {
+            ""
+        };
         ApiError::bad_request(
             "storage.tables.validation",
-            "Parameter \"dataFileId\" is required (upload the CSV with files/prepare first).",
+            format!("Parameter \"dataFileId\" is required (upload the CSV with files/prepare first).{hint}"),
         )
     })?;
     raw.parse().map_err(|_| {
@@ -743,7 +760,10 @@ fn apply_load(
     let (gen_, stamp) = {
         let mut meta = app.store.lock();
         let last = current.as_ref().map(|t| t.last_stamp).unwrap_or(0);
-        (meta.next_id(), now_secs().max(last + 1))
+        // The next whole second after now (and after the previous load): stamps have one-second
+        // resolution, so a `changedSince` taken before the load, even in the same second, still selects
+        // its rows, while `changedSince = lastImportDate` (this stamp) selects none of them.
+        (meta.next_id(), (now_secs() + 1).max(last + 1))
     };
     let out = app.store.table_data_path(table_id, gen_);
     let existing = current
@@ -797,10 +817,24 @@ fn apply_load(
                 data_gen: 0,
                 last_stamp: 0,
                 export_cache: Default::default(),
+                metadata: Vec::new(),
+                column_metadata: Default::default(),
             },
-            (None, Some(t)) => t,
-            (None, None) => return Err(ApiError::table_not_found(table_id).into()),
+            // The stored table as it is now: a bucket delete may have dropped it while the load ran.
+            (None, _) => match meta.tables.get(table_id) {
+                Some(t) => t.clone(),
+                None => {
+                    drop(meta);
+                    let _ = std::fs::remove_file(&out);
+                    return Err(ApiError::table_not_found(table_id).into());
+                }
+            },
         };
+        if !meta.buckets.contains_key(&t.bucket_id) {
+            drop(meta);
+            let _ = std::fs::remove_file(&out);
+            return Err(ApiError::bucket_not_found(&t.bucket_id).into());
+        }
         t.columns = outcome.columns.clone();
         t.rows_count = outcome.rows_count;
         t.data_size_bytes = outcome.data_size_bytes;
@@ -1223,6 +1257,7 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     let selection = parse_selection(&t, params)?;
     let limit = params.int("limit")?.filter(|l| *l > 0).map(|l| l as u64);
     let gzip = params.bool("gzip", false)?;
+    let with_timestamp = params.bool("includeInternalTimestamp", false)?;
     let format = params.nonempty("format").unwrap_or_else(|| "rfc".into());
     if format != "rfc" {
         return Err(ApiError::bad_request(
@@ -1246,6 +1281,7 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
         })).collect::<Vec<_>>(),
         "fileType": "csv",
         "timezone": null,
+        "includeInternalTimestamp": with_timestamp,
     });
     let job = jobs::create(
         app,
@@ -1255,31 +1291,39 @@ fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     );
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, fault| {
-        run_export(
-            app,
-            &tid,
+        let request = ExportRequest {
             columns,
             selection,
             limit,
             gzip,
-            export_params,
-            fault,
-        )
+            with_timestamp,
+            cache_key: export_params.to_string(),
+        };
+        run_export(app, &tid, request, fault)
     });
     accepted(job)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_export(
-    app: &App,
-    table_id: &str,
+/// What an export job was asked for, validated.
+struct ExportRequest {
     columns: Vec<usize>,
     selection: Selection,
     limit: Option<u64>,
     gzip: bool,
-    cache_params: Value,
-    fault: Option<JobFault>,
-) -> JobResult {
+    with_timestamp: bool,
+    /// Canonical parameters: identical requests on an unchanged table share the exported file.
+    cache_key: String,
+}
+
+fn run_export(app: &App, table_id: &str, req: ExportRequest, fault: Option<JobFault>) -> JobResult {
+    let ExportRequest {
+        columns,
+        selection,
+        limit,
+        gzip,
+        with_timestamp,
+        cache_key,
+    } = req;
     let t = app
         .store
         .lock()
@@ -1293,7 +1337,6 @@ fn run_export(
             "A requested column was deleted before the export ran.",
         ));
     }
-    let cache_key = cache_params.to_string();
     let truncate = match fault {
         Some(JobFault::TruncateSlice(n)) => Some(n),
         _ => None,
@@ -1327,6 +1370,7 @@ fn run_export(
         columns,
         limit,
         gzip,
+        with_timestamp,
         slice_path: &namer,
         truncate_first_slice: truncate,
     })?;
@@ -1730,6 +1774,137 @@ fn delete_column(app: &Arc<App>, table_id: &str, column: &str, params: &Params) 
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Table metadata
+
+/// Adds or updates (by provider and key) metadata of a table and its columns; answers 201 with
+/// `{metadata, columnsMetadata}` (the JSON variant's shape, also for form bodies).
+fn post_table_metadata(app: &App, table_id: &str, params: &Params) -> ApiResult {
+    let provider = params.nonempty("provider").ok_or_else(|| {
+        ApiError::bad_request(
+            "storage.metadata.validation",
+            "Parameter \"provider\" is required.",
+        )
+    })?;
+    let entry_of = |m: &Value, i: usize| -> Result<(String, String), ApiError> {
+        let key = m
+            .get("key")
+            .and_then(scalar_string)
+            .filter(|k| !k.is_empty());
+        let value = m.get("value").and_then(scalar_string);
+        match (key, value) {
+            (Some(k), Some(v)) => Ok((k, v)),
+            _ => Err(ApiError::bad_request(
+                "storage.metadata.validation",
+                format!("Metadata entry {i} needs a non-empty \"key\" and a \"value\"."),
+            )),
+        }
+    };
+    let table_entries: Vec<(String, String)> = match params.get("metadata") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| entry_of(m, i))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let mut column_entries: Vec<(String, String, String)> = Vec::new();
+    if let Some(Value::Object(cols)) = params.get("columnsMetadata") {
+        for (name, items) in cols {
+            for (i, m) in items.as_array().into_iter().flatten().enumerate() {
+                let column = m
+                    .get("columnName")
+                    .and_then(scalar_string)
+                    .unwrap_or_else(|| name.clone());
+                let (k, v) = entry_of(m, i)?;
+                column_entries.push((column, k, v));
+            }
+        }
+    } else if let Some(Value::Array(items)) = params.get("columnsMetadata") {
+        for (i, m) in items.iter().enumerate() {
+            for m in m.as_array().into_iter().flatten() {
+                let column = m
+                    .get("columnName")
+                    .and_then(scalar_string)
+                    .unwrap_or_default();
+                let (k, v) = entry_of(m, i)?;
+                column_entries.push((column, k, v));
+            }
+        }
+    }
+    let (metadata, columns_metadata) = {
+        let mut meta = app.store.lock();
+        let ids: Vec<u64> = (0..table_entries.len() + column_entries.len())
+            .map(|_| meta.next_id())
+            .collect();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        if let Some((c, _, _)) = column_entries
+            .iter()
+            .find(|(c, _, _)| !t.columns.contains(c))
+        {
+            return Err(ApiError::bad_request(
+                "storage.tables.validation.columnNotExists",
+                format!("Column \"{c}\" does not exist in the table \"{table_id}\"."),
+            ));
+        }
+        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        let upsert = |list: &mut Vec<Value>, id: u64, key: &str, value: &str| {
+            let entry = json!({"id": id.to_string(), "key": key, "value": value, "provider": provider, "timestamp": stamp});
+            match list
+                .iter_mut()
+                .find(|e| e["key"] == key && e["provider"] == provider.as_str())
+            {
+                Some(e) => {
+                    e["value"] = json!(value);
+                    e["timestamp"] = json!(stamp);
+                }
+                None => list.push(entry),
+            }
+        };
+        let mut ids = ids.into_iter();
+        for (k, v) in &table_entries {
+            upsert(&mut t.metadata, ids.next().unwrap_or(0), k, v);
+        }
+        for (c, k, v) in &column_entries {
+            upsert(
+                t.column_metadata.entry(c.clone()).or_default(),
+                ids.next().unwrap_or(0),
+                k,
+                v,
+            );
+        }
+        (t.metadata.clone(), t.column_metadata.clone())
+    };
+    persist(app)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({"metadata": metadata, "columnsMetadata": columns_metadata}),
+    ))
+}
+
+fn delete_table_metadata(app: &App, table_id: &str, metadata_id: &str) -> ApiResult {
+    {
+        let mut meta = app.store.lock();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        let before = t.metadata.len();
+        t.metadata.retain(|e| e["id"] != metadata_id);
+        if t.metadata.len() == before {
+            return Err(ApiError::not_found(
+                "storage.metadata.notFound",
+                format!("Metadata \"{metadata_id}\" of the table \"{table_id}\" was not found."),
+            ));
+        }
+    }
+    persist(app)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Files
 
 /// A plain-HTTP URL for an object that our S3 front accepts (presigned style: the access key in the query).
@@ -1856,6 +2031,30 @@ fn prepare_file(app: &App, params: &Params) -> ApiResult {
         StatusCode::CREATED,
         file_json(app, &f, false, true),
     ))
+}
+
+/// The file, with a newly issued access key when its key has expired (as asking Storage again for federated
+/// credentials gives fresh ones).
+fn fresh_credentials(app: &App, id: &str) -> Result<FileMeta, ApiError> {
+    let f = find_file(app, id)?;
+    let renewed = {
+        let mut meta = app.store.lock();
+        let expired = meta
+            .access_keys
+            .get(&f.access_key_id)
+            .is_none_or(|k| k.expiration <= now_secs());
+        if !expired {
+            return Ok(f);
+        }
+        let key = Store::issue_access_key(&mut meta);
+        let file = meta.files.get_mut(&f.id).ok_or_else(|| {
+            ApiError::not_found("storage.files.notFound", format!("File {id} not found"))
+        })?;
+        file.access_key_id = key;
+        file.clone()
+    };
+    persist(app)?;
+    Ok(renewed)
 }
 
 fn find_file(app: &App, id: &str) -> Result<FileMeta, ApiError> {

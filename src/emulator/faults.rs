@@ -6,7 +6,8 @@
 //! | key | meaning |
 //! |---|---|
 //! | `method` | HTTP method to match (absent or `*` = any) |
-//! | `path` | path glob, `*` matches any run of characters incl. `/` (absent = any); the query is not matched |
+//! | `path` | path glob, `*` matches any run of characters incl. `/` (absent = any) |
+//! | `query` | glob on the raw query string (absent = any), e.g. `*partNumber=2*` for one S3 part upload |
 //! | `times` | how many matching requests/jobs the rule applies to (default 1) |
 //! | `skip` | let this many matching requests pass first (default 0) |
 //! | `status` | answer with this status instead of handling the request (Storage JSON or S3 XML error body) |
@@ -32,6 +33,8 @@ pub struct FaultRule {
     pub method: Option<String>,
     #[serde(default)]
     pub path: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
     #[serde(default = "one")]
     pub times: u32,
     #[serde(default)]
@@ -70,6 +73,7 @@ impl Default for FaultRule {
         Self {
             method: None,
             path: None,
+            query: None,
             times: 1,
             skip: 0,
             status: None,
@@ -170,8 +174,13 @@ impl Faults {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Consumes the first request rule matching `method path`, if any.
-    pub fn take_request_fault(&self, method: &str, path: &str) -> Option<RequestFault> {
+    /// Consumes the first request rule matching `method path?query`, if any.
+    pub fn take_request_fault(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+    ) -> Option<RequestFault> {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let idx = rules.iter().position(|r| {
             r.job.is_none()
@@ -181,6 +190,9 @@ impl Faults {
                 && r.path
                     .as_deref()
                     .is_none_or(|p| glob(p.as_bytes(), path.as_bytes()))
+                && r.query
+                    .as_deref()
+                    .is_none_or(|q| glob(q.as_bytes(), query.as_bytes()))
         })?;
         let rule = &mut rules[idx];
         if rule.skip > 0 {
@@ -286,17 +298,31 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert!(f.take_request_fault("GET", "/xa").is_none()); // skipped
-        assert!(f.take_request_fault("POST", "/xa").is_none());
+        assert!(f.take_request_fault("GET", "/xa", "").is_none()); // skipped
+        assert!(f.take_request_fault("POST", "/xa", "").is_none());
         assert_eq!(
-            f.take_request_fault("GET", "/xa").unwrap().status,
+            f.take_request_fault("GET", "/xa", "").unwrap().status,
             Some(503)
         );
         assert_eq!(
-            f.take_request_fault("get", "/xb").unwrap().retry_after,
+            f.take_request_fault("get", "/xb", "").unwrap().retry_after,
             Some(1)
         );
-        assert!(f.take_request_fault("GET", "/xa").is_none());
+        assert!(f.take_request_fault("GET", "/xa", "").is_none());
+        f.add(FaultRule {
+            query: Some("*partNumber=2&*".into()),
+            status: Some(500),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            f.take_request_fault("PUT", "/b/k", "partNumber=1&uploadId=u")
+                .is_none()
+        );
+        assert!(
+            f.take_request_fault("PUT", "/b/k", "partNumber=2&uploadId=u")
+                .is_some()
+        );
         assert!(f.add(FaultRule::default()).is_err());
         f.add(FaultRule {
             job: Some("tableImport".into()),

@@ -12,10 +12,13 @@
 //!   (creates bucket and table when missing, full load), like [`Emulator::seed_table`].
 //! - `GET /_emulator/tables/{table_id}` → the rows as CSV, like [`Emulator::dump_table`]; 404 when missing.
 //! - `POST /_emulator/faults` with one rule or an array (see [`faults`]); `GET` lists; `DELETE` clears.
+//! - `POST /_emulator/credentials/expire` → every issued S3 key expires (S3 answers `ExpiredToken`); file
+//!   detail with `federationToken` then issues fresh credentials.
 //!
 //! ## Semantics worth knowing
 //! - Duplicate primary keys inside one load: the last occurrence wins.
-//! - Each load of a table gets an import stamp (unix seconds) strictly greater than the previous load's, and
+//! - Each load of a table gets an import stamp (unix seconds): the next whole second after it started and
+//!   strictly greater than the previous load's, and
 //!   `lastImportDate` is that stamp; `changedSince` selects rows with a stamp **greater** than it and
 //!   `changedUntil` rows with a stamp **smaller**, so `changedSince = lastImportDate` selects nothing from
 //!   the last load (adaptive input mapping is exact). Rows whose values an upsert leaves unchanged keep their
@@ -200,6 +203,11 @@ impl Emulator {
             .faults
             .add(rule)
             .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Expires every S3 access key issued so far (a client must fetch fresh credentials from Storage).
+    pub fn expire_credentials(&self) -> usize {
+        server::expire_credentials(&self.app)
     }
 
     /// Removes every fault rule.

@@ -460,35 +460,83 @@ fn list_objects(app: &App, query: &[(String, String)]) -> Response {
         .or_else(|| q("start-after"))
         .or_else(|| q("marker"))
         .unwrap_or_default();
+    let delimiter = q("delimiter").unwrap_or_default();
     let full_prefix = format!("{FILES_BUCKET}/{prefix}");
+    // Entries in key order: objects, or (with a delimiter) common prefixes that stand for many keys.
+    enum Entry {
+        Object(String, ObjectMeta),
+        Prefix(String),
+    }
     let meta = app.store.lock();
-    let mut items = meta
+    let mut entries = Vec::new();
+    let mut truncated = false;
+    let mut last_token = String::new();
+    for (k, o) in meta
         .objects
         .range(full_prefix.clone()..)
         .take_while(|(k, _)| k.starts_with(&full_prefix))
-        .map(|(k, o)| (k[FILES_BUCKET.len() + 1..].to_owned(), o.clone()))
-        .filter(|(k, _)| after.is_empty() || k.as_str() > after.as_str());
-    let page: Vec<(String, ObjectMeta)> = items.by_ref().take(max_keys).collect();
-    let truncated = items.next().is_some();
-    let mut body = format!(
-        "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>{FILES_BUCKET}</Name><Prefix>{}</Prefix><KeyCount>{}</KeyCount><MaxKeys>{max_keys}</MaxKeys><IsTruncated>{truncated}</IsTruncated>",
-        xml_escape(&prefix),
-        page.len()
-    );
-    for (k, o) in &page {
-        body.push_str(&format!(
-            "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
-            xml_escape(k),
-            s3_date(o.last_modified),
-            xml_escape(&o.etag),
-            o.size
-        ));
+    {
+        let key = &k[FILES_BUCKET.len() + 1..];
+        // Resume after the token; a prefix token covers every key under it.
+        if !after.is_empty()
+            && (key <= after.as_str()
+                || (after.ends_with(&delimiter)
+                    && !delimiter.is_empty()
+                    && key.starts_with(&after)))
+        {
+            continue;
+        }
+        let grouped = (!delimiter.is_empty())
+            .then(|| key[prefix.len()..].find(&delimiter))
+            .flatten()
+            .map(|i| key[..prefix.len() + i + delimiter.len()].to_owned());
+        if let (Some(p), Some(Entry::Prefix(prev))) = (&grouped, entries.last())
+            && p == prev
+        {
+            continue;
+        }
+        if entries.len() == max_keys {
+            truncated = true;
+            break;
+        }
+        match grouped {
+            Some(p) => {
+                last_token = p.clone();
+                entries.push(Entry::Prefix(p));
+            }
+            None => {
+                last_token = key.to_owned();
+                entries.push(Entry::Object(key.to_owned(), o.clone()));
+            }
+        }
     }
-    if truncated && let Some((last, _)) = page.last() {
+    drop(meta);
+    let mut body = format!(
+        "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>{FILES_BUCKET}</Name><Prefix>{}</Prefix><Delimiter>{}</Delimiter><KeyCount>{}</KeyCount><MaxKeys>{max_keys}</MaxKeys><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(&prefix),
+        xml_escape(&delimiter),
+        entries.len()
+    );
+    for e in &entries {
+        match e {
+            Entry::Object(k, o) => body.push_str(&format!(
+                "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
+                xml_escape(k),
+                s3_date(o.last_modified),
+                xml_escape(&o.etag),
+                o.size
+            )),
+            Entry::Prefix(p) => body.push_str(&format!(
+                "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+                xml_escape(p)
+            )),
+        }
+    }
+    if truncated {
         body.push_str(&format!(
             "<NextContinuationToken>{}</NextContinuationToken><NextMarker>{}</NextMarker>",
-            xml_escape(last),
-            xml_escape(last)
+            xml_escape(&last_token),
+            xml_escape(&last_token)
         ));
     }
     body.push_str("</ListBucketResult>");

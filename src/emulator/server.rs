@@ -29,7 +29,11 @@ pub struct App {
 }
 
 pub fn router(app: Arc<App>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(app)
+    // Multipart bodies (deprecated sync uploads) may be large; S3 bodies are streamed and not limited here.
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::max(512 << 20))
+        .with_state(app)
 }
 
 async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -37,10 +41,12 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let kind = Kind::of(&path);
+    let query = req.uri().query().unwrap_or("").to_owned();
     let fault = if kind == Kind::Control {
         None
     } else {
-        app.faults.take_request_fault(method.as_str(), &path)
+        app.faults
+            .take_request_fault(method.as_str(), &path, &query)
     };
     let response = serve(&app, req, kind, fault).await;
     let ms = started.elapsed().as_millis();
@@ -228,6 +234,23 @@ pub fn authenticate(
     Ok(())
 }
 
+/// Expires every issued S3 access key (S3 then answers 400 `ExpiredToken`; asking Storage for the file's
+/// credentials again issues fresh ones). Returns how many keys were live.
+pub fn expire_credentials(app: &App) -> usize {
+    let now = super::timefmt::now_secs();
+    let n = {
+        let mut meta = app.store.lock();
+        let mut n = 0;
+        for k in meta.access_keys.values_mut().filter(|k| k.expiration > now) {
+            k.expiration = now - 1;
+            n += 1;
+        }
+        n
+    };
+    let _ = app.store.persist();
+    n
+}
+
 /// The control API (see `src/emulator/README.md`).
 async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error::ApiError> {
     use super::error::ApiError;
@@ -251,6 +274,10 @@ async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error:
             Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
         }
         (Method::GET, ["faults"]) => Ok(axum::Json(app.faults.list()).into_response()),
+        (Method::POST, ["credentials", "expire"]) => {
+            let n = expire_credentials(app);
+            Ok(axum::Json(serde_json::json!({"expired": n})).into_response())
+        }
         (Method::DELETE, ["faults"]) => {
             app.faults.clear();
             Ok(StatusCode::NO_CONTENT.into_response())

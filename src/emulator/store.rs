@@ -46,6 +46,12 @@ pub struct TableMeta {
     /// Export cache: canonical export parameters → file id, valid for the current `data_gen` only.
     #[serde(default)]
     pub export_cache: BTreeMap<String, u64>,
+    /// Table metadata entries `{id, key, value, provider, timestamp}`.
+    #[serde(default)]
+    pub metadata: Vec<serde_json::Value>,
+    /// Column name → metadata entries.
+    #[serde(default)]
+    pub column_metadata: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,12 +162,7 @@ impl Store {
                 });
             }
         }
-        // Leftovers of interrupted writes.
-        if let Ok(entries) = std::fs::read_dir(root.join("tmp")) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+        remove_leftovers(root, &meta);
         Ok(Store {
             root: root.to_owned(),
             meta: Mutex::new(meta),
@@ -257,6 +258,38 @@ impl Store {
         );
         id
     }
+}
+
+/// Removes what interrupted writes left behind: temp files, table generations and blobs that the metadata
+/// does not point to (a crash between writing data and renaming `meta.json` leaves exactly those).
+fn remove_leftovers(root: &Path, meta: &Meta) {
+    let remove_unlisted = |dir: PathBuf, keep: &dyn Fn(&str) -> bool| {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !keep(&name) {
+                    let path = e.path();
+                    let _ = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                }
+            }
+        }
+    };
+    remove_unlisted(root.join("tmp"), &|_| false);
+    remove_unlisted(root.join("tables"), &|name| meta.tables.contains_key(name));
+    for t in meta.tables.values() {
+        let current = format!("data.{}.csv", t.data_gen);
+        remove_unlisted(root.join("tables").join(&t.id), &|name| name == current);
+    }
+    let mut blobs: std::collections::HashSet<&str> =
+        meta.objects.values().map(|o| o.blob.as_str()).collect();
+    for u in meta.uploads.values() {
+        blobs.extend(u.parts.values().map(|(b, _, _)| b.as_str()));
+    }
+    remove_unlisted(root.join("objects"), &|name| blobs.contains(name));
 }
 
 pub fn object_id(bucket: &str, key: &str) -> String {

@@ -44,7 +44,7 @@ impl Config {
     /// Reads and validates `config.json`. Every `#` value is registered as a secret before the typed parse,
     /// so no error message can show one.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        let text = super::read_text(path)?;
         Self::parse(path, &text)
     }
 

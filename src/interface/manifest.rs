@@ -148,7 +148,7 @@ pub struct InputManifest {
 
 impl InputManifest {
     pub fn load(path: &Path) -> Result<InputManifest, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        let text = super::read_text(path)?;
         parse_json(path, &text)
     }
 
@@ -159,7 +159,7 @@ impl InputManifest {
 
 /// Reads an output manifest strictly, as the platform's output mapping does: an unknown key fails.
 pub fn load_output_manifest(path: &Path) -> Result<OutputTableOptions, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+    let text = super::read_text(path)?;
     let raw: Value = parse_json(path, &text)?;
     let Value::Object(map) = &raw else {
         return Err(Error::invalid(path, "a manifest must be a JSON object"));

@@ -121,6 +121,23 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// Reads a JSON text file the way users produce them: a UTF-8 byte-order mark is skipped (editors on
+/// Windows add one), and bytes that are not UTF-8 are a user error naming the offset, not an I/O failure.
+pub fn read_text(path: &Path) -> Result<String, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(text.to_owned()),
+        Err(e) => Err(Error::invalid(
+            path,
+            format!(
+                "not UTF-8 text: invalid byte at offset {}; save the file as UTF-8",
+                e.valid_up_to()
+            ),
+        )),
+    }
+}
+
 /// Writes a file atomically: a temporary name in the same folder, then a rename, so readers (and the
 /// platform after a crash) never see half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -170,6 +187,18 @@ mod tests {
         );
         assert!(text.contains("invalid type"), "{text}");
         assert!(err.is_user());
+    }
+
+    #[test]
+    fn text_files_may_have_a_bom_but_must_be_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, b"\xEF\xBB\xBF{}").unwrap();
+        assert_eq!(read_text(&p).unwrap(), "{}");
+        std::fs::write(&p, b"{\"a\": \"\xFF\"}").unwrap();
+        let err = read_text(&p).unwrap_err();
+        assert!(err.is_user());
+        assert!(err.to_string().contains("offset 7"), "{err}");
     }
 
     #[test]

@@ -20,11 +20,10 @@ pub struct State {
 impl State {
     /// Reads `in/state.json`; missing, empty, `null` and `[]` all mean "no state".
     pub fn load(path: &Path) -> Result<State, Error> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(e) => return Err(Error::io("reading", path, e)),
-        };
+        if !path.exists() {
+            return Ok(State::default());
+        }
+        let text = super::read_text(path)?;
         if text.trim().is_empty() {
             return Ok(State::default());
         }

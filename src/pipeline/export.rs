@@ -75,7 +75,7 @@ async fn export_one(
                     last_import: None,
                 });
             }
-            tracing::info!(
+            tracing::debug!(
                 "export {source}: replacing {} from an earlier run",
                 dest.display()
             );

@@ -1,8 +1,8 @@
 //! The import step (output mapping): each planned output table is checked against Storage first (for all
 //! tables, before anything is uploaded), then loaded, at most `concurrency` at once:
 //! bucket and table created when missing (with the primary key), a differing primary key changed the way
-//! the platform does it (warn, change, roll back on failure), `delete_where` rules applied before an
-//! incremental load, the file uploaded (gzip; a sliced folder as a sliced file) and imported.
+//! the platform does it (warn, change, roll back on failure), the file uploaded (gzip; a sliced folder as
+//! a sliced file), `delete_where` rules applied before an incremental load, and the file imported.
 //! A table this run created that is still empty after a failed load is dropped again.
 
 use super::plan::{DeleteRule, OutputPlan, split_table_id};
@@ -21,6 +21,8 @@ use std::time::Instant;
 pub struct Checked {
     pub plan: OutputPlan,
     pub columns: Vec<String>,
+    /// Data rows in the file (header excluded), for the report.
+    pub rows: u64,
     pub existing: Option<Table>,
 }
 
@@ -37,9 +39,11 @@ pub async fn run(
         .buffered(concurrency.max(1))
         .try_collect()
         .await?;
+    let bucket_lock = tokio::sync::Mutex::new(());
+    let bucket_lock = &bucket_lock;
     futures::stream::iter(checked)
         .map(|c| async move {
-            let report = load(client, &c).await?;
+            let report = load(client, &c, bucket_lock).await?;
             if remove_after {
                 remove_loaded(&c.plan).await?;
             }
@@ -58,21 +62,61 @@ pub fn file_columns(plan: &OutputPlan) -> anyhow::Result<Vec<String>> {
     read_header(&plan.path, &plan.delimiter, &plan.enclosure)
 }
 
-/// Reads only the first record of a CSV (gzipped when the name ends in `.gz`).
-pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Result<Vec<String>> {
+/// Counts the data rows of a file or of all slices, streaming (quoted newlines are part of a value).
+pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
+    let files: Vec<std::path::PathBuf> = if plan.sliced {
+        let mut f: Vec<_> = std::fs::read_dir(&plan.path)
+            .with_context(|| format!("listing {}", plan.path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        f.sort();
+        f
+    } else {
+        vec![plan.path.clone()]
+    };
+    let mut rows: u64 = 0;
+    for file in files {
+        let mut csv = csv_reader(&file, &plan.delimiter, &plan.enclosure)?;
+        let mut record = csv::ByteRecord::new();
+        while csv
+            .read_byte_record(&mut record)
+            .map_err(|e| UserError::new(format!("{}: invalid CSV: {e}", file.display())))?
+        {
+            rows += 1;
+        }
+    }
+    if plan.headless_columns.is_none() {
+        rows = rows.saturating_sub(1);
+    }
+    Ok(rows)
+}
+
+fn csv_reader(
+    path: &Path,
+    delimiter: &str,
+    enclosure: &str,
+) -> anyhow::Result<csv::Reader<Box<dyn std::io::Read>>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
+        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            file,
+        )))
     } else {
-        Box::new(file)
+        Box::new(std::io::BufReader::new(file))
     };
-    let reader = std::io::BufReader::new(reader);
-    let mut csv = csv::ReaderBuilder::new()
+    Ok(csv::ReaderBuilder::new()
         .has_headers(false)
+        .flexible(true)
         .delimiter(delimiter.bytes().next().unwrap_or(b','))
         .quoting(!enclosure.is_empty())
         .quote(enclosure.bytes().next().unwrap_or(b'"'))
-        .from_reader(reader);
+        .from_reader(reader))
+}
+
+/// Reads only the first record of a CSV (gzipped when the name ends in `.gz`).
+pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Result<Vec<String>> {
+    let mut csv = csv_reader(path, delimiter, enclosure)?;
     let mut record = csv::StringRecord::new();
     let read = csv.read_record(&mut record).map_err(|e| {
         UserError::new(format!(
@@ -97,11 +141,13 @@ pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Res
 async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
     let dest = plan.destination.clone();
     let source = plan.source.clone();
-    let columns = {
+    let (columns, rows) = {
         let plan = plan.clone();
-        tokio::task::spawn_blocking(move || file_columns(&plan))
-            .await
-            .context("reading a CSV header")??
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, u64)> {
+            Ok((file_columns(&plan)?, count_rows(&plan)?))
+        })
+        .await
+        .context("reading a CSV header")??
     };
     if let Some(c) = columns
         .iter()
@@ -109,6 +155,15 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
     {
         return Err(UserError::new(format!(
             "output table {source}: the column name `{c}` is reserved by Storage; rename it in the SQL"
+        ))
+        .into());
+    }
+    if let Some(expected) = plan.expected_header.as_ref().filter(|e| **e != columns) {
+        return Err(UserError::new(format!(
+            "output table {source}: the header ({}) differs from the manifest's schema ({}); the \
+             header must list the schema's columns in the same order",
+            columns.join(", "),
+            expected.join(", ")
         ))
         .into());
     }
@@ -149,6 +204,7 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
     Ok(Checked {
         plan,
         columns,
+        rows,
         existing,
     })
 }
@@ -162,7 +218,11 @@ fn join(items: &[&String]) -> String {
 }
 
 /// Loads one checked table.
-async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
+async fn load(
+    client: &Client,
+    c: &Checked,
+    bucket_lock: &tokio::sync::Mutex<()>,
+) -> anyhow::Result<TableReport> {
     let started = Instant::now();
     let plan = &c.plan;
     let dest = plan.destination.as_str();
@@ -179,7 +239,7 @@ async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
             t.clone()
         }
         None => {
-            ensure_bucket(client, bucket_id)
+            ensure_bucket(client, bucket_id, bucket_lock)
                 .await
                 .with_context(context)?;
             let t = create_empty(client, bucket_id, table_name, &c.columns, &plan.primary_key)
@@ -214,19 +274,6 @@ async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
 
 async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Result<TableReport> {
     let plan = &c.plan;
-    if plan.incremental && !plan.delete_where.is_empty() {
-        for rule in &plan.delete_where {
-            let deleted = client
-                .delete_rows(&table.id, &delete_options(rule))
-                .await
-                .context("deleting rows (delete_where) before the incremental load")?;
-            tracing::info!(
-                "{}: deleted {deleted} rows ({})",
-                table.id,
-                describe_rule(rule)
-            );
-        }
-    }
     let bytes = size_of(&plan.path);
     let gzipped = plan.path.extension().is_some_and(|e| e == "gz");
     let file_id = client
@@ -240,6 +287,20 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
         )
         .await
         .with_context(|| format!("uploading {}", plan.path.display()))?;
+    // Rows are deleted only once the new data is safely in File Storage: a failed upload deletes nothing.
+    if plan.incremental && !plan.delete_where.is_empty() {
+        for rule in &plan.delete_where {
+            let deleted = client
+                .delete_rows(&table.id, &delete_options(rule))
+                .await
+                .context("deleting rows (delete_where) before the incremental load")?;
+            tracing::info!(
+                "{}: deleted {deleted} rows ({})",
+                table.id,
+                describe_rule(rule)
+            );
+        }
+    }
     let outcome = client
         .import_table(
             &table.id,
@@ -259,7 +320,7 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
     Ok(TableReport {
         step: Step::Import,
         table: table.id.clone(),
-        rows: Some(outcome.total_rows_count),
+        rows: Some(c.rows),
         bytes,
         duration: Default::default(),
         note: format!(
@@ -328,7 +389,13 @@ fn describe_rule(rule: &DeleteRule) -> String {
 }
 
 /// Creates the bucket when it does not exist (`out.c-main` → stage `out`, name `main`).
-async fn ensure_bucket(client: &Client, bucket_id: &str) -> anyhow::Result<()> {
+async fn ensure_bucket(
+    client: &Client,
+    bucket_id: &str,
+    lock: &tokio::sync::Mutex<()>,
+) -> anyhow::Result<()> {
+    // Tables load in parallel and several may go to one new bucket: create it once.
+    let _guard = lock.lock().await;
     if client.get_bucket(bucket_id).await?.is_some() {
         return Ok(());
     }
@@ -340,10 +407,13 @@ async fn ensure_bucket(client: &Client, bucket_id: &str) -> anyhow::Result<()> {
         ))
         .into());
     }
-    client
-        .create_bucket(stage, name)
-        .await
-        .with_context(|| format!("creating bucket {bucket_id}"))?;
+    if let Err(err) = client.create_bucket(stage, name).await {
+        // Another job may have created it meanwhile; then all is well.
+        if client.get_bucket(bucket_id).await.ok().flatten().is_some() {
+            return Ok(());
+        }
+        return Err(anyhow::Error::new(err).context(format!("creating bucket {bucket_id}")));
+    }
     tracing::info!("created bucket {bucket_id}");
     Ok(())
 }
@@ -473,6 +543,10 @@ async fn remove_loaded(plan: &OutputPlan) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("removing {}", manifest.display()))?;
     }
+    tracing::info!(
+        "removed out/tables/{} after loading it, so the platform does not load it again",
+        plan.source
+    );
     Ok(())
 }
 
@@ -500,5 +574,79 @@ mod tests {
         enc.finish().unwrap();
         assert_eq!(read_header(&gz, ",", "\"").unwrap(), ["a", "b"]);
         assert_eq!(upload_name("x.csv.gz"), "x.csv");
+    }
+
+    #[test]
+    fn rows_are_counted_across_slices_and_quoted_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.csv");
+        std::fs::write(&file, "\"id\",\"t\"\n\"1\",\"two\nlines\"\n\"2\",\"x\"\n").unwrap();
+        let mut plan = OutputPlan {
+            source: "a.csv".into(),
+            path: file,
+            sliced: false,
+            destination: "out.c-a.a".into(),
+            incremental: false,
+            primary_key: vec![],
+            headless_columns: None,
+            expected_header: None,
+            delimiter: ",".into(),
+            enclosure: "\"".into(),
+            delete_where: vec![],
+            write_always: false,
+            has_manifest: false,
+        };
+        assert_eq!(count_rows(&plan).unwrap(), 2);
+        let sliced = dir.path().join("s.csv");
+        std::fs::create_dir_all(&sliced).unwrap();
+        std::fs::write(sliced.join("p1"), "1,a\n2,b\n").unwrap();
+        std::fs::write(sliced.join("p2"), "3,c\n").unwrap();
+        plan.path = sliced;
+        plan.sliced = true;
+        plan.headless_columns = Some(vec!["id".into(), "t".into()]);
+        assert_eq!(count_rows(&plan).unwrap(), 3);
+        assert_eq!(file_columns(&plan).unwrap(), ["id", "t"]);
+    }
+}
+
+/// Property tests (issue 7): reading an output CSV's header never panics, whatever the bytes, and gives
+/// back exactly the names a CSV writer wrote (a UTF-8 BOM is not part of the first name).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_bytes_give_a_header_or_an_error(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            delimiter in prop_oneof![Just(","), Just(";"), Just("\t"), Just("")],
+            enclosure in prop_oneof![Just("\""), Just("'"), Just("")],
+            gz in any::<bool>(),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            // A `.gz` name with plain bytes exercises the decoder's error path too.
+            let path = d.path().join(if gz { "t.csv.gz" } else { "t.csv" });
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = read_header(&path, delimiter, enclosure);
+        }
+
+        #[test]
+        fn written_header_reads_back(
+            names in prop::collection::vec("[^\u{0}\u{feff}]{1,10}", 1..8),
+            bom in any::<bool>(),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("t.csv");
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(&names).unwrap();
+            w.write_record(names.iter().map(|_| "v")).unwrap();
+            let mut bytes = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
+            bytes.extend(w.into_inner().unwrap());
+            std::fs::write(&path, &bytes).unwrap();
+            prop_assert_eq!(read_header(&path, ",", "\"").unwrap(), names);
+        }
     }
 }

@@ -47,6 +47,11 @@ impl LocalStack {
             token,
             dir: dir.to_owned(),
         };
+        tracing::info!(
+            "local stack: Storage API emulator at {} (store {})",
+            stack.url(),
+            dir.display()
+        );
         let marker = dir.join("seeded");
         let first_use = !marker.exists();
         if first_use {
@@ -61,8 +66,7 @@ impl LocalStack {
             }
             std::fs::write(&marker, "seeded by kbc-runner --local-stack\n")
                 .with_context(|| format!("writing {}", marker.display()))?;
-        }
-        if !first_use {
+        } else {
             stack
                 .apply_changes_once(&data_root.join("local-stack"))
                 .await?;
@@ -73,11 +77,6 @@ impl LocalStack {
         let kept = dir.join("state.json");
         let state = std::fs::read(&kept).unwrap_or_else(|_| b"{}\n".to_vec());
         crate::interface::write_atomic(&data.in_state(), &state)?;
-        tracing::info!(
-            "local stack: Storage API emulator at {} (store {})",
-            stack.url(),
-            dir.display()
-        );
         Ok(stack)
     }
 
@@ -90,8 +89,9 @@ impl LocalStack {
         if marker.exists() || !changes.is_dir() {
             return Ok(());
         }
-        let client = Client::new(ClientConfig::new(self.url(), self.token.clone()))
-            .context("connecting to the local stack")?;
+        let mut config = ClientConfig::new(self.url(), self.token.clone());
+        config.endpoints.s3 = Some(self.url());
+        let client = Client::new(config).context("connecting to the local stack")?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(&changes)
             .with_context(|| format!("listing {}", changes.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -59,7 +59,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let local = match &args.local_stack {
             Some(dir) => Some(local_stack::LocalStack::start(dir, data.root()).await?),
             None => None,
@@ -67,6 +67,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
         let storage = match &local {
             Some(stack) => {
                 StorageAccess::new(Some((stack.url(), stack.token().to_owned())), &config)
+                    .with_s3_endpoint(stack.url())
             }
             None => StorageAccess::from_env(&env, &config),
         };
@@ -96,13 +97,19 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
             saved?;
         }
         result
-    })
+    });
+    // After a SIGTERM a DuckDB query may still run on a blocking thread; dropping the runtime would wait
+    // for it (found by tests/faults.rs sigterm_during_transform). The process exits right after this.
+    runtime.shutdown_background();
+    result
 }
 
 /// Where Storage is and how to reach it; the client is made on first use, so runs that never touch
 /// Storage need no token.
 pub struct StorageAccess {
     credentials: Option<(String, String)>,
+    /// The S3 endpoint of an emulator (the local stack); otherwise the client's own rules apply.
+    s3_endpoint: Option<String>,
     job_timeout: Duration,
     max_connections: usize,
     client: OnceLock<Client>,
@@ -133,10 +140,17 @@ impl StorageAccess {
         }
         StorageAccess {
             credentials,
+            s3_endpoint: None,
             job_timeout: Duration::from_secs(config.parameters.job_timeout_seconds.unwrap_or(3600)),
             max_connections: config.parameters.concurrency() * 4,
             client: OnceLock::new(),
         }
+    }
+
+    /// Sends file transfers to an S3-compatible endpoint (the local stack's emulator).
+    pub fn with_s3_endpoint(mut self, endpoint: String) -> Self {
+        self.s3_endpoint = Some(endpoint);
+        self
     }
 
     /// Overrides the job timeout (sync actions must answer within 30 s).
@@ -162,6 +176,9 @@ impl StorageAccess {
         let mut config = ClientConfig::new(url.clone(), token.clone());
         config.job_timeout = self.job_timeout;
         config.max_connections = self.max_connections;
+        if let Some(endpoint) = &self.s3_endpoint {
+            config.endpoints.s3 = Some(endpoint.clone());
+        }
         let client = Client::new(config).context("setting up the Storage API client")?;
         Ok(self.client.get_or_init(|| client))
     }
@@ -187,7 +204,9 @@ async fn run_job(ctx: &Context) -> anyhow::Result<()> {
         }
     );
     let mut reports = Vec::new();
-    let result = run_steps(ctx, steps, &state, &mut reports).await;
+    // SIGTERM drops the steps (their temporary files with them) and takes the failure path below, so
+    // the previous state is written back and nothing half-done is published.
+    let result = crate::cli::until_terminated(run_steps(ctx, steps, &state, &mut reports)).await;
     if !reports.is_empty() {
         tracing::info!("summary:\n{}", report::summary(&reports));
     }
@@ -292,4 +311,68 @@ async fn run_steps(
     }
     before_import?;
     Ok(new_state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn env(pairs: &[(&str, &str)]) -> Environment {
+        Environment::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(Path::new("config.json"), text).unwrap()
+    }
+
+    #[test]
+    fn credentials_come_from_env_then_parameters() {
+        let params = config(
+            r##"{"parameters": {"#storage_token": "param-token-1", "storage_url": "param.example.com"}}"##,
+        );
+        let access = StorageAccess::from_env(
+            &env(&[
+                ("KBC_TOKEN", "env-token-1"),
+                ("KBC_URL", "https://env.example.com"),
+            ]),
+            &params,
+        );
+        let (url, token) = access.credentials.clone().unwrap();
+        assert_eq!(
+            (url.as_str(), token.as_str()),
+            ("https://env.example.com", "env-token-1")
+        );
+
+        let access = StorageAccess::from_env(&env(&[]), &params);
+        let (url, token) = access.credentials.clone().unwrap();
+        assert_eq!(
+            (url.as_str(), token.as_str()),
+            ("https://param.example.com", "param-token-1")
+        );
+
+        // A parameter token without its URL borrows the forwarded URL.
+        let token_only = config(r##"{"parameters": {"#storage_token": "param-token-2"}}"##);
+        let access =
+            StorageAccess::from_env(&env(&[("KBC_URL", "http://127.0.0.1:9")]), &token_only);
+        assert_eq!(access.credentials.unwrap().0, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn no_token_is_a_user_error_naming_every_way_to_give_one() {
+        let access = StorageAccess::from_env(&env(&[]), &config("{}"));
+        let err = access.client("the export step").unwrap_err();
+        assert_eq!(crate::error::classify(&err), crate::error::ErrorClass::User);
+        let text = err.to_string();
+        for name in [
+            "KBC_TOKEN",
+            "KBC_URL",
+            "KEBOOLA_TOKEN",
+            "KEBOOLA_STACK_URL",
+            "#storage_token",
+            "storage_url",
+        ] {
+            assert!(text.contains(name), "{name} missing in: {text}");
+        }
+    }
 }

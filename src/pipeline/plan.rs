@@ -76,6 +76,9 @@ pub struct OutputPlan {
     pub primary_key: Vec<String>,
     /// Columns of a header-less file (legacy `columns`, or `schema` without `has_header`).
     pub headless_columns: Option<Vec<String>>,
+    /// The header a headed file must have: the `schema` column names, in order (the platform skips the
+    /// header line and maps the values by the schema's order).
+    pub expected_header: Option<Vec<String>>,
     pub delimiter: String,
     pub enclosure: String,
     pub delete_where: Vec<DeleteRule>,
@@ -201,6 +204,17 @@ pub fn plan_outputs(
     for file in files.iter().filter(|f| !seen.contains(*f)) {
         plans.push(plan_one(config, out_tables, file, None)?);
     }
+    // Two files loading one table at once would race (and a full load would drop the other's rows).
+    let mut by_destination: std::collections::BTreeMap<&str, &str> = Default::default();
+    for p in &plans {
+        if let Some(other) = by_destination.insert(&p.destination, &p.source) {
+            return user_err(format!(
+                "output tables {other} and {} both go to {}; combine them in the SQL or give them \
+                 different destinations",
+                p.source, p.destination
+            ));
+        }
+    }
     Ok(plans)
 }
 
@@ -304,6 +318,10 @@ fn plan_one(
         (None, Some(cols)) if !cols.is_empty() => Some(cols.clone()),
         _ => None,
     };
+    let expected_header = match &schema_names {
+        Some(names) if headless_columns.is_none() => Some(names.clone()),
+        _ => None,
+    };
     if sliced && headless_columns.is_none() {
         return user_err(format!(
             "sliced output {source} needs its columns: set `columns` (or `schema`) in its manifest or mapping, \
@@ -365,6 +383,7 @@ fn plan_one(
         incremental: merged.incremental.unwrap_or(false),
         primary_key,
         headless_columns,
+        expected_header,
         delimiter: merged
             .delimiter
             .clone()
@@ -515,6 +534,55 @@ mod tests {
         assert_eq!(
             plan_outputs(&with_bucket, out, false).unwrap()[0].destination,
             "out.c-def.z"
+        );
+    }
+
+    #[test]
+    fn schema_manifest_decides_header_handling() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("h.csv"), "\"id\"\n").unwrap();
+        std::fs::write(
+            out.join("h.csv.manifest"),
+            r#"{"destination": "out.c-a.h", "has_header": true,
+                "schema": [{"name": "id", "primary_key": true}, {"name": "v"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(out.join("n.csv"), "\"1\",\"x\"\n").unwrap();
+        std::fs::write(
+            out.join("n.csv.manifest"),
+            r#"{"destination": "out.c-a.n", "schema": [{"name": "id"}, {"name": "v"}]}"#,
+        )
+        .unwrap();
+        let plans = plan_outputs(&config("{}"), out, false).unwrap();
+        assert_eq!(
+            plans[0].expected_header,
+            Some(vec!["id".to_owned(), "v".to_owned()])
+        );
+        assert_eq!(plans[0].headless_columns, None);
+        assert_eq!(plans[0].primary_key, ["id"]);
+        // Without has_header the platform reads the first line as data: the file is header-less.
+        assert_eq!(
+            plans[1].headless_columns,
+            Some(vec!["id".to_owned(), "v".to_owned()])
+        );
+        assert_eq!(plans[1].expected_header, None);
+    }
+
+    #[test]
+    fn two_files_for_one_destination_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "\"x\"\n").unwrap();
+        std::fs::write(dir.path().join("b.csv"), "\"x\"\n").unwrap();
+        let c = config(
+            r#"{"storage": {"output": {"tables": [{"source": "a.csv", "destination": "out.c-b.t"},
+                {"source": "b.csv", "destination": "out.c-b.t"}]}}}"#,
+        );
+        let err = plan_outputs(&c, dir.path(), false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a.csv and b.csv both go to out.c-b.t"),
+            "{err}"
         );
     }
 
