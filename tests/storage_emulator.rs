@@ -727,3 +727,40 @@ async fn an_interrupted_cli_export_leaves_nothing_behind() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_above_one_part_upload_as_s3_multipart() {
+    let s = stack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.csv");
+    // About 10 MB uncompressed and sent as is: more than one 8 MiB part.
+    let mut csv = String::from("\"id\",\"payload\"\n");
+    for i in 0..200_000u64 {
+        csv.push_str(&format!(
+            "\"{i}\",\"{:040x}\"\n",
+            i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ));
+    }
+    assert!(csv.len() > 9 * 1024 * 1024);
+    std::fs::write(&path, &csv).unwrap();
+    let file_id = s
+        .client
+        .upload_file(
+            &path,
+            &UploadOptions {
+                gzip: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.client.create_bucket("in", "main").await.unwrap();
+    let table = s
+        .client
+        .create_table("in.c-main", "big", file_id, &CreateTableOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(table.rows_count, 200_000);
+    let dump = s.emu.dump_table("in.c-main.big").await.unwrap().unwrap();
+    assert_eq!(rows(dump.as_bytes()), rows(csv.as_bytes()));
+}
