@@ -160,11 +160,7 @@ impl Transport {
 
     /// Sends a call, retrying as the policy allows; returns the first success response (body unread).
     pub async fn send(&self, call: &Call) -> Result<reqwest::Response, Error> {
-        match self.exchange(call, false).await? {
-            Answer::Streamed(resp) => Ok(resp),
-            // Not produced when `read_body` is false; kept total rather than panicking.
-            Answer::Read(bytes) => Ok(reqwest::Response::from(axum::http::Response::new(bytes))),
-        }
+        self.exchange(call, |resp| async move { Ok(resp) }).await
     }
 
     /// Sends a call and reads the whole answer, retrying as the policy allows. The body is read inside
@@ -172,20 +168,16 @@ impl Transport {
     /// idempotent calls and reported as "may have been applied" for job-creating ones (found by
     /// `tests/faults.rs`: `import/reset-mid-job-poll`, `import/reset-after-import-queued`).
     async fn send_read(&self, call: &Call) -> Result<bytes::Bytes, Error> {
-        match self.exchange(call, true).await? {
-            Answer::Read(bytes) => Ok(bytes),
-            // Not produced when `read_body` is true; kept total rather than panicking.
-            Answer::Streamed(resp) => resp.bytes().await.map_err(|e| Error::Transport {
-                method: call.method.to_string(),
-                path: self.api_path(call),
-                message: format!("reading the response: {}", describe_reqwest(&e)),
-                attempts: 1,
-                elapsed: Duration::ZERO,
-            }),
-        }
+        self.exchange(call, |resp| resp.bytes()).await
     }
 
-    async fn exchange(&self, call: &Call, read_body: bool) -> Result<Answer, Error> {
+    /// The retry loop: sends the call, and hands a success response to `finish` (which may read its body);
+    /// a failure of either is judged by the retry policy.
+    async fn exchange<T, F, Fut>(&self, call: &Call, finish: F) -> Result<T, Error>
+    where
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T, reqwest::Error>>,
+    {
         let path = self.api_path(call);
         let url = format!("{}{}", self.root, encode_path(&path));
         let start = Instant::now();
@@ -203,11 +195,8 @@ impl Transport {
                 req = req.json(body);
             }
             let (failure, error) = match req.send().await {
-                Ok(resp) if resp.status().is_success() && !read_body => {
-                    return Ok(Answer::Streamed(resp));
-                }
-                Ok(resp) if resp.status().is_success() => match resp.bytes().await {
-                    Ok(bytes) => return Ok(Answer::Read(bytes)),
+                Ok(resp) if resp.status().is_success() => match finish(resp).await {
+                    Ok(value) => return Ok(value),
                     Err(e) => (
                         Failure::Interrupted,
                         Error::Transport {
@@ -316,12 +305,6 @@ impl Transport {
         }
         Ok(resp)
     }
-}
-
-/// What [`Transport::exchange`] returns: the response with its body unread, or the whole body.
-enum Answer {
-    Streamed(reqwest::Response),
-    Read(bytes::Bytes),
 }
 
 /// The error for a job-creating request whose outcome is unknown.
