@@ -403,6 +403,14 @@ async fn maintenance_cut_downloads_and_broken_slices() {
             "method": "GET", "path": "/kbc-sapi-files/*_part_*", "cutAfterBytes": 100
         })))
         .unwrap();
+    // A JSON answer cut mid-body is read again (a GET is safe to repeat).
+    s.emu
+        .add_fault(fault(serde_json::json!({
+            "method": "GET", "path": "/v2/storage/tables/in.c-main.t", "cutAfterBytes": 10
+        })))
+        .unwrap();
+    let table = s.client.get_table("in.c-main.t").await.unwrap().unwrap();
+    assert_eq!(table.columns, vec!["id", "text", "note"]);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("t.csv");
     let started = std::time::Instant::now();
@@ -670,4 +678,89 @@ async fn the_cli_imports_creates_and_reports_job_errors_as_user_errors() {
     );
     assert!(err(&rejected).contains("out.c-new.t"), "{}", err(&rejected));
     assert!(!err(&rejected).contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_cli_export_leaves_nothing_behind() {
+    let s = stack().await;
+    s.emu
+        .seed_table("in.c-main.t", hard_csv(1000).as_bytes(), &[])
+        .await
+        .unwrap();
+    // Slow slice downloads, so the signal arrives mid-transfer.
+    s.emu
+        .add_fault(fault(serde_json::json!({
+            "method": "GET", "path": "/kbc-sapi-files/*_part_*", "delayMs": 20000, "times": 10
+        })))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("t.csv");
+    let url = s.emu.url();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
+        .args(["tables", "export", "in.c-main.t", "-o"])
+        .arg(&dest)
+        .env("KBC_URL", &url)
+        .env("KBC_TOKEN", TOKEN)
+        .env("AWS_ENDPOINT_URL_S3", &url)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the download has started (its temporary folder exists), then stop the process.
+    let mut started = false;
+    for _ in 0..100 {
+        if std::fs::read_dir(dir.path()).unwrap().next().is_some() {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started, "the export never started downloading");
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_above_one_part_upload_as_s3_multipart() {
+    let s = stack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.csv");
+    // About 10 MB uncompressed and sent as is: more than one 8 MiB part.
+    let mut csv = String::from("\"id\",\"payload\"\n");
+    for i in 0..200_000u64 {
+        csv.push_str(&format!(
+            "\"{i}\",\"{:040x}\"\n",
+            i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ));
+    }
+    assert!(csv.len() > 9 * 1024 * 1024);
+    std::fs::write(&path, &csv).unwrap();
+    let file_id = s
+        .client
+        .upload_file(
+            &path,
+            &UploadOptions {
+                gzip: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.client.create_bucket("in", "main").await.unwrap();
+    let table = s
+        .client
+        .create_table("in.c-main", "big", file_id, &CreateTableOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(table.rows_count, 200_000);
+    let dump = s.emu.dump_table("in.c-main.big").await.unwrap().unwrap();
+    assert_eq!(rows(dump.as_bytes()), rows(csv.as_bytes()));
 }

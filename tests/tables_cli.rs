@@ -74,6 +74,17 @@ async fn missing_token_and_bad_ids_are_user_errors() {
         "{}",
         stderr(&out)
     );
+    let out = run(
+        &["export", "in.c-main.t", "-o", "/nonexistent-folder/t.csv"],
+        &[("KBC_URL", "http://127.0.0.1:9"), ("KBC_TOKEN", TOKEN)],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("folder /nonexistent-folder does not exist"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,6 +289,23 @@ pub fn parse_where(filter: &str) -> Result<crate::storage::WhereFilter, UserErro
 
 async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
     split_table_id(&args.table_id)?;
+    // A destination in a folder that does not exist is the user's to fix; say so before any job runs.
+    let target = match (&args.keep_slices, args.output.as_deref()) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(file)) if file != "-" => Some(PathBuf::from(file)),
+        _ => None,
+    };
+    if let Some(parent) = target
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        crate::user_bail!(
+            "cannot write the export: folder {} does not exist",
+            parent.display()
+        );
+    }
     let options = ExportOptions {
         columns: args
             .columns

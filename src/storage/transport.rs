@@ -79,7 +79,8 @@ pub(crate) struct Transport {
     http: reqwest::Client,
     /// `https://connection.keboola.com`, without a trailing slash.
     root: String,
-    token: Secret,
+    /// The token as a header value marked sensitive, so HTTP-layer debug output never shows it.
+    token: reqwest::header::HeaderValue,
     branch: Option<String>,
     policy: RetryPolicy,
 }
@@ -106,6 +107,14 @@ impl Transport {
         if config.token.is_empty() {
             return Err(Error::Invalid("the Storage API token is empty".into()));
         }
+        let mut token =
+            reqwest::header::HeaderValue::from_str(config.token.expose()).map_err(|_| {
+                Error::Invalid(
+                    "the Storage API token contains characters that cannot be sent in an HTTP header"
+                        .into(),
+                )
+            })?;
+        token.set_sensitive(true);
         if let Some(b) = &config.branch
             && (b.is_empty()
                 || !b
@@ -127,7 +136,7 @@ impl Transport {
         Ok(Transport {
             http,
             root,
-            token: config.token,
+            token,
             branch: config.branch,
             policy: config.retry,
         })
@@ -151,11 +160,7 @@ impl Transport {
 
     /// Sends a call, retrying as the policy allows; returns the first success response (body unread).
     pub async fn send(&self, call: &Call) -> Result<reqwest::Response, Error> {
-        match self.exchange(call, false).await? {
-            Answer::Streamed(resp) => Ok(resp),
-            // Not produced when `read_body` is false; kept total rather than panicking.
-            Answer::Read(bytes) => Ok(reqwest::Response::from(axum::http::Response::new(bytes))),
-        }
+        self.exchange(call, |resp| async move { Ok(resp) }).await
     }
 
     /// Sends a call and reads the whole answer, retrying as the policy allows. The body is read inside
@@ -163,20 +168,16 @@ impl Transport {
     /// idempotent calls and reported as "may have been applied" for job-creating ones (found by
     /// `tests/faults.rs`: `import/reset-mid-job-poll`, `import/reset-after-import-queued`).
     async fn send_read(&self, call: &Call) -> Result<bytes::Bytes, Error> {
-        match self.exchange(call, true).await? {
-            Answer::Read(bytes) => Ok(bytes),
-            // Not produced when `read_body` is true; kept total rather than panicking.
-            Answer::Streamed(resp) => resp.bytes().await.map_err(|e| Error::Transport {
-                method: call.method.to_string(),
-                path: self.api_path(call),
-                message: format!("reading the response: {}", describe_reqwest(&e)),
-                attempts: 1,
-                elapsed: Duration::ZERO,
-            }),
-        }
+        self.exchange(call, |resp| resp.bytes()).await
     }
 
-    async fn exchange(&self, call: &Call, read_body: bool) -> Result<Answer, Error> {
+    /// The retry loop: sends the call, and hands a success response to `finish` (which may read its body);
+    /// a failure of either is judged by the retry policy.
+    async fn exchange<T, F, Fut>(&self, call: &Call, finish: F) -> Result<T, Error>
+    where
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T, reqwest::Error>>,
+    {
         let path = self.api_path(call);
         let url = format!("{}{}", self.root, encode_path(&path));
         let start = Instant::now();
@@ -185,7 +186,7 @@ impl Transport {
             let mut req = self
                 .http
                 .request(call.method.clone(), &url)
-                .header("X-StorageApi-Token", self.token.expose())
+                .header("X-StorageApi-Token", self.token.clone())
                 .header(reqwest::header::ACCEPT_ENCODING, "gzip");
             if !call.query.is_empty() {
                 req = req.query(&call.query);
@@ -194,11 +195,8 @@ impl Transport {
                 req = req.json(body);
             }
             let (failure, error) = match req.send().await {
-                Ok(resp) if resp.status().is_success() && !read_body => {
-                    return Ok(Answer::Streamed(resp));
-                }
-                Ok(resp) if resp.status().is_success() => match resp.bytes().await {
-                    Ok(bytes) => return Ok(Answer::Read(bytes)),
+                Ok(resp) if resp.status().is_success() => match finish(resp).await {
+                    Ok(value) => return Ok(value),
                     Err(e) => (
                         Failure::Interrupted,
                         Error::Transport {
@@ -257,16 +255,7 @@ impl Transport {
                     retries += 1;
                 }
                 Decision::GiveUp => return Err(error),
-                Decision::MaybeApplied => {
-                    return Err(Error::MaybeApplied {
-                        method: call.method.to_string(),
-                        path,
-                        reason: error.to_string(),
-                        hint: call.maybe_applied_hint.clone().unwrap_or_else(|| {
-                            "check the project's Storage jobs (GET /v2/storage/jobs) before running again".into()
-                        }),
-                    });
-                }
+                Decision::MaybeApplied => return Err(maybe_applied(call, path, &error)),
             }
         }
     }
@@ -318,10 +307,16 @@ impl Transport {
     }
 }
 
-/// What [`Transport::exchange`] returns: the response with its body unread, or the whole body.
-enum Answer {
-    Streamed(reqwest::Response),
-    Read(bytes::Bytes),
+/// The error for a job-creating request whose outcome is unknown.
+fn maybe_applied(call: &Call, path: String, error: &Error) -> Error {
+    Error::MaybeApplied {
+        method: call.method.to_string(),
+        path,
+        reason: error.to_string(),
+        hint: call.maybe_applied_hint.clone().unwrap_or_else(|| {
+            "check the project's Storage jobs (GET /v2/storage/jobs) before running again".into()
+        }),
+    }
 }
 
 /// Parses JSON, naming the key path where the shape differs from what we expect.
@@ -465,7 +460,7 @@ mod tests {
     fn paths_are_branch_aware_except_jobs() {
         let t = Transport::new(TransportConfig {
             url: "https://c.keboola.com".into(),
-            token: Secret::new("t"),
+            token: Secret::new("tok-0123456789-secret"),
             branch: Some("123".into()),
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(1),
@@ -484,6 +479,15 @@ mod tests {
             encode_path("/v2/storage/tables/in.c-a.b/columns/a b"),
             "/v2/storage/tables/in.c-a.b/columns/a%20b"
         );
-        assert!(!format!("{t:?}").contains("token: Secret(\"t\")"));
+        assert!(!format!("{t:?}").contains("0123456789-secret"));
+        let bad = TransportConfig {
+            url: "https://c.keboola.com".into(),
+            token: Secret::new("line\nbreak"),
+            branch: None,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        };
+        assert!(Transport::new(bad).unwrap_err().is_user());
     }
 }
