@@ -57,10 +57,15 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
         "SET temp_directory = {}",
         sql_string(&tmp.path().to_string_lossy())
     )];
-    if let Some(t) = job.threads {
+    // Parameters win; otherwise the container's limits, which DuckDB may not see on its own.
+    if let Some(t) = job.threads.or_else(cgroup_cpus) {
         settings.push(format!("SET threads = {t}"));
     }
-    if let Some(m) = &job.memory_limit {
+    let memory = job
+        .memory_limit
+        .clone()
+        .or_else(|| cgroup_memory_bytes().map(|b| format!("{}MB", duckdb_memory_mb(b))));
+    if let Some(m) = &memory {
         settings.push(format!("SET memory_limit = {}", sql_string(m)));
     }
     for s in &settings {
@@ -141,6 +146,48 @@ fn write_always_outputs(conn: &duckdb::Connection, job: &TransformJob) {
             }
         }
     }
+}
+
+/// The container's memory limit (cgroup v2, then v1); `None` when unlimited or unknown.
+fn cgroup_memory_bytes() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let value = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))?;
+    let bytes = value.trim().parse::<u64>().ok()?;
+    // "max" does not parse; v1 writes a huge number for "no limit".
+    (bytes < 1 << 50).then_some(bytes)
+}
+
+/// DuckDB's share of a memory limit: leave 256 MB to the rest of the process (the Storage client's
+/// buffers, the runtime), but never less than half of the limit.
+fn duckdb_memory_mb(limit_bytes: u64) -> u64 {
+    let mb = limit_bytes / (1024 * 1024);
+    mb.saturating_sub(256).max(mb / 2).max(64)
+}
+
+/// The container's CPU quota in whole CPUs (cgroup v2 `cpu.max`, then v1); `None` when unlimited.
+fn cgroup_cpus() -> Option<usize> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let (quota, period) = match read("/sys/fs/cgroup/cpu.max") {
+        Some(v2) => {
+            let mut parts = v2.split_whitespace();
+            (
+                parts.next()?.parse::<f64>().ok()?,
+                parts.next()?.parse::<f64>().ok()?,
+            )
+        }
+        None => (
+            read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")?
+                .trim()
+                .parse::<f64>()
+                .ok()?,
+            read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")?
+                .trim()
+                .parse::<f64>()
+                .ok()?,
+        ),
+    };
+    (quota > 0.0 && period > 0.0).then(|| ((quota / period).ceil() as usize).max(1))
 }
 
 /// Runs blocks, codes and statements in order; the first failure stops the job and names where it was.
@@ -619,6 +666,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(column_type(&col), "DECIMAL(38,9)");
+    }
+
+    #[test]
+    fn duckdb_gets_most_of_the_container_memory() {
+        assert_eq!(duckdb_memory_mb(4096 * 1024 * 1024), 3840);
+        assert_eq!(duckdb_memory_mb(256 * 1024 * 1024), 128);
+        assert_eq!(duckdb_memory_mb(16 * 1024 * 1024), 64);
     }
 
     #[test]
