@@ -444,6 +444,48 @@ fn list_tables(conn: &duckdb::Connection) -> anyhow::Result<Vec<String>> {
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Storage column names: `[A-Za-z0-9_]` only, as the platform sanitizes them (`count_star()` →
+/// `count_star`), with a warning for each renamed column. Names that collide after sanitizing, or that are
+/// left empty, are a user error asking for an alias.
+fn storage_column_names(table: &str, columns: &[(String, String)]) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::with_capacity(columns.len());
+    for (original, _) in columns {
+        let replaced: String = original
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = replaced.trim_matches('_').to_owned();
+        if name.is_empty() {
+            return Err(UserError::new(format!(
+                "output table `{table}`: column `{original}` has no usable characters for a Storage column \
+                 name; give it an alias in the SQL (AS some_name)"
+            ))
+            .into());
+        }
+        if names.contains(&name) {
+            return Err(UserError::new(format!(
+                "output table `{table}`: two columns become `{name}` in Storage (which allows only \
+                 A-Z, a-z, 0-9 and _); give them distinct aliases in the SQL"
+            ))
+            .into());
+        }
+        if name != *original {
+            tracing::warn!(
+                "output table `{table}`: column `{original}` is written as `{name}` (Storage column names \
+                 allow only A-Z, a-z, 0-9 and _)"
+            );
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
 /// Writes one output table: `COPY` to a hidden temp name in `out/tables`, rename, then the manifest.
 fn write_output(
     conn: &duckdb::Connection,
@@ -459,8 +501,15 @@ fn write_output(
         mapping.source,
         uuid::Uuid::new_v4().simple()
     ));
+    let names = storage_column_names(table, columns)?;
+    let select: Vec<String> = columns
+        .iter()
+        .zip(&names)
+        .map(|((original, _), name)| format!("{} AS {}", ident(original), ident(name)))
+        .collect();
     let copy = format!(
-        "COPY (SELECT * FROM {}) TO {} (FORMAT CSV, HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"', FORCE_QUOTE *)",
+        "COPY (SELECT {} FROM {}) TO {} (FORMAT CSV, HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"', FORCE_QUOTE *)",
+        select.join(", "),
         ident(table),
         sql_string(&tmp.to_string_lossy())
     );
@@ -482,9 +531,10 @@ fn write_output(
         destination: options.destination.clone().filter(|d| !d.is_empty()),
         incremental: options.incremental.unwrap_or(false),
         primary_key: options.primary_key.clone().unwrap_or_default(),
-        columns: columns
+        columns: names
             .iter()
-            .map(|(n, t)| (n.clone(), Some(base_type(t).to_owned())))
+            .zip(columns)
+            .map(|(n, (_, t))| (n.clone(), Some(base_type(t).to_owned())))
             .collect(),
         sliced: false,
         write_always: options.write_always.unwrap_or(false),
@@ -673,6 +723,32 @@ mod tests {
         assert_eq!(duckdb_memory_mb(4096 * 1024 * 1024), 3840);
         assert_eq!(duckdb_memory_mb(256 * 1024 * 1024), 128);
         assert_eq!(duckdb_memory_mb(16 * 1024 * 1024), 64);
+    }
+
+    #[test]
+    fn column_names_are_sanitized_for_storage() {
+        let dir = setup();
+        run_blocking(&job(
+            dir.path(),
+            &["CREATE TABLE s AS SELECT count(*), id AS \"order id\" FROM orders GROUP BY id ORDER BY id LIMIT 1"],
+            &["s.csv"],
+        ))
+        .unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("out/tables/s.csv")).unwrap();
+        assert_eq!(csv, "\"count_star\",\"order_id\"\n\"1\",\"1\"\n");
+        let manifest =
+            std::fs::read_to_string(dir.path().join("out/tables/s.csv.manifest")).unwrap();
+        assert!(manifest.contains("\"order_id\""), "{manifest}");
+        let err = run_blocking(&job(
+            dir.path(),
+            &["CREATE TABLE d AS SELECT 1 AS \"a b\", 2 AS \"a-b\""],
+            &["d.csv"],
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("two columns become `a_b`"),
+            "{err}"
+        );
     }
 
     #[test]
