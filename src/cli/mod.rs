@@ -83,6 +83,41 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The run was stopped by SIGTERM or SIGINT (the platform stops containers with SIGTERM).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {0} before finishing; nothing was published for the unfinished work")]
+pub struct Terminated(&'static str);
+
+/// Runs `work` on `runtime` until it finishes or the process gets SIGTERM/SIGINT; see [`until_terminated`].
+pub fn block_on_until_terminated<T>(
+    runtime: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    runtime.block_on(until_terminated(work))
+}
+
+/// Awaits `work` unless SIGTERM/SIGINT comes first. On a signal the work future is dropped, so its
+/// temporary files (dropped guards) are removed and no success manifest or renamed output appears; the
+/// result is [`Terminated`], which exits 2 like any application error. Blocking work on other threads
+/// (a DuckDB query) is not waited for: the process exits right after.
+pub async fn until_terminated<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registering can only fail when the runtime has no signal driver; then just run the work.
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return work.await;
+    };
+    tokio::select! {
+        result = work => result,
+        _ = term.recv() => Err(Terminated("SIGTERM").into()),
+        _ = int.recv() => Err(Terminated("SIGINT").into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

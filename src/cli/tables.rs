@@ -177,7 +177,7 @@ pub fn run_command(args: TablesArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(client, args.command))
+    super::block_on_until_terminated(&runtime, run(client, args.command))
 }
 
 async fn run(client: Client, command: TablesCommand) -> anyhow::Result<()> {
@@ -463,7 +463,8 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
         )
         .await;
     ticker.stop().await;
-    let file_id = file_id.with_context(|| format!("uploading {}", args.file.display()))?;
+    let file_id = file_id
+        .with_context(|| format!("uploading {} for {}", args.file.display(), args.table_id))?;
     let columns = (!columns.is_empty()).then_some(columns);
     let summary = match existing {
         Some(_) => {

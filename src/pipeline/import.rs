@@ -620,3 +620,45 @@ mod tests {
         assert_eq!(file_columns(&plan).unwrap(), ["id", "t"]);
     }
 }
+
+/// Property tests (issue 7): reading an output CSV's header never panics, whatever the bytes, and gives
+/// back exactly the names a CSV writer wrote (a UTF-8 BOM is not part of the first name).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_bytes_give_a_header_or_an_error(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            delimiter in prop_oneof![Just(","), Just(";"), Just("\t"), Just("")],
+            enclosure in prop_oneof![Just("\""), Just("'"), Just("")],
+            gz in any::<bool>(),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            // A `.gz` name with plain bytes exercises the decoder's error path too.
+            let path = d.path().join(if gz { "t.csv.gz" } else { "t.csv" });
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = read_header(&path, delimiter, enclosure);
+        }
+
+        #[test]
+        fn written_header_reads_back(
+            names in prop::collection::vec("[^\u{0}\u{feff}]{1,10}", 1..8),
+            bom in any::<bool>(),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("t.csv");
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(&names).unwrap();
+            w.write_record(names.iter().map(|_| "v")).unwrap();
+            let mut bytes = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
+            bytes.extend(w.into_inner().unwrap());
+            std::fs::write(&path, &bytes).unwrap();
+            prop_assert_eq!(read_header(&path, ",", "\"").unwrap(), names);
+        }
+    }
+}

@@ -59,7 +59,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let local = match &args.local_stack {
             Some(dir) => Some(local_stack::LocalStack::start(dir, data.root()).await?),
             None => None,
@@ -97,7 +97,11 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
             saved?;
         }
         result
-    })
+    });
+    // After a SIGTERM a DuckDB query may still run on a blocking thread; dropping the runtime would wait
+    // for it (found by tests/faults.rs sigterm_during_transform). The process exits right after this.
+    runtime.shutdown_background();
+    result
 }
 
 /// Where Storage is and how to reach it; the client is made on first use, so runs that never touch
@@ -200,7 +204,9 @@ async fn run_job(ctx: &Context) -> anyhow::Result<()> {
         }
     );
     let mut reports = Vec::new();
-    let result = run_steps(ctx, steps, &state, &mut reports).await;
+    // SIGTERM drops the steps (their temporary files with them) and takes the failure path below, so
+    // the previous state is written back and nothing half-done is published.
+    let result = crate::cli::until_terminated(run_steps(ctx, steps, &state, &mut reports)).await;
     if !reports.is_empty() {
         tracing::info!("summary:\n{}", report::summary(&reports));
     }

@@ -75,12 +75,22 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
 
     let views = discover_inputs(&job.in_tables)?;
     for view in &views {
+        // DuckDB reads an empty file as one column named `column0`, which would then be loaded into
+        // Storage; a CSV without even a header row is a broken input (tests/bad_input.rs).
+        if !view.sliced && std::fs::metadata(&view.path).is_ok_and(|m| m.len() == 0) {
+            return Err(UserError::new(format!(
+                "input table {} is empty: a CSV needs at least a header row",
+                view.path.display()
+            ))
+            .into());
+        }
         let sql = view_sql(view);
         conn.execute_batch(&sql).map_err(|e| {
             UserError::new(format!(
-                "cannot read input table {} as view \"{}\": {e}",
+                "cannot read input table {} as view \"{}\": {}",
                 view.path.display(),
-                view.name
+                view.name,
+                first_paragraph(&e.to_string())
             ))
         })?;
         tracing::info!(
@@ -365,6 +375,22 @@ pub fn base_type(duckdb: &str) -> &'static str {
         _ if t.starts_with("TIMESTAMP") => "TIMESTAMP",
         _ => "STRING",
     }
+}
+
+/// DuckDB's CSV errors go on for 25 lines (its reader options, "possible solutions" naming options
+/// the user cannot set here); the first paragraph says what is wrong and where.
+fn first_paragraph(message: &str) -> &str {
+    let end = [
+        "\n\n",
+        "\nThe search space",
+        "\nPossible fix",
+        "\nPossible Solution",
+    ]
+    .iter()
+    .filter_map(|m| message.find(m))
+    .min()
+    .unwrap_or(message.len());
+    message[..end].trim_end()
 }
 
 /// The `CREATE VIEW` for one input: RFC CSV (`,`, `"` doubled inside values), as the platform writes it.

@@ -149,8 +149,34 @@ impl Transport {
         }
     }
 
-    /// Sends a call, retrying as the policy allows; returns the first success response.
+    /// Sends a call, retrying as the policy allows; returns the first success response (body unread).
     pub async fn send(&self, call: &Call) -> Result<reqwest::Response, Error> {
+        match self.exchange(call, false).await? {
+            Answer::Streamed(resp) => Ok(resp),
+            // Not produced when `read_body` is false; kept total rather than panicking.
+            Answer::Read(bytes) => Ok(reqwest::Response::from(axum::http::Response::new(bytes))),
+        }
+    }
+
+    /// Sends a call and reads the whole answer, retrying as the policy allows. The body is read inside
+    /// the retry loop: a connection reset mid-body is an interrupted exchange like any other, retried for
+    /// idempotent calls and reported as "may have been applied" for job-creating ones (found by
+    /// `tests/faults.rs`: `import/reset-mid-job-poll`, `import/reset-after-import-queued`).
+    async fn send_read(&self, call: &Call) -> Result<bytes::Bytes, Error> {
+        match self.exchange(call, true).await? {
+            Answer::Read(bytes) => Ok(bytes),
+            // Not produced when `read_body` is true; kept total rather than panicking.
+            Answer::Streamed(resp) => resp.bytes().await.map_err(|e| Error::Transport {
+                method: call.method.to_string(),
+                path: self.api_path(call),
+                message: format!("reading the response: {}", describe_reqwest(&e)),
+                attempts: 1,
+                elapsed: Duration::ZERO,
+            }),
+        }
+    }
+
+    async fn exchange(&self, call: &Call, read_body: bool) -> Result<Answer, Error> {
         let path = self.api_path(call);
         let url = format!("{}{}", self.root, encode_path(&path));
         let start = Instant::now();
@@ -168,7 +194,22 @@ impl Transport {
                 req = req.json(body);
             }
             let (failure, error) = match req.send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) if resp.status().is_success() && !read_body => {
+                    return Ok(Answer::Streamed(resp));
+                }
+                Ok(resp) if resp.status().is_success() => match resp.bytes().await {
+                    Ok(bytes) => return Ok(Answer::Read(bytes)),
+                    Err(e) => (
+                        Failure::Interrupted,
+                        Error::Transport {
+                            method: call.method.to_string(),
+                            path: path.clone(),
+                            message: format!("reading the response: {}", describe_reqwest(&e)),
+                            attempts: retries + 1,
+                            elapsed: start.elapsed(),
+                        },
+                    ),
+                },
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = resp
@@ -232,15 +273,8 @@ impl Transport {
 
     /// Sends a call and parses the JSON answer.
     pub async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, Error> {
-        let resp = self.send(call).await?;
+        let bytes = self.send_read(call).await?;
         let what = format!("{} {}", call.method, self.api_path(call));
-        let bytes = resp.bytes().await.map_err(|e| Error::Transport {
-            method: call.method.to_string(),
-            path: self.api_path(call),
-            message: format!("reading the response: {}", describe_reqwest(&e)),
-            attempts: 1,
-            elapsed: Duration::ZERO,
-        })?;
         decode(&what, &bytes)
     }
 
@@ -255,14 +289,8 @@ impl Transport {
 
     /// Sends a call and returns the body as text.
     pub async fn text(&self, call: &Call) -> Result<String, Error> {
-        let resp = self.send(call).await?;
-        resp.text().await.map_err(|e| Error::Transport {
-            method: call.method.to_string(),
-            path: self.api_path(call),
-            message: format!("reading the response: {}", describe_reqwest(&e)),
-            attempts: 1,
-            elapsed: Duration::ZERO,
-        })
+        let bytes = self.send_read(call).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// A plain GET of a presigned URL (no token), streamed; used when a file has no cloud credentials.
@@ -288,6 +316,12 @@ impl Transport {
         }
         Ok(resp)
     }
+}
+
+/// What [`Transport::exchange`] returns: the response with its body unread, or the whole body.
+enum Answer {
+    Streamed(reqwest::Response),
+    Read(bytes::Bytes),
 }
 
 /// Parses JSON, naming the key path where the shape differs from what we expect.
