@@ -453,9 +453,15 @@ pub fn sql_string(value: &str) -> String {
 
 /// The columns of a table or view with their DuckDB types; empty when it does not exist.
 fn table_columns(conn: &duckdb::Connection, table: &str) -> anyhow::Result<Vec<(String, String)>> {
+    // DuckDB resolves names case-insensitively, temporary tables first; the lookup does the same, so
+    // `Summary.csv` finds a table created as `summary` and one table's columns are never mixed with
+    // another's of the same name.
     let mut stmt = conn.prepare(
-        "SELECT column_name, data_type FROM information_schema.columns \
-         WHERE table_name = ? ORDER BY ordinal_position",
+        "WITH t AS (SELECT table_catalog AS c, table_schema AS s, table_name AS n \
+                    FROM information_schema.tables WHERE lower(table_name) = lower(?) \
+                    ORDER BY (table_catalog = 'temp') DESC, table_schema = 'main' DESC LIMIT 1) \
+         SELECT column_name, data_type FROM information_schema.columns, t \
+         WHERE table_catalog = t.c AND table_schema = t.s AND table_name = t.n ORDER BY ordinal_position",
     )?;
     let rows = stmt.query_map([table], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -775,6 +781,25 @@ mod tests {
             err.to_string().contains("two columns become `a_b`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn output_lookup_ignores_case_and_prefers_temp_tables() {
+        let dir = setup();
+        run_blocking(&job(
+            dir.path(),
+            &[
+                "CREATE TABLE Summary AS SELECT 1 AS a",
+                "CREATE TEMP TABLE summary2 AS SELECT 2 AS b",
+                "CREATE TABLE main.summary2 AS SELECT 3 AS c, 4 AS d",
+            ],
+            &["summary.csv", "SUMMARY2.csv"],
+        ))
+        .unwrap();
+        let read =
+            |f: &str| std::fs::read_to_string(dir.path().join("out/tables").join(f)).unwrap();
+        assert_eq!(read("summary.csv"), "\"a\"\n\"1\"\n");
+        assert_eq!(read("SUMMARY2.csv"), "\"b\"\n\"2\"\n");
     }
 
     #[test]
