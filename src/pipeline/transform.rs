@@ -127,6 +127,8 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
             ))
             .into());
         }
+        // Names Storage would reject fail here too, before any output is written.
+        storage_column_names(&table, &columns)?;
         outputs.push((mapping, table, columns));
     }
     let mut reports = Vec::new();
@@ -477,8 +479,8 @@ fn list_tables(conn: &duckdb::Connection) -> anyhow::Result<Vec<String>> {
 }
 
 /// Storage column names: `[A-Za-z0-9_]` only, as the platform sanitizes them (`count_star()` →
-/// `count_star`), with a warning for each renamed column. Names that collide after sanitizing, or that are
-/// left empty, are a user error asking for an alias.
+/// `count_star`). Names that collide after sanitizing, or that are left empty, are a user error asking
+/// for an alias.
 fn storage_column_names(table: &str, columns: &[(String, String)]) -> anyhow::Result<Vec<String>> {
     let mut names: Vec<String> = Vec::with_capacity(columns.len());
     for (original, _) in columns {
@@ -507,12 +509,6 @@ fn storage_column_names(table: &str, columns: &[(String, String)]) -> anyhow::Re
             ))
             .into());
         }
-        if name != *original {
-            tracing::warn!(
-                "output table `{table}`: column `{original}` is written as `{name}` (Storage column names \
-                 allow only A-Z, a-z, 0-9 and _)"
-            );
-        }
         names.push(name);
     }
     Ok(names)
@@ -534,6 +530,14 @@ fn write_output(
         uuid::Uuid::new_v4().simple()
     ));
     let names = storage_column_names(table, columns)?;
+    for ((original, _), name) in columns.iter().zip(&names) {
+        if name != original {
+            tracing::warn!(
+                "output table `{table}`: column `{original}` is written as `{name}` (Storage column names \
+                 allow only A-Z, a-z, 0-9 and _)"
+            );
+        }
+    }
     let select: Vec<String> = columns
         .iter()
         .zip(&names)
