@@ -210,6 +210,11 @@ async fn run_job(ctx: &Context) -> anyhow::Result<()> {
             ""
         }
     );
+    if ctx.config.parameters.debug == Some(true) {
+        tracing::info!(
+            "parameters.debug is accepted as the DuckDB transformation has it; for debug logs set KBC_RUNNER_LOG=debug"
+        );
+    }
     let mut reports = Vec::new();
     // SIGTERM drops the steps (their temporary files with them) and takes the failure path below, so
     // the previous state is written back and nothing half-done is published.
