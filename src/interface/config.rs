@@ -489,7 +489,8 @@ pub struct Parameters {
     /// Accepted for DuckDB transformation compatibility: input types always come from the manifest.
     #[serde(default)]
     pub dtypes_infer: Option<bool>,
-    /// Accepted for DuckDB transformation compatibility: SQL is always checked before anything runs.
+    /// Accepted for DuckDB transformation compatibility: statements run in order and the first error
+    /// stops the job, naming the block, code and statement.
     #[serde(default)]
     pub syntax_check_on_startup: Option<bool>,
     /// Accepted for DuckDB transformation compatibility: the DuckDB version is the one built in.

@@ -200,3 +200,37 @@ pub fn input_manifest(table: &Table, columns: &[String]) -> InputManifest {
         schema: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_manifest_has_the_platform_fields_and_the_exported_columns() {
+        let table = Table {
+            id: "in.c-shop.orders".into(),
+            name: "orders".into(),
+            columns: vec!["id".into(), "amount".into(), "note".into()],
+            primary_key: vec!["id".into()],
+            created: Some("2026-01-01T00:00:00+0000".into()),
+            last_import_date: Some("2026-01-02T00:00:00+0000".into()),
+            uri: Some("https://connection.keboola.com/v2/storage/tables/in.c-shop.orders".into()),
+            ..Default::default()
+        };
+        // Only the exported columns, in file order.
+        let m = input_manifest(&table, &["amount".to_owned(), "id".to_owned()]);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["id"], "in.c-shop.orders");
+        assert_eq!(json["name"], "orders");
+        assert_eq!(json["primary_key"], serde_json::json!(["id"]));
+        assert_eq!(json["columns"], serde_json::json!(["amount", "id"]));
+        assert_eq!(json["last_import_date"], "2026-01-02T00:00:00+0000");
+        assert_eq!(json["metadata"], serde_json::json!([]));
+        assert_eq!(
+            json["column_metadata"],
+            serde_json::json!({"amount": [], "id": []})
+        );
+        // No columns reported: the table's.
+        assert_eq!(input_manifest(&table, &[]).columns, table.columns);
+    }
+}

@@ -479,6 +479,18 @@ async fn align_primary_key(
     if current == sorted_wanted {
         return Ok(());
     }
+    // A key over a column the table does not have yet needs that column first (the load would add it,
+    // but only after the key change).
+    for column in wanted.iter().filter(|c| !table.columns.contains(c)) {
+        client
+            .add_column(&table.id, column)
+            .await
+            .with_context(|| format!("adding the primary key column `{column}` to {}", table.id))?;
+        tracing::info!(
+            "{}: added column `{column}` for the new primary key",
+            table.id
+        );
+    }
     tracing::warn!(
         "{}: changing the primary key from [{}] to [{}] as the output mapping asks",
         table.id,

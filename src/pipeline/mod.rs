@@ -110,6 +110,9 @@ pub struct StorageAccess {
     credentials: Option<(String, String)>,
     /// The S3 endpoint of an emulator (the local stack); otherwise the client's own rules apply.
     s3_endpoint: Option<String>,
+    /// `KBC_BRANCHID`: Storage requests go to that branch (the platform sets it for the default branch
+    /// too, whose id the branch-aware endpoints accept).
+    branch: Option<String>,
     job_timeout: Duration,
     max_connections: usize,
     client: OnceLock<Client>,
@@ -131,7 +134,9 @@ impl StorageAccess {
                 .or_else(|| env.keboola_stack_url.clone())?;
             Some((crate::interface::env::normalize_url(&url), token.clone()))
         });
-        StorageAccess::new(from_env.or(from_params), config)
+        let mut access = StorageAccess::new(from_env.or(from_params), config);
+        access.branch = env.branch_id.clone();
+        access
     }
 
     fn new(credentials: Option<(String, String)>, config: &Config) -> StorageAccess {
@@ -141,6 +146,7 @@ impl StorageAccess {
         StorageAccess {
             credentials,
             s3_endpoint: None,
+            branch: None,
             job_timeout: Duration::from_secs(config.parameters.job_timeout_seconds.unwrap_or(3600)),
             max_connections: config.parameters.concurrency() * 4,
             client: OnceLock::new(),
@@ -179,6 +185,7 @@ impl StorageAccess {
         if let Some(endpoint) = &self.s3_endpoint {
             config.endpoints.s3 = Some(endpoint.clone());
         }
+        config.branch = self.branch.clone();
         let client = Client::new(config).context("setting up the Storage API client")?;
         Ok(self.client.get_or_init(|| client))
     }
@@ -203,6 +210,11 @@ async fn run_job(ctx: &Context) -> anyhow::Result<()> {
             ""
         }
     );
+    if ctx.config.parameters.debug == Some(true) {
+        tracing::info!(
+            "parameters.debug is accepted as the DuckDB transformation has it; for debug logs set KBC_RUNNER_LOG=debug"
+        );
+    }
     let mut reports = Vec::new();
     // SIGTERM drops the steps (their temporary files with them) and takes the failure path below, so
     // the previous state is written back and nothing half-done is published.
@@ -344,7 +356,8 @@ mod tests {
             ("https://env.example.com", "env-token-1")
         );
 
-        let access = StorageAccess::from_env(&env(&[]), &params);
+        let access = StorageAccess::from_env(&env(&[("KBC_BRANCHID", "123")]), &params);
+        assert_eq!(access.branch.as_deref(), Some("123"));
         let (url, token) = access.credentials.clone().unwrap();
         assert_eq!(
             (url.as_str(), token.as_str()),

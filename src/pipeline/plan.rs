@@ -302,7 +302,8 @@ fn plan_one(
         OutputTableOptions::default()
     };
     let empty = OutputTableOptions::default();
-    let merged = merge(mapping.unwrap_or(&empty), &manifest);
+    let mut merged = merge(mapping.unwrap_or(&empty), &manifest);
+    fold_primary_key_into_schema(source, &mut merged)?;
     merged
         .validate()
         .map_err(|m| UserError::new(format!("output table {source}: {m}")))?;
@@ -394,6 +395,44 @@ fn plan_one(
         write_always: merged.write_always.unwrap_or(false),
         has_manifest,
     })
+}
+
+/// A mapping's `primary_key` over a manifest's native-types `schema` (the UI keeps the key in the
+/// mapping): the key is marked on the schema's columns, where the schema form keeps it, instead of the two
+/// forms clashing. The mapping wins over the schema's own flags.
+fn fold_primary_key_into_schema(
+    source: &str,
+    merged: &mut OutputTableOptions,
+) -> anyhow::Result<()> {
+    let (Some(schema), Some(pk)) = (merged.schema.as_mut(), merged.primary_key.as_ref()) else {
+        return Ok(());
+    };
+    if pk.is_empty() {
+        merged.primary_key = None;
+        return Ok(());
+    }
+    let unknown: Vec<&String> = pk
+        .iter()
+        .filter(|k| !schema.iter().any(|c| &c.name == *k))
+        .collect();
+    if !unknown.is_empty() {
+        return user_err(format!(
+            "output table {source}: primary key columns not in the manifest's schema: {}",
+            unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for column in schema.iter_mut() {
+        column.primary_key = pk.contains(&column.name);
+        if column.primary_key {
+            column.nullable = false;
+        }
+    }
+    merged.primary_key = None;
+    Ok(())
 }
 
 /// The platform's destination order: mapping, manifest, a file name that is a table id (deprecated), the
@@ -582,6 +621,32 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("a.csv and b.csv both go to out.c-b.t"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mapping_primary_key_is_folded_into_a_manifest_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.csv"), "\"id\",\"v\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("t.csv.manifest"),
+            r#"{"destination": "out.c-a.t", "has_header": true,
+                "schema": [{"name": "id"}, {"name": "v", "primary_key": true}]}"#,
+        )
+        .unwrap();
+        let c = config(
+            r#"{"storage": {"output": {"tables": [{"source": "t.csv", "primary_key": ["id"]}]}}}"#,
+        );
+        let plans = plan_outputs(&c, dir.path(), false).unwrap();
+        assert_eq!(plans[0].primary_key, ["id"]);
+        let c = config(
+            r#"{"storage": {"output": {"tables": [{"source": "t.csv", "primary_key": ["nope"]}]}}}"#,
+        );
+        let err = plan_outputs(&c, dir.path(), false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not in the manifest's schema: nope"),
             "{err}"
         );
     }

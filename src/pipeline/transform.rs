@@ -57,10 +57,15 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
         "SET temp_directory = {}",
         sql_string(&tmp.path().to_string_lossy())
     )];
-    if let Some(t) = job.threads {
+    // Parameters win; otherwise the container's limits, which DuckDB may not see on its own.
+    if let Some(t) = job.threads.or_else(cgroup_cpus) {
         settings.push(format!("SET threads = {t}"));
     }
-    if let Some(m) = &job.memory_limit {
+    let memory = job
+        .memory_limit
+        .clone()
+        .or_else(|| cgroup_memory_bytes().map(|b| format!("{}MB", duckdb_memory_mb(b))));
+    if let Some(m) = &memory {
         settings.push(format!("SET memory_limit = {}", sql_string(m)));
     }
     for s in &settings {
@@ -122,6 +127,8 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
             ))
             .into());
         }
+        // Names Storage would reject fail here too, before any output is written.
+        storage_column_names(&table, &columns)?;
         outputs.push((mapping, table, columns));
     }
     let mut reports = Vec::new();
@@ -151,6 +158,48 @@ fn write_always_outputs(conn: &duckdb::Connection, job: &TransformJob) {
             }
         }
     }
+}
+
+/// The container's memory limit (cgroup v2, then v1); `None` when unlimited or unknown.
+fn cgroup_memory_bytes() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let value = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))?;
+    let bytes = value.trim().parse::<u64>().ok()?;
+    // "max" does not parse; v1 writes a huge number for "no limit".
+    (bytes < 1 << 50).then_some(bytes)
+}
+
+/// DuckDB's share of a memory limit: leave 256 MB to the rest of the process (the Storage client's
+/// buffers, the runtime), but never less than half of the limit.
+fn duckdb_memory_mb(limit_bytes: u64) -> u64 {
+    let mb = limit_bytes / (1024 * 1024);
+    mb.saturating_sub(256).max(mb / 2).max(64)
+}
+
+/// The container's CPU quota in whole CPUs (cgroup v2 `cpu.max`, then v1); `None` when unlimited.
+fn cgroup_cpus() -> Option<usize> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let (quota, period) = match read("/sys/fs/cgroup/cpu.max") {
+        Some(v2) => {
+            let mut parts = v2.split_whitespace();
+            (
+                parts.next()?.parse::<f64>().ok()?,
+                parts.next()?.parse::<f64>().ok()?,
+            )
+        }
+        None => (
+            read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")?
+                .trim()
+                .parse::<f64>()
+                .ok()?,
+            read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")?
+                .trim()
+                .parse::<f64>()
+                .ok()?,
+        ),
+    };
+    (quota > 0.0 && period > 0.0).then(|| ((quota / period).ceil() as usize).max(1))
 }
 
 /// Runs blocks, codes and statements in order; the first failure stops the job and names where it was.
@@ -406,9 +455,15 @@ pub fn sql_string(value: &str) -> String {
 
 /// The columns of a table or view with their DuckDB types; empty when it does not exist.
 fn table_columns(conn: &duckdb::Connection, table: &str) -> anyhow::Result<Vec<(String, String)>> {
+    // DuckDB resolves names case-insensitively, temporary tables first; the lookup does the same, so
+    // `Summary.csv` finds a table created as `summary` and one table's columns are never mixed with
+    // another's of the same name.
     let mut stmt = conn.prepare(
-        "SELECT column_name, data_type FROM information_schema.columns \
-         WHERE table_name = ? ORDER BY ordinal_position",
+        "WITH t AS (SELECT table_catalog AS c, table_schema AS s, table_name AS n \
+                    FROM information_schema.tables WHERE lower(table_name) = lower(?) \
+                    ORDER BY (table_catalog = 'temp') DESC, table_schema = 'main' DESC LIMIT 1) \
+         SELECT column_name, data_type FROM information_schema.columns, t \
+         WHERE table_catalog = t.c AND table_schema = t.s AND table_name = t.n ORDER BY ordinal_position",
     )?;
     let rows = stmt.query_map([table], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -421,6 +476,42 @@ fn list_tables(conn: &duckdb::Connection) -> anyhow::Result<Vec<String>> {
         conn.prepare("SELECT DISTINCT table_name FROM information_schema.tables ORDER BY 1")?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Storage column names: `[A-Za-z0-9_]` only, as the platform sanitizes them (`count_star()` →
+/// `count_star`). Names that collide after sanitizing, or that are left empty, are a user error asking
+/// for an alias.
+fn storage_column_names(table: &str, columns: &[(String, String)]) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::with_capacity(columns.len());
+    for (original, _) in columns {
+        let replaced: String = original
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = replaced.trim_matches('_').to_owned();
+        if name.is_empty() {
+            return Err(UserError::new(format!(
+                "output table `{table}`: column `{original}` has no usable characters for a Storage column \
+                 name; give it an alias in the SQL (AS some_name)"
+            ))
+            .into());
+        }
+        if names.contains(&name) {
+            return Err(UserError::new(format!(
+                "output table `{table}`: two columns become `{name}` in Storage (which allows only \
+                 A-Z, a-z, 0-9 and _); give them distinct aliases in the SQL"
+            ))
+            .into());
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// Writes one output table: `COPY` to a hidden temp name in `out/tables`, rename, then the manifest.
@@ -438,8 +529,23 @@ fn write_output(
         mapping.source,
         uuid::Uuid::new_v4().simple()
     ));
+    let names = storage_column_names(table, columns)?;
+    for ((original, _), name) in columns.iter().zip(&names) {
+        if name != original {
+            tracing::warn!(
+                "output table `{table}`: column `{original}` is written as `{name}` (Storage column names \
+                 allow only A-Z, a-z, 0-9 and _)"
+            );
+        }
+    }
+    let select: Vec<String> = columns
+        .iter()
+        .zip(&names)
+        .map(|((original, _), name)| format!("{} AS {}", ident(original), ident(name)))
+        .collect();
     let copy = format!(
-        "COPY (SELECT * FROM {}) TO {} (FORMAT CSV, HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"', FORCE_QUOTE *)",
+        "COPY (SELECT {} FROM {}) TO {} (FORMAT CSV, HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"', FORCE_QUOTE *)",
+        select.join(", "),
         ident(table),
         sql_string(&tmp.to_string_lossy())
     );
@@ -461,9 +567,10 @@ fn write_output(
         destination: options.destination.clone().filter(|d| !d.is_empty()),
         incremental: options.incremental.unwrap_or(false),
         primary_key: options.primary_key.clone().unwrap_or_default(),
-        columns: columns
+        columns: names
             .iter()
-            .map(|(n, t)| (n.clone(), Some(base_type(t).to_owned())))
+            .zip(columns)
+            .map(|(n, (_, t))| (n.clone(), Some(base_type(t).to_owned())))
             .collect(),
         sliced: false,
         write_always: options.write_always.unwrap_or(false),
@@ -645,6 +752,58 @@ mod tests {
         )
         .unwrap();
         assert_eq!(column_type(&col), "DECIMAL(38,9)");
+    }
+
+    #[test]
+    fn duckdb_gets_most_of_the_container_memory() {
+        assert_eq!(duckdb_memory_mb(4096 * 1024 * 1024), 3840);
+        assert_eq!(duckdb_memory_mb(256 * 1024 * 1024), 128);
+        assert_eq!(duckdb_memory_mb(16 * 1024 * 1024), 64);
+    }
+
+    #[test]
+    fn column_names_are_sanitized_for_storage() {
+        let dir = setup();
+        run_blocking(&job(
+            dir.path(),
+            &["CREATE TABLE s AS SELECT count(*), id AS \"order id\" FROM orders GROUP BY id ORDER BY id LIMIT 1"],
+            &["s.csv"],
+        ))
+        .unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("out/tables/s.csv")).unwrap();
+        assert_eq!(csv, "\"count_star\",\"order_id\"\n\"1\",\"1\"\n");
+        let manifest =
+            std::fs::read_to_string(dir.path().join("out/tables/s.csv.manifest")).unwrap();
+        assert!(manifest.contains("\"order_id\""), "{manifest}");
+        let err = run_blocking(&job(
+            dir.path(),
+            &["CREATE TABLE d AS SELECT 1 AS \"a b\", 2 AS \"a-b\""],
+            &["d.csv"],
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("two columns become `a_b`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn output_lookup_ignores_case_and_prefers_temp_tables() {
+        let dir = setup();
+        run_blocking(&job(
+            dir.path(),
+            &[
+                "CREATE TABLE Summary AS SELECT 1 AS a",
+                "CREATE TEMP TABLE summary2 AS SELECT 2 AS b",
+                "CREATE TABLE main.summary2 AS SELECT 3 AS c, 4 AS d",
+            ],
+            &["summary.csv", "SUMMARY2.csv"],
+        ))
+        .unwrap();
+        let read =
+            |f: &str| std::fs::read_to_string(dir.path().join("out/tables").join(f)).unwrap();
+        assert_eq!(read("summary.csv"), "\"a\"\n\"1\"\n");
+        assert_eq!(read("SUMMARY2.csv"), "\"b\"\n\"2\"\n");
     }
 
     #[test]
