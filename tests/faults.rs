@@ -465,6 +465,18 @@ fn matrix() -> Vec<Case> {
             vec![after_apply("POST", IMPORT_ASYNC, 500)],
             Storage::Applied,
         ),
+        // A proxy's 503 (Envoy: "upstream connect error or disconnect/reset before headers") can come
+        // after the backend took the request; only Keboola's maintenance 503 proves it did not.
+        ambiguous(
+            "import/proxy-503-after-apply-not-repeated",
+            ImportIncr,
+            vec![FaultRule {
+                code: Some("upstream_reset".into()),
+                message: Some("upstream connect error or disconnect/reset before headers".into()),
+                ..after_apply("POST", IMPORT_ASYNC, 503)
+            }],
+            Storage::Applied,
+        ),
         ambiguous(
             "import/504-after-apply-not-repeated",
             ImportIncr,
