@@ -478,6 +478,12 @@ fn matrix() -> Vec<Case> {
             Storage::Applied,
         ),
         ambiguous(
+            "import/create-500-after-apply-not-repeated",
+            ImportCreate,
+            vec![after_apply("POST", "*/tables-async", 500)],
+            Storage::Applied,
+        ),
+        ambiguous(
             "import/504-after-apply-not-repeated",
             ImportIncr,
             vec![after_apply("POST", IMPORT_ASYNC, 504)],
