@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "kbc-faults-token-5b1e0c9d7a";
+/// A `#` value the platform passes in `image_parameters`: never to be printed either.
+const HASH_SECRET: &str = "kbc-faults-hash-value-e41f77";
 const SRC: &str = "in.c-faults.src";
 const DST: &str = "out.c-faults.dst";
 const FRESH: &str = "out.c-faults.fresh";
@@ -685,6 +687,7 @@ fn job_config(
                 "incremental": incremental
             }]}
         },
+        "image_parameters": {"#vendor_key": HASH_SECRET},
         "parameters": {
             "#storage_token": TOKEN,
             "storage_url": url,
@@ -1108,7 +1111,7 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
         problem(format!("temporary files left in TMPDIR: {tmp_left:?}"));
     }
 
-    // Secrets: the token (also the `#storage_token` value) in output or any file the run wrote.
+    // Secrets: the token (also the `#storage_token` value) and a `#` value, in output or any file written.
     let mut places = vec![
         ("stdout".to_owned(), stdout.clone()),
         ("stderr".to_owned(), stderr.clone()),
@@ -1124,9 +1127,11 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
         }
     }
     for (name, text) in &places {
-        if text.contains(TOKEN) {
-            o.leaked += 1;
-            o.problems.push(format!("the token appears in {name}"));
+        for (what, secret) in [("the token", TOKEN), ("a # value", HASH_SECRET)] {
+            if text.contains(secret) {
+                o.leaked += 1;
+                o.problems.push(format!("{what} appears in {name}"));
+            }
         }
     }
     if !o.problems.is_empty() {
