@@ -1691,3 +1691,220 @@ async fn one_failed_s3_part_upload_then_a_retry() {
     assert_eq!(api.wait(&job).await["results"]["rowsCount"], 2);
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn jobs_cut_short_by_a_restart_end_in_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = start_at(dir.path()).await;
+    api.emu
+        .seed_table("in.c-r.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    api.emu
+        .add_fault(FaultRule {
+            job: Some("tableExport".into()),
+            hang: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, job) = api
+        .post_json("tables/in.c-r.t/export-async", json!({}))
+        .await;
+    api.emu.shutdown().await;
+    let api = start_at(dir.path()).await;
+    let (_, j) = api.get(&format!("jobs/{}", job["id"])).await;
+    assert_eq!(j["status"], "error");
+    assert_eq!(j["error"]["code"], "applicationError");
+    // The table still works.
+    let (_, out) = api.export("in.c-r.t", json!({})).await;
+    assert_eq!(out, "\"1\"\n");
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn table_metadata_round_trip() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-md.t", b"id,v\n1,a\n", &[])
+        .await
+        .unwrap();
+    let body = json!({"provider": "test", "metadata": [{"key": "k", "value": "v1"}],
+                      "columnsMetadata": {"id": [{"key": "KBC.datatype.basetype", "value": "INTEGER"}]}});
+    let (s, r) = api.post_json("tables/in.c-md.t/metadata", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["metadata"][0]["value"], "v1");
+    assert_eq!(r["columnsMetadata"]["id"][0]["provider"], "test");
+    // Same provider and key: updated, not duplicated.
+    let (_, r) = api
+        .post_json(
+            "tables/in.c-md.t/metadata",
+            json!({"provider": "test", "metadata": [{"key": "k", "value": "v2"}]}),
+        )
+        .await;
+    assert_eq!(r["metadata"].as_array().unwrap().len(), 1);
+    let (_, t) = api.get("tables/in.c-md.t").await;
+    assert_eq!(t["metadata"][0]["value"], "v2");
+    assert_eq!(t["columnMetadata"]["id"][0]["value"], "INTEGER");
+    let id = t["metadata"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .call(api.req(Method::DELETE, &format!("tables/in.c-md.t/metadata/{id}")))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("tables/in.c-md.t/metadata").await.1, json!([]));
+    let (s, e) = api
+        .post_json(
+            "tables/in.c-md.t/metadata",
+            json!({"provider": "p", "columnsMetadata": {"nope": [{"key": "a", "value": "b"}]}}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("storage.tables.validation.columnNotExists")
+        )
+    );
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn changed_since_taken_before_a_load_selects_it() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-cs.t", b"id,v\n1,a\n", &["id".to_string()])
+        .await
+        .unwrap();
+    // "now" as a client would take it right before loading, at the start of a fresh second so that the load
+    // (milliseconds later) falls into the same second: the case one-second stamps get wrong if not careful.
+    let start = chrono::Utc::now().timestamp();
+    while chrono::Utc::now().timestamp() == start {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = chrono::Utc::now().timestamp().to_string();
+    let job = api.import("in.c-cs.t", "id,v\n2,b\n", true).await;
+    assert_eq!(job["status"], "success");
+    let (_, out) = api
+        .export("in.c-cs.t", json!({"changedSince": before}))
+        .await;
+    assert!(out.contains("\"2\",\"b\""), "{out}");
+    let (_, t) = api.get("tables/in.c-cs.t").await;
+    let (_, out) = api
+        .export("in.c-cs.t", json!({"changedSince": t["lastImportDate"]}))
+        .await;
+    assert_eq!(out, "");
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_briefs_wrong_calls_get_actionable_errors() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-w.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let (s, e) = api
+        .call(
+            api.req(Method::POST, "buckets/in.c-w/tables-async?name=x")
+                .header("Content-Type", "text/csv")
+                .body("id\n1\n"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("files/prepare"),
+        "{e}"
+    );
+    let (s, e) = api
+        .post_form("tables/in.c-w.t/import-async", &[("dataString", "id\n2\n")])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"].as_str().unwrap().contains("deprecated sync"),
+        "{e}"
+    );
+    let (s, e) = api
+        .post_json("tables/in.c-w.t", json!({"primaryKey": ["id"]}))
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(e["error"].as_str().unwrap().contains("primary-key"), "{e}");
+    let (s, _) = api
+        .call(api.req(Method::GET, "tables/in.c-w.t/export-async"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    api.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn small_routes_update_list_refresh() {
+    let api = start().await;
+    api.emu
+        .seed_table("in.c-sm.t", b"id\n1\n", &[])
+        .await
+        .unwrap();
+    let (s, b) = api
+        .call(
+            api.req(Method::PUT, "buckets/in.c-sm")
+                .json(&json!({"displayName": "Small"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["displayName"].as_str()),
+        (StatusCode::OK, Some("Small"))
+    );
+    let (s, t) = api
+        .call(
+            api.req(Method::PUT, "tables/in.c-sm.t")
+                .form(&[("displayName", "Tee")]),
+        )
+        .await;
+    assert_eq!(
+        (s, t["displayName"].as_str()),
+        (StatusCode::OK, Some("Tee"))
+    );
+    let (s, e) = api
+        .call(
+            api.req(Method::PUT, "tables/in.c-sm.nope")
+                .json(&json!({"displayName": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.tables.notFound"))
+    );
+
+    let (_, j1) = api
+        .post_json("tables/in.c-sm.t/export-async", json!({}))
+        .await;
+    let (_, j2) = api
+        .post_json("tables/in.c-sm.t/export-async", json!({"columns": "id"}))
+        .await;
+    api.wait(&j1).await;
+    api.wait(&j2).await;
+    let (s, jobs) = api.get("jobs?limit=1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs[0]["id"], j2["id"], "newest first");
+    let (s, e) = api.get("jobs/999999").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.jobs.notFound"))
+    );
+
+    let (_, f) = api.post_form("files/prepare", &[("name", "r.csv")]).await;
+    let (s, r) = api
+        .call(api.req(Method::PUT, &format!("files/{}/refresh", f["id"])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(r["uploadParams"]["credentials"]["AccessKeyId"].is_string());
+
+    let (s, d) = api.get("dev-branches/1").await;
+    assert_eq!((s, d["isDefault"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, e) = api.get("branch/42/buckets").await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.devBranches.notFound"))
+    );
+    let (_, idx) = api.call(api.http.get(api.url("?exclude=components"))).await;
+    assert!(idx.get("components").is_none() && idx["services"].is_array());
+    api.emu.shutdown().await;
+}

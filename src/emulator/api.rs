@@ -69,7 +69,7 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
     let params = read_params(req).await?;
     let base = &app.base_url;
     match (&method, segs.as_slice()) {
-        (&Method::GET, ["tokens", "verify"]) => ok(token_json(app, &params)),
+        (&Method::GET, ["tokens", "verify"]) => ok(token_json(app)),
         (&Method::GET, ["dev-branches"]) => ok(json!([branch_json()])),
         (&Method::GET, ["dev-branches", id])
             if *id == DEFAULT_BRANCH_ID.to_string() || *id == "default" =>
@@ -141,11 +141,10 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
         (&Method::DELETE, ["tables", id, "columns", column]) => {
             delete_column(app, id, column, &params)
         }
-        (&Method::GET, ["tables", id, "metadata"]) => {
-            if !app.store.lock().tables.contains_key(*id) {
-                return Err(ApiError::table_not_found(id));
-            }
-            ok(json!([]))
+        (&Method::GET, ["tables", id, "metadata"]) => ok(json!(table_meta(app, id)?.metadata)),
+        (&Method::POST, ["tables", id, "metadata"]) => post_table_metadata(app, id, &params),
+        (&Method::DELETE, ["tables", id, "metadata", metadata_id]) => {
+            delete_table_metadata(app, id, metadata_id)
         }
         (&Method::POST, ["files", "prepare"]) => prepare_file(app, &params),
         (&Method::GET, ["files"]) => list_files(app, &params),
@@ -199,6 +198,16 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
                 ))
             })
         }
+        (&Method::POST, ["tables", _]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "notAllowed",
+            "POST tables/{id} does not exist: set a primary key with POST tables/{id}/primary-key {\"columns\":[..]}, rename with PUT tables/{id} {\"displayName\"}.",
+        )),
+        (&Method::POST, ["files"]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "notAllowed",
+            "POST files does not exist: call POST files/prepare, upload to S3 with the returned uploadParams, then use the file id.",
+        )),
         (m, _) => Err(ApiError::route_not_found(m.as_str(), &full_path)),
     }
 }
@@ -282,8 +291,7 @@ fn index(app: &App, query: Option<&str>) -> ApiResult {
     ok(v)
 }
 
-fn token_json(app: &App, params: &Params) -> Value {
-    let _ = params;
+fn token_json(app: &App) -> Value {
     let (rows, bytes) = {
         let meta = app.store.lock();
         meta.tables.values().fold((0u64, 0u64), |(r, b), t| {
@@ -547,8 +555,8 @@ pub fn table_json(
         "tableType": "table",
         "timestampType": "MANAGED",
         "path": format!("KBC_EMULATOR.{}", t.id),
-        "metadata": [],
-        "columnMetadata": [],
+        "metadata": t.metadata,
+        "columnMetadata": if t.column_metadata.is_empty() { json!([]) } else { json!(t.column_metadata) },
     });
     if with_columns {
         v["columns"] = json!(t.columns);
@@ -643,9 +651,14 @@ fn load_options(params: &Params) -> Result<LoadOptions, ApiError> {
 
 fn file_id_param(params: &Params) -> Result<u64, ApiError> {
     let raw = params.nonempty("dataFileId").ok_or_else(|| {
+        let hint = if params.get("dataString").is_some() {
+            " \"dataString\" is accepted only by the deprecated sync endpoints (POST buckets/{id}/tables, POST tables/{id}/import)."
+        } else {
+            ""
+        };
         ApiError::bad_request(
             "storage.tables.validation",
-            "Parameter \"dataFileId\" is required (upload the CSV with files/prepare first).",
+            format!("Parameter \"dataFileId\" is required (upload the CSV with files/prepare first).{hint}"),
         )
     })?;
     raw.parse().map_err(|_| {
@@ -747,7 +760,10 @@ fn apply_load(
     let (gen_, stamp) = {
         let mut meta = app.store.lock();
         let last = current.as_ref().map(|t| t.last_stamp).unwrap_or(0);
-        (meta.next_id(), now_secs().max(last + 1))
+        // The next whole second after now (and after the previous load): stamps have one-second
+        // resolution, so a `changedSince` taken before the load, even in the same second, still selects
+        // its rows, while `changedSince = lastImportDate` (this stamp) selects none of them.
+        (meta.next_id(), (now_secs() + 1).max(last + 1))
     };
     let out = app.store.table_data_path(table_id, gen_);
     let existing = current
@@ -801,10 +817,24 @@ fn apply_load(
                 data_gen: 0,
                 last_stamp: 0,
                 export_cache: Default::default(),
+                metadata: Vec::new(),
+                column_metadata: Default::default(),
             },
-            (None, Some(t)) => t,
-            (None, None) => return Err(ApiError::table_not_found(table_id).into()),
+            // The stored table as it is now: a bucket delete may have dropped it while the load ran.
+            (None, _) => match meta.tables.get(table_id) {
+                Some(t) => t.clone(),
+                None => {
+                    drop(meta);
+                    let _ = std::fs::remove_file(&out);
+                    return Err(ApiError::table_not_found(table_id).into());
+                }
+            },
         };
+        if !meta.buckets.contains_key(&t.bucket_id) {
+            drop(meta);
+            let _ = std::fs::remove_file(&out);
+            return Err(ApiError::bucket_not_found(&t.bucket_id).into());
+        }
         t.columns = outcome.columns.clone();
         t.rows_count = outcome.rows_count;
         t.data_size_bytes = outcome.data_size_bytes;
@@ -1741,6 +1771,137 @@ fn delete_column(app: &Arc<App>, table_id: &str, column: &str, params: &Params) 
         table_result(app, &tid)
     });
     accepted(job)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Table metadata
+
+/// Adds or updates (by provider and key) metadata of a table and its columns; answers 201 with
+/// `{metadata, columnsMetadata}` (the JSON variant's shape, also for form bodies).
+fn post_table_metadata(app: &App, table_id: &str, params: &Params) -> ApiResult {
+    let provider = params.nonempty("provider").ok_or_else(|| {
+        ApiError::bad_request(
+            "storage.metadata.validation",
+            "Parameter \"provider\" is required.",
+        )
+    })?;
+    let entry_of = |m: &Value, i: usize| -> Result<(String, String), ApiError> {
+        let key = m
+            .get("key")
+            .and_then(scalar_string)
+            .filter(|k| !k.is_empty());
+        let value = m.get("value").and_then(scalar_string);
+        match (key, value) {
+            (Some(k), Some(v)) => Ok((k, v)),
+            _ => Err(ApiError::bad_request(
+                "storage.metadata.validation",
+                format!("Metadata entry {i} needs a non-empty \"key\" and a \"value\"."),
+            )),
+        }
+    };
+    let table_entries: Vec<(String, String)> = match params.get("metadata") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| entry_of(m, i))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let mut column_entries: Vec<(String, String, String)> = Vec::new();
+    if let Some(Value::Object(cols)) = params.get("columnsMetadata") {
+        for (name, items) in cols {
+            for (i, m) in items.as_array().into_iter().flatten().enumerate() {
+                let column = m
+                    .get("columnName")
+                    .and_then(scalar_string)
+                    .unwrap_or_else(|| name.clone());
+                let (k, v) = entry_of(m, i)?;
+                column_entries.push((column, k, v));
+            }
+        }
+    } else if let Some(Value::Array(items)) = params.get("columnsMetadata") {
+        for (i, m) in items.iter().enumerate() {
+            for m in m.as_array().into_iter().flatten() {
+                let column = m
+                    .get("columnName")
+                    .and_then(scalar_string)
+                    .unwrap_or_default();
+                let (k, v) = entry_of(m, i)?;
+                column_entries.push((column, k, v));
+            }
+        }
+    }
+    let (metadata, columns_metadata) = {
+        let mut meta = app.store.lock();
+        let ids: Vec<u64> = (0..table_entries.len() + column_entries.len())
+            .map(|_| meta.next_id())
+            .collect();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        if let Some((c, _, _)) = column_entries
+            .iter()
+            .find(|(c, _, _)| !t.columns.contains(c))
+        {
+            return Err(ApiError::bad_request(
+                "storage.tables.validation.columnNotExists",
+                format!("Column \"{c}\" does not exist in the table \"{table_id}\"."),
+            ));
+        }
+        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        let upsert = |list: &mut Vec<Value>, id: u64, key: &str, value: &str| {
+            let entry = json!({"id": id.to_string(), "key": key, "value": value, "provider": provider, "timestamp": stamp});
+            match list
+                .iter_mut()
+                .find(|e| e["key"] == key && e["provider"] == provider.as_str())
+            {
+                Some(e) => {
+                    e["value"] = json!(value);
+                    e["timestamp"] = json!(stamp);
+                }
+                None => list.push(entry),
+            }
+        };
+        let mut ids = ids.into_iter();
+        for (k, v) in &table_entries {
+            upsert(&mut t.metadata, ids.next().unwrap_or(0), k, v);
+        }
+        for (c, k, v) in &column_entries {
+            upsert(
+                t.column_metadata.entry(c.clone()).or_default(),
+                ids.next().unwrap_or(0),
+                k,
+                v,
+            );
+        }
+        (t.metadata.clone(), t.column_metadata.clone())
+    };
+    persist(app)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({"metadata": metadata, "columnsMetadata": columns_metadata}),
+    ))
+}
+
+fn delete_table_metadata(app: &App, table_id: &str, metadata_id: &str) -> ApiResult {
+    {
+        let mut meta = app.store.lock();
+        let t = meta
+            .tables
+            .get_mut(table_id)
+            .ok_or_else(|| ApiError::table_not_found(table_id))?;
+        let before = t.metadata.len();
+        t.metadata.retain(|e| e["id"] != metadata_id);
+        if t.metadata.len() == before {
+            return Err(ApiError::not_found(
+                "storage.metadata.notFound",
+                format!("Metadata \"{metadata_id}\" of the table \"{table_id}\" was not found."),
+            ));
+        }
+    }
+    persist(app)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -21,6 +21,17 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Map<String,
     let Some(start) = trimmed else {
         return Ok(Map::new());
     };
+    let form_or_json = ct.is_empty() || ct.contains("json") || ct.contains("form");
+    if !form_or_json {
+        // The real API takes parameters only; CSV goes through files/prepare (or `dataString` in a form).
+        let ct = ct.split(';').next().unwrap_or("").trim().to_owned();
+        return Err(ApiError::bad_request(
+            "validation.failed",
+            format!(
+                "Unsupported Content-Type \"{ct}\": send parameters as JSON, form-urlencoded or multipart. CSV data goes through files/prepare and a dataFileId (or the deprecated sync endpoints' dataString form field)."
+            ),
+        ));
+    }
     if ct.starts_with("application/json") || (!ct.contains("form") && matches!(body[start], b'{')) {
         return match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) => Ok(m),
@@ -242,6 +253,14 @@ mod tests {
                 .bool("x", false)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn csv_bodies_are_refused_with_a_hint() {
+        let e = parse_body(Some("text/csv"), b"id\n1\n").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("files/prepare"), "{}", e.message);
+        assert!(parse_body(Some("text/csv"), b"").unwrap().is_empty());
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!
 //! ## Semantics worth knowing
 //! - Duplicate primary keys inside one load: the last occurrence wins.
-//! - Each load of a table gets an import stamp (unix seconds) strictly greater than the previous load's, and
+//! - Each load of a table gets an import stamp (unix seconds): the next whole second after it started and
+//!   strictly greater than the previous load's, and
 //!   `lastImportDate` is that stamp; `changedSince` selects rows with a stamp **greater** than it and
 //!   `changedUntil` rows with a stamp **smaller**, so `changedSince = lastImportDate` selects nothing from
 //!   the last load (adaptive input mapping is exact). Rows whose values an upsert leaves unchanged keep their

@@ -46,6 +46,12 @@ pub struct TableMeta {
     /// Export cache: canonical export parameters → file id, valid for the current `data_gen` only.
     #[serde(default)]
     pub export_cache: BTreeMap<String, u64>,
+    /// Table metadata entries `{id, key, value, provider, timestamp}`.
+    #[serde(default)]
+    pub metadata: Vec<serde_json::Value>,
+    /// Column name → metadata entries.
+    #[serde(default)]
+    pub column_metadata: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

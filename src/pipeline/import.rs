@@ -1,8 +1,8 @@
 //! The import step (output mapping): each planned output table is checked against Storage first (for all
 //! tables, before anything is uploaded), then loaded, at most `concurrency` at once:
 //! bucket and table created when missing (with the primary key), a differing primary key changed the way
-//! the platform does it (warn, change, roll back on failure), `delete_where` rules applied before an
-//! incremental load, the file uploaded (gzip; a sliced folder as a sliced file) and imported.
+//! the platform does it (warn, change, roll back on failure), the file uploaded (gzip; a sliced folder as
+//! a sliced file), `delete_where` rules applied before an incremental load, and the file imported.
 //! A table this run created that is still empty after a failed load is dropped again.
 
 use super::plan::{DeleteRule, OutputPlan, split_table_id};
@@ -39,9 +39,11 @@ pub async fn run(
         .buffered(concurrency.max(1))
         .try_collect()
         .await?;
+    let bucket_lock = tokio::sync::Mutex::new(());
+    let bucket_lock = &bucket_lock;
     futures::stream::iter(checked)
         .map(|c| async move {
-            let report = load(client, &c).await?;
+            let report = load(client, &c, bucket_lock).await?;
             if remove_after {
                 remove_loaded(&c.plan).await?;
             }
@@ -216,7 +218,11 @@ fn join(items: &[&String]) -> String {
 }
 
 /// Loads one checked table.
-async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
+async fn load(
+    client: &Client,
+    c: &Checked,
+    bucket_lock: &tokio::sync::Mutex<()>,
+) -> anyhow::Result<TableReport> {
     let started = Instant::now();
     let plan = &c.plan;
     let dest = plan.destination.as_str();
@@ -233,7 +239,7 @@ async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
             t.clone()
         }
         None => {
-            ensure_bucket(client, bucket_id)
+            ensure_bucket(client, bucket_id, bucket_lock)
                 .await
                 .with_context(context)?;
             let t = create_empty(client, bucket_id, table_name, &c.columns, &plan.primary_key)
@@ -268,19 +274,6 @@ async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
 
 async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Result<TableReport> {
     let plan = &c.plan;
-    if plan.incremental && !plan.delete_where.is_empty() {
-        for rule in &plan.delete_where {
-            let deleted = client
-                .delete_rows(&table.id, &delete_options(rule))
-                .await
-                .context("deleting rows (delete_where) before the incremental load")?;
-            tracing::info!(
-                "{}: deleted {deleted} rows ({})",
-                table.id,
-                describe_rule(rule)
-            );
-        }
-    }
     let bytes = size_of(&plan.path);
     let gzipped = plan.path.extension().is_some_and(|e| e == "gz");
     let file_id = client
@@ -294,6 +287,20 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
         )
         .await
         .with_context(|| format!("uploading {}", plan.path.display()))?;
+    // Rows are deleted only once the new data is safely in File Storage: a failed upload deletes nothing.
+    if plan.incremental && !plan.delete_where.is_empty() {
+        for rule in &plan.delete_where {
+            let deleted = client
+                .delete_rows(&table.id, &delete_options(rule))
+                .await
+                .context("deleting rows (delete_where) before the incremental load")?;
+            tracing::info!(
+                "{}: deleted {deleted} rows ({})",
+                table.id,
+                describe_rule(rule)
+            );
+        }
+    }
     let outcome = client
         .import_table(
             &table.id,
@@ -382,7 +389,13 @@ fn describe_rule(rule: &DeleteRule) -> String {
 }
 
 /// Creates the bucket when it does not exist (`out.c-main` → stage `out`, name `main`).
-async fn ensure_bucket(client: &Client, bucket_id: &str) -> anyhow::Result<()> {
+async fn ensure_bucket(
+    client: &Client,
+    bucket_id: &str,
+    lock: &tokio::sync::Mutex<()>,
+) -> anyhow::Result<()> {
+    // Tables load in parallel and several may go to one new bucket: create it once.
+    let _guard = lock.lock().await;
     if client.get_bucket(bucket_id).await?.is_some() {
         return Ok(());
     }
@@ -394,10 +407,13 @@ async fn ensure_bucket(client: &Client, bucket_id: &str) -> anyhow::Result<()> {
         ))
         .into());
     }
-    client
-        .create_bucket(stage, name)
-        .await
-        .with_context(|| format!("creating bucket {bucket_id}"))?;
+    if let Err(err) = client.create_bucket(stage, name).await {
+        // Another job may have created it meanwhile; then all is well.
+        if client.get_bucket(bucket_id).await.ok().flatten().is_some() {
+            return Ok(());
+        }
+        return Err(anyhow::Error::new(err).context(format!("creating bucket {bucket_id}")));
+    }
     tracing::info!("created bucket {bucket_id}");
     Ok(())
 }
@@ -527,6 +543,10 @@ async fn remove_loaded(plan: &OutputPlan) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("removing {}", manifest.display()))?;
     }
+    tracing::info!(
+        "removed out/tables/{} after loading it, so the platform does not load it again",
+        plan.source
+    );
     Ok(())
 }
 

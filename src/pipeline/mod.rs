@@ -312,3 +312,67 @@ async fn run_steps(
     before_import?;
     Ok(new_state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn env(pairs: &[(&str, &str)]) -> Environment {
+        Environment::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(Path::new("config.json"), text).unwrap()
+    }
+
+    #[test]
+    fn credentials_come_from_env_then_parameters() {
+        let params = config(
+            r##"{"parameters": {"#storage_token": "param-token-1", "storage_url": "param.example.com"}}"##,
+        );
+        let access = StorageAccess::from_env(
+            &env(&[
+                ("KBC_TOKEN", "env-token-1"),
+                ("KBC_URL", "https://env.example.com"),
+            ]),
+            &params,
+        );
+        let (url, token) = access.credentials.clone().unwrap();
+        assert_eq!(
+            (url.as_str(), token.as_str()),
+            ("https://env.example.com", "env-token-1")
+        );
+
+        let access = StorageAccess::from_env(&env(&[]), &params);
+        let (url, token) = access.credentials.clone().unwrap();
+        assert_eq!(
+            (url.as_str(), token.as_str()),
+            ("https://param.example.com", "param-token-1")
+        );
+
+        // A parameter token without its URL borrows the forwarded URL.
+        let token_only = config(r##"{"parameters": {"#storage_token": "param-token-2"}}"##);
+        let access =
+            StorageAccess::from_env(&env(&[("KBC_URL", "http://127.0.0.1:9")]), &token_only);
+        assert_eq!(access.credentials.unwrap().0, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn no_token_is_a_user_error_naming_every_way_to_give_one() {
+        let access = StorageAccess::from_env(&env(&[]), &config("{}"));
+        let err = access.client("the export step").unwrap_err();
+        assert_eq!(crate::error::classify(&err), crate::error::ErrorClass::User);
+        let text = err.to_string();
+        for name in [
+            "KBC_TOKEN",
+            "KBC_URL",
+            "KEBOOLA_TOKEN",
+            "KEBOOLA_STACK_URL",
+            "#storage_token",
+            "storage_url",
+        ] {
+            assert!(text.contains(name), "{name} missing in: {text}");
+        }
+    }
+}

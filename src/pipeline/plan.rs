@@ -204,6 +204,17 @@ pub fn plan_outputs(
     for file in files.iter().filter(|f| !seen.contains(*f)) {
         plans.push(plan_one(config, out_tables, file, None)?);
     }
+    // Two files loading one table at once would race (and a full load would drop the other's rows).
+    let mut by_destination: std::collections::BTreeMap<&str, &str> = Default::default();
+    for p in &plans {
+        if let Some(other) = by_destination.insert(&p.destination, &p.source) {
+            return user_err(format!(
+                "output tables {other} and {} both go to {}; combine them in the SQL or give them \
+                 different destinations",
+                p.source, p.destination
+            ));
+        }
+    }
     Ok(plans)
 }
 
@@ -556,6 +567,23 @@ mod tests {
             Some(vec!["id".to_owned(), "v".to_owned()])
         );
         assert_eq!(plans[1].expected_header, None);
+    }
+
+    #[test]
+    fn two_files_for_one_destination_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "\"x\"\n").unwrap();
+        std::fs::write(dir.path().join("b.csv"), "\"x\"\n").unwrap();
+        let c = config(
+            r#"{"storage": {"output": {"tables": [{"source": "a.csv", "destination": "out.c-b.t"},
+                {"source": "b.csv", "destination": "out.c-b.t"}]}}}"#,
+        );
+        let err = plan_outputs(&c, dir.path(), false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a.csv and b.csv both go to out.c-b.t"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -272,13 +272,33 @@ fn input_columns(manifest: Option<&InputManifest>) -> Vec<(String, String)> {
     if let Some(schema) = m.schema.as_ref().filter(|s| !s.is_empty()) {
         return schema
             .iter()
-            .map(|c| (c.name.clone(), duckdb_type(c.base_type()).to_owned()))
+            .map(|c| (c.name.clone(), column_type(c)))
             .collect();
     }
     m.columns
         .iter()
         .map(|c| (c.clone(), "VARCHAR".to_owned()))
         .collect()
+}
+
+/// The DuckDB type of a schema column: its base type, with the precision of a `NUMERIC` when the
+/// manifest gives a valid one (`"10,2"`), so decimals are not rounded to the default scale.
+fn column_type(column: &crate::interface::manifest::ColumnSchema) -> String {
+    let base = column.base_type();
+    if base.is_some_and(|b| b.eq_ignore_ascii_case("NUMERIC")) {
+        let length = column
+            .data_type
+            .as_ref()
+            .and_then(|d| d.base.as_ref())
+            .and_then(|b| b.length.as_deref());
+        let precision = length
+            .and_then(|l| l.split_once(','))
+            .and_then(|(p, s)| Some((p.trim().parse::<u8>().ok()?, s.trim().parse::<u8>().ok()?)));
+        if let Some((p, s)) = precision.filter(|(p, s)| (1..=38).contains(p) && s <= p) {
+            return format!("DECIMAL({p},{s})");
+        }
+    }
+    duckdb_type(base).to_owned()
 }
 
 /// Keboola base type → DuckDB type (unknown or missing: text, which never rejects a value).
@@ -628,6 +648,20 @@ mod tests {
         .unwrap();
         let csv = std::fs::read_to_string(dir.path().join("out/tables/r.csv")).unwrap();
         assert_eq!(csv, "\"n\",\"e\",\"nb\"\n\"0\",\"0\",\"0\"\n");
+    }
+
+    #[test]
+    fn numeric_keeps_the_manifest_precision() {
+        let col: crate::interface::manifest::ColumnSchema = serde_json::from_str(
+            r#"{"name": "p", "data_type": {"base": {"type": "NUMERIC", "length": "12,4"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(column_type(&col), "DECIMAL(12,4)");
+        let col: crate::interface::manifest::ColumnSchema = serde_json::from_str(
+            r#"{"name": "p", "data_type": {"base": {"type": "NUMERIC", "length": "99,x"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(column_type(&col), "DECIMAL(38,9)");
     }
 
     #[test]
