@@ -190,6 +190,8 @@ enum Op {
     ExportGzip,
     /// `tables export SRC --keep-slices DIR` (header-less slices, no merge).
     ExportSlices,
+    /// `tables export SRC -o FILE` of a 300k-row source: two slices, assembled in manifest order.
+    ExportBig,
     /// `tables import DST load.csv` (full load).
     ImportFull,
     /// `tables import DST load.csv --incremental` into a table without a primary key (appends: the
@@ -211,7 +213,7 @@ impl Op {
     /// The table a load writes to (None for an export).
     fn target(self) -> Option<&'static str> {
         match self {
-            Op::Export | Op::ExportGzip | Op::ExportSlices => None,
+            Op::Export | Op::ExportGzip | Op::ExportSlices | Op::ExportBig => None,
             Op::ImportCreate | Op::JobNewTable => Some(FRESH),
             _ => Some(DST),
         }
@@ -385,6 +387,23 @@ fn matrix() -> Vec<Case> {
             "export/503-maintenance-without-retry-after-on-job-poll",
             Export,
             vec![status("GET", JOBS, 503, 2)],
+        ),
+        // Two slices: the second one fails; the merged file must still have every row exactly once.
+        recovers(
+            "export-sliced/reset-mid-second-slice",
+            ExportBig,
+            vec![FaultRule {
+                skip: 1,
+                ..cut("GET", SLICE, 1000)
+            }],
+        ),
+        fails(
+            "export-sliced/second-slice-credentials-expired",
+            ExportBig,
+            vec![FaultRule {
+                skip: 1,
+                ..s3_error("GET", 400, "ExpiredToken", 100)
+            }],
         ),
         // ---- import
         recovers(
@@ -660,6 +679,21 @@ impl Stack {
     }
 }
 
+/// The source table of a case: the small tricky one, or 300k rows (the emulator slices every 250k).
+fn src_csv(op: Op) -> &'static str {
+    static BIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if op != Op::ExportBig {
+        return SRC_CSV;
+    }
+    BIG.get_or_init(|| {
+        let mut s = String::from("id,name,note\n");
+        for i in 0..300_000u32 {
+            s.push_str(&format!("{i},n{i},\"a, \"\"b\"\" {i}\"\n"));
+        }
+        s
+    })
+}
+
 fn big_csv() -> String {
     // ~10 MiB: above the client's 8 MiB multipart threshold, so the upload goes in parts.
     let mut s = String::from("id,name,note\n");
@@ -715,7 +749,7 @@ fn prepare(stack: &Stack, emu: &Emulator, op: Op, job_timeout_secs: u64) -> Prep
     let tmp = work.path().join("tmp");
     fs::create_dir_all(&files).unwrap();
     fs::create_dir_all(&tmp).unwrap();
-    stack.seed(emu, SRC, SRC_CSV, &[]);
+    stack.seed(emu, SRC, src_csv(op), &[]);
     match op {
         Op::ImportIncrPk => stack.seed(emu, DST, DST_SEED_CSV, &["id"]),
         Op::ImportCreate | Op::JobNewTable => {}
@@ -735,13 +769,13 @@ fn prepare(stack: &Stack, emu: &Emulator, op: Op, job_timeout_secs: u64) -> Prep
     };
     let timeout = job_timeout_secs.to_string();
     match op {
-        Op::Export | Op::ExportGzip | Op::ExportSlices => {
+        Op::Export | Op::ExportGzip | Op::ExportSlices | Op::ExportBig => {
             command
                 .env("KBC_URL", emu.url())
                 .env("KBC_TOKEN", TOKEN)
                 .args(["tables", "export", SRC, "--job-timeout", &timeout]);
             match op {
-                Op::Export => command.arg("-o").arg(files.join(EXPORT_TARGET)),
+                Op::Export | Op::ExportBig => command.arg("-o").arg(files.join(EXPORT_TARGET)),
                 Op::ExportGzip => command.arg("--gzip").arg("-o").arg(files.join(EXPORT_GZ)),
                 _ => command.arg("--keep-slices").arg(files.join(EXPORT_SLICES)),
             };
@@ -969,7 +1003,7 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
     // Storage: the source is never touched; the target holds the load exactly once, or nothing new.
     let (mut lost, mut doubled) = (0, 0);
     let src_now = stack.dump(&emu, SRC).map(|t| rows(&t)).unwrap_or_default();
-    let (l, d) = diff(&rows(SRC_CSV), &src_now);
+    let (l, d) = diff(&rows(src_csv(case.op)), &src_now);
     lost += l;
     doubled += d;
     if let Some(target) = case.op.target() {
@@ -1023,9 +1057,9 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
     let files = work.path().join("files");
     let data = work.path().join("data");
     match case.op {
-        Op::Export | Op::ExportGzip | Op::ExportSlices => {
+        Op::Export | Op::ExportGzip | Op::ExportSlices | Op::ExportBig => {
             let name = match case.op {
-                Op::Export => EXPORT_TARGET,
+                Op::Export | Op::ExportBig => EXPORT_TARGET,
                 Op::ExportGzip => EXPORT_GZ,
                 _ => EXPORT_SLICES,
             };
@@ -1033,7 +1067,7 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
             if recovered {
                 match read_export(case.op, &target) {
                     Ok(got) => {
-                        let (l, d) = diff(&rows(SRC_CSV), &got);
+                        let (l, d) = diff(&rows(src_csv(case.op)), &got);
                         lost += l;
                         doubled += d;
                         if l + d > 0 {
