@@ -10,10 +10,12 @@
 //!   load is gone;
 //! - no partial or temporary file is visible at the export target, in `in/`, `out/` or `$TMPDIR`;
 //! - `out/state.json` is the input state, unchanged, after a failed job;
-//! - no token or `#` value appears in stdout, stderr or any file the run wrote.
+//! - no token or `#` value appears in stdout, stderr or any file the run wrote;
+//! - the injected fault actually fired (a case whose fault never triggers proves nothing and fails).
 //!
-//! `fault_matrix` runs the whole table and prints the counts quoted in the closing note.
-//! The SIGTERM tests and the unprivileged whole job are separate tests below.
+//! `fault_matrix` runs the whole table and prints the counts quoted in the closing note
+//! (`cargo test --test faults -- --nocapture`; `FAULTS_ONLY=import/` runs the cases whose name contains
+//! it). The SIGTERM tests and the unprivileged whole job are separate tests below.
 
 use kbc_runner::emulator::faults::JobFailure;
 use kbc_runner::emulator::{Emulator, EmulatorConfig, FaultRule};
