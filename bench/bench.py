@@ -207,12 +207,25 @@ def bench_transform(binary, csv_path, work):
 
 
 def bench_startup(binary, env):
-    """Start-up: a whole `tables detail` round trip minus nothing (an upper bound of start-up to first request)."""
+    """Start-up: from spawning `kbc-runner tables detail` to its first request arriving at a local socket
+    (median of 20). The socket answers nothing useful; only the arrival time counts."""
+    import socket
     walls = []
     for _ in range(20):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
         started = time.monotonic()
-        subprocess.run([binary, "--version"], stdout=subprocess.DEVNULL, check=True)
+        proc = subprocess.Popen([binary, "tables", "detail", "in.c-bench.t", "--url", f"http://127.0.0.1:{port}"],
+                                env=dict(env, KBC_TOKEN=TOKEN), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        conn, _ = server.accept()
+        conn.recv(1)
         walls.append(time.monotonic() - started)
+        conn.close()
+        server.close()
+        proc.kill()
+        proc.wait()
     return statistics.median(walls)
 
 
@@ -242,7 +255,7 @@ def report(results, startup):
         ratio = w / ours[(s, n)] if ours.get((s, n)) else 0
         lines.append(f"| {s} | {n} | {t} | {w:.2f} | {r:.0f} | {ratio:.2f}× |")
     lines.append("")
-    lines.append(f"Process start-up (`kbc-runner --version`, median of 20): {startup * 1000:.1f} ms.")
+    lines.append(f"Start-up to the first request (`kbc-runner tables detail`, spawn to first byte at a local socket, median of 20): {startup * 1000:.1f} ms.")
     table = "\n".join(lines)
     print(table)
     readme = ROOT / "README.md"
