@@ -9,9 +9,10 @@
 //! - A request that creates a job (import, export, create, delete rows) is repeated only when the server
 //!   provably did not act on it: the connection was never made, or it answered 429 or Keboola's 503
 //!   maintenance body (it refused the request). A bare 503 is not proof: proxies answer 503 after the
-//!   backend got the request (Envoy's "upstream reset"), and repeating it doubled an incremental load in
-//!   `tests/faults.rs` (`import/503-after-apply-not-repeated`). After a 500 or a lost response the job may exist already; repeating an incremental import
-//!   into a table without a primary key would load the data twice (keboola/cli#599).
+//!   backend got the request (Envoy's "upstream reset"); repeating it doubled an incremental load in
+//!   `tests/faults.rs` (`import/proxy-503-after-apply-not-repeated`). After a 500 or a lost response the
+//!   job may exist already; repeating an incremental import into a table without a primary key would load
+//!   the data twice (keboola/cli#599).
 //! - Backoff is exponential with jitter, so parallel transfers that fail together do not retry together,
 //!   and bounded by an overall deadline, so retries never outlive the credentials they use.
 
