@@ -97,7 +97,12 @@ fn expect_failure(name: &str, ran: &Ran, code: i32, words: &[&str]) {
             ran.stderr
         );
     }
-    // A message, not a dump.
+    // A message, not a dump (nor a copy of the data).
+    assert!(
+        ran.stderr.len() < 4000,
+        "{name}: an error of {} bytes",
+        ran.stderr.len()
+    );
     assert!(
         ran.stderr.trim().lines().count() <= 5,
         "{name}: error too long: {}",
@@ -388,24 +393,40 @@ fn invalid_input_table_id_in_config() {
 // CSV files the platform placed in in/tables (transform only)
 
 /// A file placed in `in/tables/t.csv`, and the words of the error (None: the run succeeds).
-type DataCase = (&'static str, &'static [u8], Option<&'static [&'static str]>);
+type DataCase = (&'static str, Vec<u8>, Option<&'static [&'static str]>);
+
+/// A CSV whose first row has one value of `bytes` bytes.
+fn one_huge_value(bytes: usize) -> Vec<u8> {
+    let mut csv = b"id,name\n1,".to_vec();
+    csv.resize(csv.len() + bytes, b'h');
+    csv.extend_from_slice(b"\n2,b\n");
+    csv
+}
 
 #[test]
 fn bad_csv_files_in_the_data_folder() {
-    let cases: &[DataCase] = &[
+    let cases: Vec<DataCase> = vec![
         (
             "ragged rows",
-            b"id,name\n1,a\n2\n",
+            b"id,name\n1,a\n2\n".to_vec(),
             Some(&["t.csv", "dialect"]),
         ),
         (
             "non-UTF-8",
-            b"id,name\n1,caf\xe9\n",
+            b"id,name\n1,caf\xe9\n".to_vec(),
             Some(&["t.csv", "utf-8"]),
         ),
-        ("empty file", b"", Some(&["t.csv", "empty"])),
-        ("duplicate header", b"id,id\n1,2\n", None),
-        ("BOM", b"\xEF\xBB\xBFid,name\n1,a\n", None),
+        ("empty file", Vec::new(), Some(&["t.csv", "empty"])),
+        ("duplicate header", b"id,id\n1,2\n".to_vec(), None),
+        ("BOM", b"\xEF\xBB\xBFid,name\n1,a\n".to_vec(), None),
+        // Storage values go up to 16 MB: a 3 MiB one is data, not an error.
+        ("huge field", one_huge_value(3 << 20), None),
+        // Past the limit the error names the file and the limit, without quoting the row.
+        (
+            "too long a row",
+            one_huge_value(17 << 20),
+            Some(&["t.csv", "maximum line size"]),
+        ),
     ];
     each(
         cases,
@@ -416,7 +437,7 @@ fn bad_csv_files_in_the_data_folder() {
             for d in ["in/tables", "in/files", "out/tables", "out/files"] {
                 fs::create_dir_all(data.join(d)).unwrap();
             }
-            fs::write(data.join("in/tables/t.csv"), csv_bytes).unwrap();
+            fs::write(data.join("in/tables/t.csv"), &csv_bytes).unwrap();
             fs::write(
             data.join("config.json"),
             br#"{"storage": {"output": {"tables": [{"source": "r.csv", "destination": "out.c-x.r"}]}},
@@ -437,10 +458,28 @@ fn bad_csv_files_in_the_data_folder() {
                 }
                 None => {
                     assert_eq!(ran.code, Some(0), "{name}: {}", ran.stderr);
-                    let out = fs::read_to_string(data.join("out/tables/r.csv")).unwrap();
-                    let first = out.lines().next().unwrap_or_default().to_owned();
-                    assert!(!first.contains('\u{feff}'), "{name}: BOM kept in {first}");
-                    assert!(first.contains("id"), "{name}: header {first}");
+                    let out = fs::read(data.join("out/tables/r.csv")).unwrap();
+                    let mut reader = csv::Reader::from_reader(out.as_slice());
+                    let header: Vec<String> = reader
+                        .headers()
+                        .unwrap()
+                        .iter()
+                        .map(str::to_owned)
+                        .collect();
+                    assert!(
+                        !header[0].contains('\u{feff}'),
+                        "{name}: BOM kept in {header:?}"
+                    );
+                    assert_eq!(header[0], "id", "{name}");
+                    let rows: Vec<csv::StringRecord> =
+                        reader.records().map(|r| r.unwrap()).collect();
+                    let input = csv::Reader::from_reader(csv_bytes.as_slice())
+                        .records()
+                        .count();
+                    assert_eq!(rows.len(), input, "{name}: rows");
+                    if name == "huge field" {
+                        assert_eq!(rows[0][1].len(), 3 << 20, "{name}: the value arrives whole");
+                    }
                 }
             }
         },

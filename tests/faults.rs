@@ -10,10 +10,12 @@
 //!   load is gone;
 //! - no partial or temporary file is visible at the export target, in `in/`, `out/` or `$TMPDIR`;
 //! - `out/state.json` is the input state, unchanged, after a failed job;
-//! - no token or `#` value appears in stdout, stderr or any file the run wrote.
+//! - no token or `#` value appears in stdout, stderr or any file the run wrote;
+//! - the injected fault actually fired (a case whose fault never triggers proves nothing and fails).
 //!
-//! `fault_matrix` runs the whole table and prints the counts quoted in the closing note.
-//! The SIGTERM tests and the unprivileged whole job are separate tests below.
+//! `fault_matrix` runs the whole table and prints the counts quoted in the closing note
+//! (`cargo test --test faults -- --nocapture`; `FAULTS_ONLY=import/` runs the cases whose name contains
+//! it). The SIGTERM tests and the unprivileged whole job are separate tests below.
 
 use kbc_runner::emulator::faults::JobFailure;
 use kbc_runner::emulator::{Emulator, EmulatorConfig, FaultRule};
@@ -26,6 +28,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "kbc-faults-token-5b1e0c9d7a";
+/// A `#` value the platform passes in `image_parameters`: never to be printed either.
+const HASH_SECRET: &str = "kbc-faults-hash-value-e41f77";
 const SRC: &str = "in.c-faults.src";
 const DST: &str = "out.c-faults.dst";
 const FRESH: &str = "out.c-faults.fresh";
@@ -188,6 +192,8 @@ enum Op {
     ExportGzip,
     /// `tables export SRC --keep-slices DIR` (header-less slices, no merge).
     ExportSlices,
+    /// `tables export SRC -o FILE` of a 300k-row source: two slices, assembled in manifest order.
+    ExportBig,
     /// `tables import DST load.csv` (full load).
     ImportFull,
     /// `tables import DST load.csv --incremental` into a table without a primary key (appends: the
@@ -209,7 +215,7 @@ impl Op {
     /// The table a load writes to (None for an export).
     fn target(self) -> Option<&'static str> {
         match self {
-            Op::Export | Op::ExportGzip | Op::ExportSlices => None,
+            Op::Export | Op::ExportGzip | Op::ExportSlices | Op::ExportBig => None,
             Op::ImportCreate | Op::JobNewTable => Some(FRESH),
             _ => Some(DST),
         }
@@ -384,6 +390,30 @@ fn matrix() -> Vec<Case> {
             Export,
             vec![status("GET", JOBS, 503, 2)],
         ),
+        // An export job is a job-creating POST too: after a 500 it is not sent again blindly.
+        ambiguous(
+            "export/500-on-export-async-not-repeated",
+            Export,
+            vec![status("POST", EXPORT_ASYNC, 500, 1)],
+            Storage::Unchanged,
+        ),
+        // Two slices: the second one fails; the merged file must still have every row exactly once.
+        recovers(
+            "export-sliced/reset-mid-second-slice",
+            ExportBig,
+            vec![FaultRule {
+                skip: 1,
+                ..cut("GET", SLICE, 1000)
+            }],
+        ),
+        fails(
+            "export-sliced/second-slice-credentials-expired",
+            ExportBig,
+            vec![FaultRule {
+                skip: 1,
+                ..s3_error("GET", 400, "ExpiredToken", 100)
+            }],
+        ),
         // ---- import
         recovers(
             "import/429-retry-after-on-import-async",
@@ -463,6 +493,24 @@ fn matrix() -> Vec<Case> {
             "import/500-after-apply-not-repeated",
             ImportIncr,
             vec![after_apply("POST", IMPORT_ASYNC, 500)],
+            Storage::Applied,
+        ),
+        // A proxy's 503 (Envoy: "upstream connect error or disconnect/reset before headers") can come
+        // after the backend took the request; only Keboola's maintenance 503 proves it did not.
+        ambiguous(
+            "import/proxy-503-after-apply-not-repeated",
+            ImportIncr,
+            vec![FaultRule {
+                code: Some("upstream_reset".into()),
+                message: Some("upstream connect error or disconnect/reset before headers".into()),
+                ..after_apply("POST", IMPORT_ASYNC, 503)
+            }],
+            Storage::Applied,
+        ),
+        ambiguous(
+            "import/create-500-after-apply-not-repeated",
+            ImportCreate,
+            vec![after_apply("POST", "*/tables-async", 500)],
             Storage::Applied,
         ),
         ambiguous(
@@ -640,6 +688,21 @@ impl Stack {
     }
 }
 
+/// The source table of a case: the small tricky one, or 300k rows (the emulator slices every 250k).
+fn src_csv(op: Op) -> &'static str {
+    static BIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if op != Op::ExportBig {
+        return SRC_CSV;
+    }
+    BIG.get_or_init(|| {
+        let mut s = String::from("id,name,note\n");
+        for i in 0..300_000u32 {
+            s.push_str(&format!("{i},n{i},\"a, \"\"b\"\" {i}\"\n"));
+        }
+        s
+    })
+}
+
 fn big_csv() -> String {
     // ~10 MiB: above the client's 8 MiB multipart threshold, so the upload goes in parts.
     let mut s = String::from("id,name,note\n");
@@ -667,6 +730,7 @@ fn job_config(
                 "incremental": incremental
             }]}
         },
+        "image_parameters": {"#vendor_key": HASH_SECRET},
         "parameters": {
             "#storage_token": TOKEN,
             "storage_url": url,
@@ -694,7 +758,7 @@ fn prepare(stack: &Stack, emu: &Emulator, op: Op, job_timeout_secs: u64) -> Prep
     let tmp = work.path().join("tmp");
     fs::create_dir_all(&files).unwrap();
     fs::create_dir_all(&tmp).unwrap();
-    stack.seed(emu, SRC, SRC_CSV, &[]);
+    stack.seed(emu, SRC, src_csv(op), &[]);
     match op {
         Op::ImportIncrPk => stack.seed(emu, DST, DST_SEED_CSV, &["id"]),
         Op::ImportCreate | Op::JobNewTable => {}
@@ -714,13 +778,13 @@ fn prepare(stack: &Stack, emu: &Emulator, op: Op, job_timeout_secs: u64) -> Prep
     };
     let timeout = job_timeout_secs.to_string();
     match op {
-        Op::Export | Op::ExportGzip | Op::ExportSlices => {
+        Op::Export | Op::ExportGzip | Op::ExportSlices | Op::ExportBig => {
             command
                 .env("KBC_URL", emu.url())
                 .env("KBC_TOKEN", TOKEN)
                 .args(["tables", "export", SRC, "--job-timeout", &timeout]);
             match op {
-                Op::Export => command.arg("-o").arg(files.join(EXPORT_TARGET)),
+                Op::Export | Op::ExportBig => command.arg("-o").arg(files.join(EXPORT_TARGET)),
                 Op::ExportGzip => command.arg("--gzip").arg("-o").arg(files.join(EXPORT_GZ)),
                 _ => command.arg("--keep-slices").arg(files.join(EXPORT_SLICES)),
             };
@@ -948,7 +1012,7 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
     // Storage: the source is never touched; the target holds the load exactly once, or nothing new.
     let (mut lost, mut doubled) = (0, 0);
     let src_now = stack.dump(&emu, SRC).map(|t| rows(&t)).unwrap_or_default();
-    let (l, d) = diff(&rows(SRC_CSV), &src_now);
+    let (l, d) = diff(&rows(src_csv(case.op)), &src_now);
     lost += l;
     doubled += d;
     if let Some(target) = case.op.target() {
@@ -1002,9 +1066,9 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
     let files = work.path().join("files");
     let data = work.path().join("data");
     match case.op {
-        Op::Export | Op::ExportGzip | Op::ExportSlices => {
+        Op::Export | Op::ExportGzip | Op::ExportSlices | Op::ExportBig => {
             let name = match case.op {
-                Op::Export => EXPORT_TARGET,
+                Op::Export | Op::ExportBig => EXPORT_TARGET,
                 Op::ExportGzip => EXPORT_GZ,
                 _ => EXPORT_SLICES,
             };
@@ -1012,7 +1076,7 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
             if recovered {
                 match read_export(case.op, &target) {
                     Ok(got) => {
-                        let (l, d) = diff(&rows(SRC_CSV), &got);
+                        let (l, d) = diff(&rows(src_csv(case.op)), &got);
                         lost += l;
                         doubled += d;
                         if l + d > 0 {
@@ -1090,7 +1154,7 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
         problem(format!("temporary files left in TMPDIR: {tmp_left:?}"));
     }
 
-    // Secrets: the token (also the `#storage_token` value) in output or any file the run wrote.
+    // Secrets: the token (also the `#storage_token` value) and a `#` value, in output or any file written.
     let mut places = vec![
         ("stdout".to_owned(), stdout.clone()),
         ("stderr".to_owned(), stderr.clone()),
@@ -1106,9 +1170,11 @@ fn run_case(stack: &Stack, case: &Case) -> Outcome {
         }
     }
     for (name, text) in &places {
-        if text.contains(TOKEN) {
-            o.leaked += 1;
-            o.problems.push(format!("the token appears in {name}"));
+        for (what, secret) in [("the token", TOKEN), ("a # value", HASH_SECRET)] {
+            if text.contains(secret) {
+                o.leaked += 1;
+                o.problems.push(format!("{what} appears in {name}"));
+            }
         }
     }
     if !o.problems.is_empty() {

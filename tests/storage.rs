@@ -177,7 +177,7 @@ async fn a_job_creating_post_is_not_repeated_after_a_500() {
 }
 
 #[tokio::test]
-async fn a_job_creating_post_is_repeated_after_a_503_and_waits_for_the_job() {
+async fn a_job_creating_post_is_repeated_after_a_maintenance_503_and_waits_for_the_job() {
     let posts = Arc::new(AtomicUsize::new(0));
     let polls = Arc::new(AtomicUsize::new(0));
     let (p, q) = (posts.clone(), polls.clone());
@@ -190,7 +190,12 @@ async fn a_job_creating_post_is_repeated_after_a_503_and_waits_for_the_job() {
                 assert_eq!(body["dataFileId"], 12);
                 assert_eq!(body["incremental"], false);
                 if p.fetch_add(1, Ordering::SeqCst) == 0 {
-                    return (StatusCode::SERVICE_UNAVAILABLE, "{}").into_response();
+                    // Keboola's maintenance answer: the API refused the request, so it is repeated.
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        r#"{"status":"maintenance","reason":"Maintenance","estimatedEndTime":null}"#,
+                    )
+                        .into_response();
                 }
                 return (StatusCode::ACCEPTED, r#"{"id":99,"status":"waiting","operationName":"tableImport"}"#).into_response();
             }

@@ -379,9 +379,14 @@ pub fn base_type(duckdb: &str) -> &'static str {
     }
 }
 
+/// The longest CSV line (one row) the transform reads: Keboola's largest value is 16 MiB.
+const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// DuckDB's CSV errors go on for 25 lines (its reader options, "possible solutions" naming options
-/// the user cannot set here); the first paragraph says what is wrong and where.
-fn first_paragraph(message: &str) -> &str {
+/// the user cannot set here); the first paragraph says what is wrong and where. Its `Original Line:`
+/// quotes the whole offending row (megabytes for a huge value, and data in a log), so every line is cut
+/// to 200 characters.
+fn first_paragraph(message: &str) -> String {
     let end = [
         "\n\n",
         "\nThe search space",
@@ -392,7 +397,15 @@ fn first_paragraph(message: &str) -> &str {
     .filter_map(|m| message.find(m))
     .min()
     .unwrap_or(message.len());
-    message[..end].trim_end()
+    message[..end]
+        .trim_end()
+        .lines()
+        .map(|line| match line.char_indices().nth(200) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The `CREATE VIEW` for one input: RFC CSV (`,`, `"` doubled inside values), as the platform writes it.
@@ -420,6 +433,10 @@ pub fn view_sql(view: &InputView) -> String {
         "quote = '\"'".to_owned(),
         "escape = '\"'".to_owned(),
         format!("header = {}", !view.sliced),
+        // Storage values go up to 16 MB; DuckDB's default line limit (2 MB) rejected valid tables. The
+        // buffer stays at DuckDB's default size (32 MiB), so memory does not grow (tests/bad_input.rs).
+        format!("max_line_size = {MAX_LINE_BYTES}"),
+        format!("buffer_size = {}", 2 * MAX_LINE_BYTES),
     ];
     if view.columns.is_empty() {
         options.push("all_varchar = true".to_owned());

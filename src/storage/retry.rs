@@ -7,9 +7,12 @@
 //! - `Retry-After` is honoured (capped, so a bogus value cannot stall a job for hours): Keboola sends it
 //!   with 503 maintenance.
 //! - A request that creates a job (import, export, create, delete rows) is repeated only when the server
-//!   provably did not act on it: the connection was never made, or it answered 429 or 503 (it refused the
-//!   request). After a 500 or a lost response the job may exist already; repeating an incremental import
-//!   into a table without a primary key would load the data twice (keboola/cli#599).
+//!   provably did not act on it: the connection was never made, or it answered 429 or Keboola's 503
+//!   maintenance body (it refused the request). A bare 503 is not proof: proxies answer 503 after the
+//!   backend got the request (Envoy's "upstream reset"); repeating it doubled an incremental load in
+//!   `tests/faults.rs` (`import/proxy-503-after-apply-not-repeated`). After a 500 or a lost response the
+//!   job may exist already; repeating an incremental import into a table without a primary key would load
+//!   the data twice (keboola/cli#599).
 //! - Backoff is exponential with jitter, so parallel transfers that fail together do not retry together,
 //!   and bounded by an overall deadline, so retries never outlive the credentials they use.
 
@@ -36,6 +39,8 @@ pub enum Failure {
     Connect,
     /// The request was sent (or partly sent) but no complete answer came: a timeout or a reset.
     Interrupted,
+    /// 503 with Keboola's maintenance body (`{"status": "maintenance", ...}`): the API refused the request.
+    Maintenance { retry_after: Option<Duration> },
 }
 
 /// What to do next.
@@ -90,7 +95,8 @@ impl RetryPolicy {
     fn not_processed(failure: &Failure) -> bool {
         match failure {
             Failure::Connect => true,
-            Failure::Status { status, .. } => matches!(status, 429 | 503),
+            Failure::Maintenance { .. } => true,
+            Failure::Status { status, .. } => *status == 429,
             Failure::Interrupted => false,
         }
     }
@@ -105,7 +111,7 @@ impl RetryPolicy {
     ) -> Decision {
         let retryable = match failure {
             Failure::Status { status, .. } => Self::is_retryable_status(*status),
-            Failure::Connect | Failure::Interrupted => true,
+            Failure::Connect | Failure::Interrupted | Failure::Maintenance { .. } => true,
         };
         if !retryable {
             return Decision::GiveUp;
@@ -120,6 +126,9 @@ impl RetryPolicy {
             Failure::Status {
                 retry_after: Some(after),
                 ..
+            }
+            | Failure::Maintenance {
+                retry_after: Some(after),
             } => (*after).min(self.max_retry_after),
             _ => self.backoff(retries),
         };
@@ -235,10 +244,15 @@ mod tests {
             Decision::Retry(_)
         ));
         assert!(matches!(
-            p.decide(0, Duration::ZERO, c, &status(503)),
+            p.decide(
+                0,
+                Duration::ZERO,
+                c,
+                &Failure::Maintenance { retry_after: None }
+            ),
             Decision::Retry(_)
         ));
-        for s in [408, 500, 502, 504] {
+        for s in [408, 500, 502, 503, 504] {
             assert_eq!(
                 p.decide(0, Duration::ZERO, c, &status(s)),
                 Decision::MaybeApplied,

@@ -99,6 +99,9 @@ struct ErrorBody {
     exception_id: Option<String>,
     #[serde(default, deserialize_with = "super::types::de_opt_string")]
     reason: Option<String>,
+    /// `"maintenance"` in Keboola's maintenance answer (`"error"` in ordinary error bodies).
+    #[serde(default, deserialize_with = "super::types::de_opt_string")]
+    status: Option<String>,
 }
 
 impl Transport {
@@ -216,9 +219,15 @@ impl Transport {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
                     let body = read_error_body(resp).await;
-                    let failure = Failure::Status {
-                        status: status.as_u16(),
-                        retry_after,
+                    let failure = if status == StatusCode::SERVICE_UNAVAILABLE
+                        && body.status.as_deref() == Some("maintenance")
+                    {
+                        Failure::Maintenance { retry_after }
+                    } else {
+                        Failure::Status {
+                            status: status.as_u16(),
+                            retry_after,
+                        }
                     };
                     (failure, api_error(call, &path, status, body, retries + 1))
                 }
@@ -431,6 +440,7 @@ fn short_reason(f: &Failure) -> String {
         Failure::Status { status, .. } => format!("HTTP {status}"),
         Failure::Connect => "could not connect".into(),
         Failure::Interrupted => "no complete answer (timeout or reset)".into(),
+        Failure::Maintenance { .. } => "HTTP 503 (Storage maintenance)".into(),
     }
 }
 
