@@ -5,6 +5,7 @@
 //! `KEBOOLA_STACK_URL`/`KEBOOLA_TOKEN`.
 
 use crate::error::UserError;
+use crate::pipeline::report::human_bytes;
 use crate::storage::{
     Client, ClientConfig, CreateTableOptions, DownloadMode, ExportOptions, ImportOptions, Table,
     TransferProgress, UploadOptions, split_bucket_id, split_table_id,
@@ -633,21 +634,6 @@ fn progress_line(p: &TransferProgress, elapsed: Duration, verb: &str) -> String 
         line.push_str(&format!(", ETA {:.0} s", (total - done) as f64 / rate));
     }
     line
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

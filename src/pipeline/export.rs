@@ -4,7 +4,7 @@
 //! atomically) followed by its input manifest, written last so a manifest always describes a whole file.
 
 use super::StorageAccess;
-use super::report::{Step, TableReport};
+use super::report::{Step, TableReport, join};
 use crate::error::UserError;
 use crate::interface::config::InputTableMapping;
 use crate::interface::manifest::{InputManifest, manifest_path};
@@ -162,14 +162,6 @@ async fn export_one(
             .clone()
             .map(|d| (source.to_owned(), d)),
     })
-}
-
-fn join(items: &[&String]) -> String {
-    items
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The input manifest as the platform writes it: `id`, `uri`, `name`, `primary_key`, dates, the exported

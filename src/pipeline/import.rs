@@ -6,7 +6,7 @@
 //! A table this run created that is still empty after a failed load is dropped again.
 
 use super::plan::{DeleteRule, OutputPlan, split_table_id};
-use super::report::{Step, TableReport};
+use super::report::{Step, TableReport, join};
 use crate::error::UserError;
 use crate::storage::{
     Client, CreateTableOptions, DeleteRowsOptions, ImportOptions, Table, UploadOptions, WhereFilter,
@@ -207,14 +207,6 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
         rows,
         existing,
     })
-}
-
-fn join(items: &[&String]) -> String {
-    items
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Loads one checked table.

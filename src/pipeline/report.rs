@@ -67,6 +67,15 @@ impl TableReport {
     }
 }
 
+/// Names joined for a message: `a, b, c`.
+pub fn join(items: &[&String]) -> String {
+    items
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `1234567` → `1.2 MB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];

@@ -93,13 +93,7 @@ impl Client {
                 .prepare_file(&name, meta.len(), false, &options.tags)
                 .await?;
             let location = providers::for_upload(&prepared, &self.inner.endpoints)?;
-            let _permit = self
-                .inner
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Error::Invalid("the client was shut down".into()))?;
+            let _permit = self.transfer_permit().await?;
             let parts = self.inner.max_connections.clamp(1, 4);
             upload::put_file(
                 &location,

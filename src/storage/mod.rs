@@ -116,6 +116,16 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
+    /// One place in the client-wide bound on parallel transfers, held for as long as the permit lives.
+    pub(crate) async fn transfer_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Invalid("the client was shut down".into()))
+    }
+
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
         if config.max_connections == 0 {
             return Err(Error::Invalid("max_connections must be at least 1".into()));

@@ -156,13 +156,7 @@ impl Client {
             );
             (got.bytes, got.rows, columns)
         } else {
-            let _permit = self
-                .inner
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Error::Invalid("the client was shut down".into()))?;
+            let _permit = self.transfer_permit().await?;
             let (stream, what) = if has_credentials {
                 let location = providers::for_download(&file, &self.inner.endpoints)?;
                 let path = providers::object_path(&location.key);
