@@ -529,7 +529,10 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
     // keys (last-wins) in memory.
     let stamp = load.stamp.to_string();
     let upsert = load.incremental && load.existing.is_some() && !load.typed;
-    let mut incoming_keys: HashMap<u128, (u64, u64)> = HashMap::new();
+    // Key → index of its last incoming row (u64::MAX once a stored row proved it unchanged). Row hashes live
+    // apart, and only for upserts, so a full load holds 16 + 8 bytes per distinct key.
+    let mut incoming_keys: HashMap<u128, u64> = HashMap::new();
+    let mut row_hashes: Vec<u64> = Vec::new();
     let mut incoming_rows = 0u64;
     {
         let mut scratch = data_writer(&load.scratch)?;
@@ -571,8 +574,10 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
                 }
                 if !pk.is_empty() {
                     // The row hash only matters when comparing with stored rows (an upsert).
-                    let row_hash = if upsert { hash_of(&out, 1, width) } else { 0 };
-                    incoming_keys.insert(key_of(&out, 1, &pk), (incoming_rows, row_hash));
+                    if upsert {
+                        row_hashes.push(hash_of(&out, 1, width));
+                    }
+                    incoming_keys.insert(key_of(&out, 1, &pk), incoming_rows);
                 }
                 scratch
                     .write_byte_record(&out)
@@ -625,9 +630,12 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
             if !pk.is_empty()
                 && let Some(entry) = incoming_keys.get_mut(&key_of(row, 1, &pk))
             {
-                if upsert && entry.1 == hash_of(row, 1, width) && entry.0 != u64::MAX {
-                    entry.0 = u64::MAX; // unchanged: keep the stored row and its stamp
-                } else if entry.0 != u64::MAX {
+                let unchanged = upsert
+                    && *entry != u64::MAX
+                    && row_hashes.get(*entry as usize) == Some(&hash_of(row, 1, width));
+                if unchanged {
+                    *entry = u64::MAX; // keep the stored row and its stamp
+                } else if *entry != u64::MAX {
                     changed = true;
                     return Ok(true); // replaced below
                 } else {
@@ -675,7 +683,7 @@ pub fn load(load: Load<'_>) -> Result<LoadOutcome, JobError> {
         while rdr.read_byte_record(&mut row).map_err(csv_error)? {
             if incoming_keys
                 .get(&key_of(&row, 1, &pk))
-                .is_some_and(|e| e.0 == idx)
+                .is_some_and(|&e| e == idx)
             {
                 out.write_byte_record(&row).map_err(werr)?;
                 rows_count += 1;
