@@ -57,7 +57,9 @@ pub(crate) async fn put_file(
     let writer = ObjectWriter::with_capacity(location.store.clone(), object_path(key), PART_SIZE)
         .with_max_concurrency(parts_in_flight.max(1));
     if compress {
-        let mut sink = GzipEncoder::new(writer);
+        // The fastest level: compression is the client's bottleneck on a fast link. In the benchmark
+        // (1 M rows, 180 MB) level 6 took 3.2 s of CPU for 21 MB, level 1 1.1 s for 30 MB.
+        let mut sink = GzipEncoder::with_quality(writer, async_compression::Level::Fastest);
         let copied = pump(&mut input, &mut sink, source, &display, progress).await;
         finish(copied, &mut sink, &display).await
     } else {
