@@ -218,6 +218,18 @@ pub fn as_bool(v: &Value) -> Option<bool> {
     }
 }
 
+/// The percent-decoded, non-empty segments of a URL path (`/a/in.c-x%2Ey/` → `["a", "in.c-x.y"]`).
+pub fn path_segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,21 @@ pub struct App {
     pub jobs_running: std::sync::atomic::AtomicUsize,
 }
 
+impl App {
+    /// A copy of a table's metadata, for a job that works on it; a missing table fails the job.
+    pub(crate) fn table_snapshot(
+        &self,
+        table_id: &str,
+    ) -> Result<super::store::TableMeta, super::error::JobError> {
+        self.store
+            .lock()
+            .tables
+            .get(table_id)
+            .cloned()
+            .ok_or_else(|| super::error::ApiError::table_not_found(table_id).into())
+    }
+}
+
 pub fn router(app: Arc<App>) -> axum::Router {
     // Multipart bodies (deprecated sync uploads) may be large; S3 bodies are streamed and not limited here.
     axum::Router::new()
@@ -262,15 +277,7 @@ async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error:
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let query = super::body::Params(super::body::parse_query(req.uri().query()));
     let rest = path.strip_prefix("/_emulator").unwrap_or("");
-    let segs: Vec<String> = rest
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let segs = super::body::path_segments(rest);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match (method, segs.as_slice()) {
         (Method::GET, ["health"]) => {

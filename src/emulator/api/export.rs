@@ -206,13 +206,7 @@ pub(super) fn run_export(
         with_timestamp,
         cache_key,
     } = req;
-    let t = app
-        .store
-        .lock()
-        .tables
-        .get(table_id)
-        .cloned()
-        .ok_or_else(|| JobError::from(ApiError::table_not_found(table_id)))?;
+    let t = app.table_snapshot(table_id)?;
     if columns.iter().any(|&c| c >= t.columns.len()) {
         return Err(JobError::new(
             "storage.tables.validation.columnNotExists",

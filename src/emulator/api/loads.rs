@@ -281,13 +281,7 @@ pub(super) fn table_result(app: &App, table_id: &str) -> JobResult {
 }
 
 pub(super) fn import_results(app: &App, table_id: &str, imported: &[String]) -> JobResult {
-    let t = app
-        .store
-        .lock()
-        .tables
-        .get(table_id)
-        .cloned()
-        .ok_or_else(|| JobError::from(ApiError::table_not_found(table_id)))?;
+    let t = app.table_snapshot(table_id)?;
     Ok(json!({
         "importedColumns": imported,
         "warnings": [],

@@ -56,15 +56,7 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
     let method = req.method().clone();
     let full_path = req.uri().path().to_owned();
     let rest = full_path.strip_prefix("/v2/storage").unwrap_or("");
-    let decoded: Vec<String> = rest
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let decoded = super::body::path_segments(rest);
     let mut segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if segs.first() == Some(&"branch") && segs.len() >= 2 {
         let branch = segs[1];

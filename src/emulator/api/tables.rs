@@ -130,13 +130,7 @@ pub(super) fn rewrite_table(
         &TableMeta,
     ) -> Result<(u64, TableMeta), JobError>,
 ) -> Result<TableMeta, JobError> {
-    let t = app
-        .store
-        .lock()
-        .tables
-        .get(table_id)
-        .cloned()
-        .ok_or_else(|| JobError::from(ApiError::table_not_found(table_id)))?;
+    let t = app.table_snapshot(table_id)?;
     let gen_ = app.store.lock().next_id();
     let old = (t.data_gen > 0).then(|| app.store.table_data_path(table_id, t.data_gen));
     let new_path = app.store.table_data_path(table_id, gen_);
