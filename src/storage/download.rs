@@ -263,12 +263,7 @@ pub(crate) async fn download_slices(
         match mode {
             DownloadMode::Merged => {
                 let tmp = work.path().join(".merged.csv");
-                let file = tokio::fs::File::create(&tmp)
-                    .await
-                    .map_err(|e| Error::io("creating", &tmp, e))?;
-                let mut out = tokio::io::BufWriter::with_capacity(BUF, file);
-                out.write_all(header_line(header).as_bytes())
-                    .await
+                std::fs::write(&tmp, header_line(header).as_bytes())
                     .map_err(|e| Error::io("writing", &tmp, e))?;
                 let mut total = Downloaded {
                     slices: slices.len(),
@@ -278,24 +273,21 @@ pub(crate) async fn download_slices(
                     let (slice, stats) = rx
                         .await
                         .map_err(|_| Error::Invalid("a slice download was cancelled".into()))??;
-                    append_file(&slice, &mut out, &tmp).await?;
-                    if stats.counter.needs_newline() {
-                        out.write_all(b"\n")
-                            .await
-                            .map_err(|e| Error::io("writing", &tmp, e))?;
-                    }
+                    let newline = stats.counter.needs_newline();
+                    let (from, to) = (slice.clone(), tmp.clone());
+                    tokio::task::spawn_blocking(move || append_file(&from, &to, newline))
+                        .await
+                        .map_err(|e| Error::io("writing", &tmp, std::io::Error::other(e)))??;
                     // Free the disk space as we go.
                     let _ = tokio::fs::remove_file(&slice).await;
                     total.bytes += stats.bytes;
                     total.rows += stats.counter.records();
                     progress.rows.store(total.rows, Ordering::Relaxed);
                 }
-                out.flush()
+                let file = std::fs::File::open(&tmp).map_err(|e| Error::io("writing", &tmp, e))?;
+                tokio::task::spawn_blocking(move || file.sync_all())
                     .await
-                    .map_err(|e| Error::io("writing", &tmp, e))?;
-                out.into_inner()
-                    .sync_all()
-                    .await
+                    .map_err(|e| Error::io("writing", &tmp, std::io::Error::other(e)))?
                     .map_err(|e| Error::io("writing", &tmp, e))?;
                 replace(&tmp, dest).await?;
                 Ok(total)
@@ -446,17 +438,20 @@ async fn split_header(path: &Path) -> Result<(Vec<String>, u64), Error> {
     Ok((fields, line.len() as u64))
 }
 
-async fn append_file(
-    from: &Path,
-    out: &mut tokio::io::BufWriter<tokio::fs::File>,
-    out_path: &Path,
-) -> Result<(), Error> {
-    let mut input = tokio::fs::File::open(from)
-        .await
-        .map_err(|e| Error::io("reading", from, e))?;
-    tokio::io::copy(&mut input, out)
-        .await
-        .map_err(|e| Error::io("writing", out_path, e))?;
+/// Appends a finished slice to the merged file. Blocking on purpose: between two files `std::io::copy`
+/// lets the kernel move the bytes (`copy_file_range`), several times faster than an async copy loop.
+fn append_file(from: &Path, to: &Path, newline: bool) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut input = std::fs::File::open(from).map_err(|e| Error::io("reading", from, e))?;
+    let mut out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(to)
+        .map_err(|e| Error::io("writing", to, e))?;
+    std::io::copy(&mut input, &mut out).map_err(|e| Error::io("writing", to, e))?;
+    if newline {
+        out.write_all(b"\n")
+            .map_err(|e| Error::io("writing", to, e))?;
+    }
     Ok(())
 }
 
