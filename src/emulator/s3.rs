@@ -311,21 +311,31 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Streams a request body into `path`; on failure removes the partial file and answers 400 `IncompleteBody`.
+async fn receive(
+    body: Body,
+    path: &Path,
+    chunked: bool,
+    what: &str,
+) -> Result<(u64, String), Response> {
+    match body_to_file(body, path, chunked).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(path).await;
+            Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                &format!("cannot read the {what}: {e}"),
+            ))
+        }
+    }
+}
+
 async fn put_object(app: &Arc<App>, key: &str, req: Request) -> Result<Response, Response> {
     let headers = req.headers().clone();
     let blob = app.store.new_blob();
     let tmp = app.store.tmp_path("put");
-    let (size, md5) = match body_to_file(req.into_body(), &tmp, is_aws_chunked(&headers)).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(error_response(
-                StatusCode::BAD_REQUEST,
-                "IncompleteBody",
-                &format!("cannot read the upload: {e}"),
-            ));
-        }
-    };
+    let (size, md5) = receive(req.into_body(), &tmp, is_aws_chunked(&headers), "upload").await?;
     tokio::fs::rename(&tmp, app.store.blob_path(&blob))
         .await
         .map_err(internal)?;
@@ -593,17 +603,7 @@ async fn upload_part(
     let chunked = is_aws_chunked(req.headers());
     let blob = app.store.new_blob();
     let path = app.store.blob_path(&blob);
-    let (size, md5) = match body_to_file(req.into_body(), &path, chunked).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(error_response(
-                StatusCode::BAD_REQUEST,
-                "IncompleteBody",
-                &format!("cannot read the part: {e}"),
-            ));
-        }
-    };
+    let (size, md5) = receive(req.into_body(), &path, chunked, "part").await?;
     let etag = format!("\"{md5}\"");
     let old = {
         let mut meta = app.store.lock();

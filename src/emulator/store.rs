@@ -57,6 +57,38 @@ pub struct TableMeta {
     pub definition: Option<serde_json::Value>,
 }
 
+impl TableMeta {
+    /// A new, empty table: no data file, no loads yet.
+    pub fn new(
+        id: &str,
+        bucket_id: &str,
+        name: &str,
+        columns: Vec<String>,
+        primary_key: Vec<String>,
+        created: i64,
+    ) -> Self {
+        TableMeta {
+            id: id.to_owned(),
+            bucket_id: bucket_id.to_owned(),
+            name: name.to_owned(),
+            display_name: name.to_owned(),
+            columns,
+            primary_key,
+            created,
+            last_import_date: None,
+            last_change_date: None,
+            rows_count: 0,
+            data_size_bytes: 0,
+            data_gen: 0,
+            last_stamp: 0,
+            export_cache: Default::default(),
+            metadata: Vec::new(),
+            column_metadata: Default::default(),
+            definition: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileMeta {

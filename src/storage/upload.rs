@@ -129,17 +129,6 @@ async fn pump_gzip<W: AsyncWrite + Unpin>(
     }
 }
 
-/// The writer under an optional compression layer, to abort it.
-trait Upload: AsyncWrite + Unpin {
-    fn object_writer(&mut self) -> &mut ObjectWriter;
-}
-
-impl Upload for ObjectWriter {
-    fn object_writer(&mut self) -> &mut ObjectWriter {
-        self
-    }
-}
-
 /// Copies the file into the writer through one reused buffer.
 async fn pump<W: AsyncWrite + Unpin>(
     input: &mut tokio::io::BufReader<tokio::fs::File>,
@@ -165,11 +154,11 @@ async fn pump<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Completes the upload (the gzip trailer, then the single PUT or the multipart completion), or, when the
+/// Completes the upload (the single PUT or the multipart completion), or, when the
 /// copy failed, aborts a started multipart upload so no orphaned parts are left behind.
-async fn finish<W: Upload>(
+async fn finish(
     copied: Result<(), Error>,
-    sink: &mut W,
+    sink: &mut ObjectWriter,
     target: &str,
 ) -> Result<(), Error> {
     match copied {
@@ -178,7 +167,7 @@ async fn finish<W: Upload>(
             .await
             .map_err(|e| Error::cloud("uploading to", target.to_owned(), e)),
         Err(e) => {
-            if let Err(abort) = sink.object_writer().abort().await {
+            if let Err(abort) = sink.abort().await {
                 tracing::debug!("aborting the upload to {target} failed too: {abort}");
             }
             Err(e)

@@ -215,25 +215,14 @@ pub(super) fn apply_load(
     {
         let mut meta = app.store.lock();
         let mut t = match (&new, current) {
-            (Some(n), _) => TableMeta {
-                id: table_id.to_owned(),
-                bucket_id: n.bucket_id.clone(),
-                name: n.name.clone(),
-                display_name: n.name.clone(),
-                columns: Vec::new(),
-                primary_key: n.primary_key.clone(),
-                created: now,
-                last_import_date: None,
-                last_change_date: None,
-                rows_count: 0,
-                data_size_bytes: 0,
-                data_gen: 0,
-                last_stamp: 0,
-                export_cache: Default::default(),
-                metadata: Vec::new(),
-                column_metadata: Default::default(),
-                definition: None,
-            },
+            (Some(n), _) => TableMeta::new(
+                table_id,
+                &n.bucket_id,
+                &n.name,
+                Vec::new(),
+                n.primary_key.clone(),
+                now,
+            ),
             // The stored table as it is now: a bucket delete may have dropped it while the load ran.
             (None, _) => match meta.tables.get(table_id) {
                 Some(t) => t.clone(),
@@ -463,23 +452,15 @@ pub(super) fn create_table_definition(
             meta.tables.insert(
                 tid.clone(),
                 TableMeta {
-                    id: tid.clone(),
-                    bucket_id: target.bucket_id.clone(),
-                    name: target.name.clone(),
-                    display_name: target.name.clone(),
-                    columns,
-                    primary_key,
-                    created: now,
-                    last_import_date: None,
-                    last_change_date: None,
-                    rows_count: 0,
-                    data_size_bytes: 0,
-                    data_gen: 0,
-                    last_stamp: 0,
-                    export_cache: Default::default(),
-                    metadata: Vec::new(),
-                    column_metadata: Default::default(),
                     definition: Some(definition),
+                    ..TableMeta::new(
+                        &tid,
+                        &target.bucket_id,
+                        &target.name,
+                        columns,
+                        primary_key,
+                        now,
+                    )
                 },
             );
         }
