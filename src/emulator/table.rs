@@ -347,74 +347,113 @@ fn finish_writer(w: csv::Writer<WriteBehind>) -> std::io::Result<u64> {
     Ok(finish_file(w)?.metadata()?.len())
 }
 
-/// A writer whose `write` calls only fill 1 MiB buffers; a thread writes them to the file, so the kernel's
-/// copy into the page cache (a fifth of a load's time in the profile) runs beside the CSV work. At most
-/// four buffers wait (bounded memory); spent ones come back for reuse.
-struct WriteBehind {
-    buf: Vec<u8>,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    spent: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<File>>>,
+/// A thread that takes items in order — at most four waiting, so memory stays bounded — and hands each
+/// back for reuse once done with it. The two writers below put the kernel's copy into the page cache, and
+/// the CSV formatting, on it: together a third of a load's parsing thread in the profile.
+struct Behind<T, R> {
+    tx: Option<std::sync::mpsc::SyncSender<T>>,
+    spent: std::sync::mpsc::Receiver<T>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<R>>>,
 }
 
-impl WriteBehind {
-    const CHUNK: usize = 1 << 20;
-
-    fn spawn(mut file: File) -> WriteBehind {
-        let (tx, rx) = sync_channel::<Vec<u8>>(4);
-        let (give_back, spent) = std::sync::mpsc::channel::<Vec<u8>>();
+impl<T: Send + 'static, R: Send + 'static> Behind<T, R> {
+    /// The thread owns `state`: `consume` runs for every item, `end` once the sender is finished.
+    fn spawn<S: Send + 'static>(
+        mut state: S,
+        mut consume: impl FnMut(&mut S, &mut T) -> std::io::Result<()> + Send + 'static,
+        end: impl FnOnce(S) -> std::io::Result<R> + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = sync_channel::<T>(4);
+        let (give_back, spent) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            for mut chunk in rx {
-                file.write_all(&chunk)?;
-                chunk.clear();
-                let _ = give_back.send(chunk);
+            for mut item in rx {
+                consume(&mut state, &mut item)?;
+                let _ = give_back.send(item);
             }
-            Ok(file)
+            end(state)
         });
-        WriteBehind {
-            buf: Vec::with_capacity(Self::CHUNK),
+        Behind {
             tx: Some(tx),
             spent,
             thread: Some(thread),
         }
     }
 
-    /// Hands the full buffer to the thread; a closed channel means the thread stopped on an error.
-    fn send(&mut self) -> std::io::Result<()> {
-        let next = self
-            .spent
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(Self::CHUNK));
-        let full = std::mem::replace(&mut self.buf, next);
-        let sent = self.tx.as_ref().map(|tx| tx.send(full).is_ok());
-        if sent == Some(true) {
+    /// An item the thread is done with, if one is back.
+    fn reuse(&self) -> Option<T> {
+        self.spent.try_recv().ok()
+    }
+
+    /// Hands an item over; a closed channel means the thread stopped, and its error is the one to report.
+    fn send(&mut self, item: T) -> std::io::Result<()> {
+        if self.tx.as_ref().is_some_and(|tx| tx.send(item).is_ok()) {
             Ok(())
         } else {
             Err(self
-                .stop()
+                .finish()
                 .err()
-                .unwrap_or_else(|| std::io::Error::other("the file writer thread stopped")))
+                .unwrap_or_else(|| std::io::Error::other("the writer thread stopped")))
         }
     }
 
-    /// Closes the channel and waits for the thread: the file, or the error it stopped on.
-    fn stop(&mut self) -> std::io::Result<File> {
+    /// Closes the channel and waits for the thread: what it ends with, or the error it stopped on.
+    fn finish(&mut self) -> std::io::Result<R> {
         self.tx = None;
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(std::io::Error::other("the file writer thread panicked")),
-            None => Err(std::io::Error::other(
-                "the file writer was already finished",
-            )),
+            Some(Err(_)) => Err(std::io::Error::other("the writer thread panicked")),
+            None => Err(std::io::Error::other("the writer was already finished")),
+        }
+    }
+}
+
+impl<T, R> Drop for Behind<T, R> {
+    fn drop(&mut self) {
+        // An abandoned writer (a failed load) still lets its thread end.
+        self.tx = None;
+    }
+}
+
+/// A writer whose `write` calls only fill 1 MiB buffers, written to the file behind.
+struct WriteBehind {
+    buf: Vec<u8>,
+    behind: Behind<Vec<u8>, File>,
+}
+
+impl WriteBehind {
+    const CHUNK: usize = 1 << 20;
+
+    fn spawn(file: File) -> WriteBehind {
+        let behind = Behind::spawn(
+            file,
+            |file: &mut File, chunk: &mut Vec<u8>| {
+                file.write_all(chunk)?;
+                chunk.clear();
+                Ok(())
+            },
+            Ok,
+        );
+        WriteBehind {
+            buf: Vec::with_capacity(Self::CHUNK),
+            behind,
         }
     }
 
-    /// Writes what is left and returns the file.
+    fn send(&mut self) -> std::io::Result<()> {
+        let next = self
+            .behind
+            .reuse()
+            .unwrap_or_else(|| Vec::with_capacity(Self::CHUNK));
+        let full = std::mem::replace(&mut self.buf, next);
+        self.behind.send(full)
+    }
+
+    /// Writes what is left and returns the file, positioned at its end.
     fn finish(mut self) -> std::io::Result<File> {
         if !self.buf.is_empty() {
             self.send()?;
         }
-        self.stop()
+        self.behind.finish()
     }
 }
 
@@ -438,22 +477,11 @@ impl Write for WriteBehind {
     }
 }
 
-impl Drop for WriteBehind {
-    fn drop(&mut self) {
-        // An abandoned writer (a failed load) still lets its thread end.
-        self.tx = None;
-    }
-}
-
-/// Pass 1's scratch writer: rows go in batches to a thread that formats them as CSV and writes the file,
-/// so the formatting and the kernel's copy (a third of the parsing thread's time in the profile) run beside
-/// the parsing. At most four batches of 4,096 rows wait (bounded memory); spent batches come back.
+/// Pass 1's scratch writer: rows go behind in batches of 4,096, formatted as CSV and written there.
 struct RowWriteBehind {
     batch: Vec<ByteRecord>,
     filled: usize,
-    tx: Option<std::sync::mpsc::SyncSender<(Vec<ByteRecord>, usize)>>,
-    spent: std::sync::mpsc::Receiver<Vec<ByteRecord>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    behind: Behind<(Vec<ByteRecord>, usize), ()>,
 }
 
 impl RowWriteBehind {
@@ -464,27 +492,25 @@ impl RowWriteBehind {
             std::fs::create_dir_all(parent)?;
         }
         let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
-        let mut w = WriterBuilder::new()
+        let writer = WriterBuilder::new()
             .has_headers(false)
             .flexible(true)
             .from_writer(file);
-        let (tx, rx) = sync_channel::<(Vec<ByteRecord>, usize)>(4);
-        let (give_back, spent) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || -> std::io::Result<()> {
-            for (batch, filled) in rx {
-                for row in &batch[..filled] {
-                    w.write_byte_record(row)?;
-                }
-                let _ = give_back.send(batch);
-            }
-            w.flush()
-        });
+        let behind = Behind::spawn(
+            writer,
+            |w: &mut csv::Writer<BufWriter<File>>,
+             (batch, filled): &mut (Vec<ByteRecord>, usize)| {
+                batch[..*filled]
+                    .iter()
+                    .try_for_each(|row| w.write_byte_record(row))
+                    .map_err(std::io::Error::from)
+            },
+            |mut w| w.flush(),
+        );
         Ok(RowWriteBehind {
             batch: Vec::new(),
             filled: 0,
-            tx: Some(tx),
-            spent,
-            thread: Some(thread),
+            behind,
         })
     }
 
@@ -507,31 +533,10 @@ impl RowWriteBehind {
     }
 
     fn send(&mut self) -> std::io::Result<()> {
-        let next = self.spent.try_recv().unwrap_or_default();
+        let (next, _) = self.behind.reuse().unwrap_or_default();
         let full = std::mem::replace(&mut self.batch, next);
         let filled = std::mem::take(&mut self.filled);
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.send((full, filled)).is_ok());
-        if sent {
-            Ok(())
-        } else {
-            // The thread stopped on an error: that error is the one to report.
-            Err(self
-                .join()
-                .err()
-                .unwrap_or_else(|| std::io::Error::other("the scratch writer thread stopped")))
-        }
-    }
-
-    fn join(&mut self) -> std::io::Result<()> {
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(std::io::Error::other("the scratch writer thread panicked")),
-            None => Ok(()),
-        }
+        self.behind.send((full, filled))
     }
 
     /// Writes the rows still in hand and waits until all are in the file.
@@ -539,14 +544,7 @@ impl RowWriteBehind {
         if self.filled > 0 {
             self.send()?;
         }
-        self.join()
-    }
-}
-
-impl Drop for RowWriteBehind {
-    fn drop(&mut self) {
-        // An abandoned writer (a failed load) still lets its thread end.
-        self.tx = None;
+        self.behind.finish()
     }
 }
 
