@@ -3,8 +3,9 @@
 //! A table's rows live in one CSV file per generation (`data.<gen>.csv`), each record being the row's import
 //! stamp (unix seconds, what `changedSince` filters on) followed by the values in table column order. Rows
 //! written before a column was added are shorter and read as `""` for it. Every change streams the old
-//! generation plus the incoming data into a new file, so memory never grows with the table; an incremental
-//! load with a primary key holds only the incoming load's keys (plus a hash of each incoming row) in memory.
+//! generation plus the incoming data into a new file, so memory never grows with the table; a load with a
+//! primary key holds only the incoming load's keys in memory: 16 bytes per row (a sortable 96-bit key hash
+//! and the row's index), or, when merging into stored rows, a map from key to row plus a hash of each row.
 //!
 //! Duplicate primary keys inside one load collapse to the **last** occurrence (last-wins); Keboola keeps an
 //! arbitrary one, so callers must not rely on the choice.
