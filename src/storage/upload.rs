@@ -53,17 +53,12 @@ pub(crate) async fn put_file(
     progress: &TransferProgress,
 ) -> Result<(), Error> {
     let display = location.entry_url(key);
-    let file = tokio::fs::File::open(source)
-        .await
-        .map_err(|e| Error::io("reading", source, e))?;
-    let mut input = tokio::io::BufReader::with_capacity(256 * 1024, file);
-    let writer = ObjectWriter::with_capacity(location.store.clone(), object_path(key), PART_SIZE)
+    let mut sink = ObjectWriter::with_capacity(location.store.clone(), object_path(key), PART_SIZE)
         .with_max_concurrency(parts_in_flight.max(1));
-    let mut sink = writer;
     let copied = if compress {
         pump_gzip(source, &mut sink, &display, progress).await
     } else {
-        pump(&mut input, &mut sink, source, &display, progress).await
+        pump(source, &mut sink, &display, progress).await
     };
     finish(copied, &mut sink, &display).await
 }
@@ -160,12 +155,14 @@ fn read_at_most(file: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Resul
 
 /// Copies the file into the writer through one reused buffer.
 async fn pump<W: AsyncWrite + Unpin>(
-    input: &mut tokio::io::BufReader<tokio::fs::File>,
-    sink: &mut W,
     source: &Path,
+    sink: &mut W,
     display: &str,
     progress: &TransferProgress,
 ) -> Result<(), Error> {
+    let mut input = tokio::fs::File::open(source)
+        .await
+        .map_err(|e| Error::io("reading", source, e))?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = input
