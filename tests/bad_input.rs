@@ -343,14 +343,9 @@ fn bad_config_files() {
             &["parameters.concurrency"],
         ),
         (
-            "unknown parameter",
-            br#"{"parameters": {"concurency": 4}}"#,
-            &["concurency", "concurrency"],
-        ),
-        (
-            "unknown block key",
-            br#"{"parameters": {"blocks": [{"name": "b", "codes": [{"name": "c", "scripts": ["SELECT 1"]}]}]}}"#,
-            &["scripts"],
+            "a string boolean that is neither true nor false",
+            br#"{"parameters": {"dtypes_infer": "yes"}}"#,
+            &["parameters.dtypes_infer"],
         ),
         (
             "invalid output table id",

@@ -24,14 +24,20 @@ fn main() {
     let mut trials = Vec::new();
     for case in case_dirs(&root) {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        trials.push(Trial::test(name, move || run_case(&case)));
+        let same = case.clone();
+        trials.push(Trial::test(name.clone(), move || run_case(&same, false)));
+        // The platform hands over config.json with every mapping default filled in: the same case with
+        // that config must give the same result.
+        trials.push(Trial::test(format!("normalised::{name}"), move || {
+            run_case(&case, true)
+        }));
     }
     for case in case_dirs(&root.join("_must-fail")) {
         let name = format!(
             "harness-detects::{}",
             case.file_name().unwrap().to_string_lossy()
         );
-        trials.push(Trial::test(name, move || match run_case(&case) {
+        trials.push(Trial::test(name, move || match run_case(&case, false) {
             Ok(()) => Err("the harness accepted a case whose expectation is wrong".into()),
             Err(_) => Ok(()),
         }));
@@ -103,7 +109,8 @@ impl Stack {
     }
 }
 
-fn run_case(case: &Path) -> Result<(), Failed> {
+/// Runs a case; `normalise`: with each step's config.json normalised as the platform writes it.
+fn run_case(case: &Path, normalise: bool) -> Result<(), Failed> {
     let steps = steps(case);
     let needs_storage = steps
         .iter()
@@ -120,13 +127,14 @@ fn run_case(case: &Path) -> Result<(), Failed> {
             .unwrap_or(step)
             .display()
             .to_string();
-        previous_state = run_step(step, stack.as_ref(), previous_state).map_err(|e| {
-            Failed::from(if label.is_empty() {
-                e
-            } else {
-                format!("step {label}: {e}")
-            })
-        })?;
+        previous_state =
+            run_step(step, stack.as_ref(), previous_state, normalise).map_err(|e| {
+                Failed::from(if label.is_empty() {
+                    e
+                } else {
+                    format!("step {label}: {e}")
+                })
+            })?;
     }
     Ok(())
 }
@@ -136,6 +144,7 @@ fn run_step(
     step: &Path,
     stack: Option<&Stack>,
     previous_state: Option<Vec<u8>>,
+    normalise: bool,
 ) -> Result<Option<Vec<u8>>, String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data = work.path().join("data");
@@ -144,6 +153,9 @@ fn run_step(
         copy_tree(&source, &data).map_err(|e| format!("copying {}: {e}", source.display()))?;
     } else {
         fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    }
+    if normalise {
+        normalise_config(&data.join("config.json"))?;
     }
     if let Some(state) = previous_state {
         let in_state = data.join("in/state.json");
@@ -238,6 +250,53 @@ fn run_step(
         compare_storage(stack, &expected_tables)?;
     }
     Ok(fs::read(data.join("out/state.json")).ok())
+}
+
+/// Rewrites config.json the way the platform delivers it: every input- and output-mapping item with all
+/// the defaults its configuration tree fills in (keboola/platform-libraries input-mapping
+/// `Configuration/Table.php`, output-mapping `Configuration/Table`), and empty `storage`, `parameters`,
+/// `authorization` and `image_parameters` objects. Existing values are kept; new keys go last, so line
+/// numbers in error messages stay the same. A file that is not a JSON object is left alone.
+fn normalise_config(path: &Path) -> Result<(), String> {
+    use serde_json::{Value, json};
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let Ok(Value::Object(mut root)) = serde_json::from_str::<Value>(&text) else {
+        return Ok(());
+    };
+    fn fill(item: &mut Value, defaults: &Value) {
+        if let (Value::Object(item), Value::Object(defaults)) = (item, defaults) {
+            for (key, value) in defaults {
+                item.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+    }
+    let input_defaults = json!({
+        "columns": [], "column_types": [], "where_values": [], "where_operator": "eq",
+        "overwrite": false, "use_view": false, "keep_internal_timestamp_column": true
+    });
+    let output_defaults = json!({
+        "primary_key": [], "distribution_key": [], "columns": [], "incremental": false,
+        "delete_where_values": [], "delete_where_operator": "eq", "delimiter": ",", "enclosure": "\"",
+        "metadata": [], "column_metadata": [], "write_always": false, "tags": [], "schema": []
+    });
+    for key in ["storage", "parameters", "authorization", "image_parameters"] {
+        root.entry(key).or_insert_with(|| json!({}));
+    }
+    root.entry("action").or_insert_with(|| json!("run"));
+    for (side, defaults) in [("input", &input_defaults), ("output", &output_defaults)] {
+        let tables = root
+            .get_mut("storage")
+            .and_then(|s| s.get_mut(side))
+            .and_then(|s| s.get_mut("tables"))
+            .and_then(Value::as_array_mut);
+        for item in tables.into_iter().flatten() {
+            fill(item, defaults);
+        }
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(root)).map_err(|e| e.to_string())?;
+    fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// `KEY=VALUE` lines; `{{url}}` and `{{token}}` are replaced with the emulator's URL and token.

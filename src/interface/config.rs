@@ -1,8 +1,11 @@
 //! `config.json`, the way the platform writes it.
 //!
-//! Outside `parameters` we are lenient, like the platform asks: unknown keys are ignored (new ones appear),
-//! empty objects may arrive as `[]`, and defaults are filled in as the runner fills them. Our own
-//! `parameters` are strict: an unknown key fails with its name and the list of valid ones.
+//! The platform normalises every mapping item before the component sees it: each default is filled in
+//! (`"schema": []`, `"primary_key": []`, `"incremental": false`, ...). So an empty array, `false`, `""` or a
+//! documented default means "not set" here, and a config reads the same with or without those defaults.
+//! Empty objects may arrive as `[]`. `parameters` are lenient like the real DuckDB transformation's: an
+//! unknown key is ignored with a warning naming the closest known key, `"true"`/`"false"` strings are
+//! booleans; a known key of the wrong type is still an error with its key path, line and column.
 
 use super::lenient::{self, Scalar};
 use super::manifest::{ColumnSchema, DataTypeSupport};
@@ -25,6 +28,9 @@ pub struct Config {
     /// `run`, or the name of a sync action.
     #[serde(default = "default_action", deserialize_with = "action")]
     pub action: String,
+    /// One line per `parameters` key we ignored, to be logged once logging is up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 fn default_action() -> String {
@@ -42,14 +48,19 @@ fn action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 impl Config {
     /// Reads and validates `config.json`. Every `#` value is registered as a secret before the typed parse,
-    /// so no error message can show one.
-    pub fn load(path: &Path) -> Result<Config, Error> {
+    /// so no error message can show one. `in_keboola`: the platform has already validated the mappings
+    /// (and will do the input and output mapping itself), so only what the transform needs is checked.
+    pub fn load(path: &Path, in_keboola: bool) -> Result<Config, Error> {
         let text = super::read_text(path)?;
-        Self::parse(path, &text)
+        Self::parse_in(path, &text, in_keboola)
     }
 
-    /// Parses config.json text (`path` is only used in messages).
+    /// Parses config.json text as a run outside Keboola does (`path` is only used in messages).
     pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
+        Self::parse_in(path, text, false)
+    }
+
+    fn parse_in(path: &Path, text: &str, in_keboola: bool) -> Result<Config, Error> {
         let raw: Value = parse_json(path, text)?;
         crate::secrets::register_hash_values(&raw);
         if !raw.is_object() {
@@ -58,12 +69,22 @@ impl Config {
                 "the configuration must be a JSON object",
             ));
         }
-        let config: Config = parse_json(path, text)?;
-        config.validate(path)?;
+        let mut config: Config = parse_json(path, text)?;
+        config.warnings = unknown_parameters(&raw);
+        for t in &mut config.storage.output.tables {
+            t.options.normalise();
+        }
+        if !in_keboola {
+            config.validate_mappings(path)?;
+        }
+        config
+            .parameters
+            .validate()
+            .map_err(|m| Error::invalid(path, format!("parameters: {m}")))?;
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), Error> {
+    fn validate_mappings(&self, path: &Path) -> Result<(), Error> {
         for (i, t) in self.storage.input.tables.iter().enumerate() {
             t.validate()
                 .map_err(|m| Error::invalid(path, format!("storage.input.tables[{i}]: {m}")))?;
@@ -72,10 +93,88 @@ impl Config {
             t.validate()
                 .map_err(|m| Error::invalid(path, format!("storage.output.tables[{i}]: {m}")))?;
         }
-        self.parameters
-            .validate()
-            .map_err(|m| Error::invalid(path, format!("parameters: {m}")))
+        Ok(())
     }
+}
+
+/// Warnings for the `parameters` keys (and `blocks[]`/`codes[]` keys) that no field reads: the real DuckDB
+/// transformation ignores them, and so do we, but a typo should stay visible.
+fn unknown_parameters(raw: &Value) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(params) = raw.get("parameters").and_then(Value::as_object) else {
+        return warnings;
+    };
+    warn_unknown(
+        "parameters",
+        params,
+        field_names::<Parameters>(),
+        &mut warnings,
+    );
+    let blocks = params.get("blocks").and_then(Value::as_array);
+    for (b, block) in blocks.into_iter().flatten().enumerate() {
+        let Some(block) = block.as_object() else {
+            continue;
+        };
+        let at = format!("parameters.blocks[{b}]");
+        warn_unknown(&at, block, field_names::<Block>(), &mut warnings);
+        let codes = block.get("codes").and_then(Value::as_array);
+        for (c, code) in codes.into_iter().flatten().enumerate() {
+            if let Some(code) = code.as_object() {
+                let at = format!("{at}.codes[{c}]");
+                warn_unknown(&at, code, field_names::<Code>(), &mut warnings);
+            }
+        }
+    }
+    warnings
+}
+
+fn warn_unknown(at: &str, object: &Map<String, Value>, known: &[&str], out: &mut Vec<String>) {
+    for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
+        let closest = known
+            .iter()
+            .map(|k| (strsim::jaro_winkler(key, k), *k))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .filter(|(score, _)| *score >= 0.8);
+        out.push(match closest {
+            Some((_, k)) => format!("{at}: unknown key `{key}` is ignored; did you mean `{k}`?"),
+            None => format!(
+                "{at}: unknown key `{key}` is ignored; known keys: {}",
+                known.join(", ")
+            ),
+        });
+    }
+}
+
+/// The JSON keys a derived `Deserialize` struct reads, asked from the derive itself so the list cannot
+/// drift from the struct.
+fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Fields(Option<&'static [&'static str]>);
+    struct Grab<'a>(&'a mut Fields);
+    impl<'de> serde::Deserializer<'de> for Grab<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("only structs"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.0 = Some(fields);
+            Err(serde::de::Error::custom("fields taken"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+            unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields = Fields(None);
+    let _ = T::deserialize(Grab(&mut fields));
+    fields.0.unwrap_or(&[])
 }
 
 /// `storage`: the input and output mapping.
@@ -180,10 +279,12 @@ impl InputTableMapping {
                 self.source
             ));
         }
+        // As the platform's input mapping: a column needs values; values without a column (the
+        // normalised `"where_values": []` among them) are ignored.
         let has_column = self.where_column.as_deref().is_some_and(|c| !c.is_empty());
-        if has_column == self.where_values.is_empty() {
+        if has_column && self.where_values.is_empty() {
             return Err(format!(
-                "{}: `where_column` and `where_values` must be set together",
+                "{}: `where_column` is set, so `where_values` must list at least one value",
                 self.source
             ));
         }
@@ -313,6 +414,55 @@ pub const OUTPUT_MANIFEST_KEYS: &[&str] = &[
 ];
 
 impl OutputTableOptions {
+    /// Turns the platform's filled-in defaults into "not set": an empty list, `false`, `""`, and the default
+    /// `incremental`, `delete_where_operator`, `delimiter` and `enclosure`. Then a plain `Option::or` merge is
+    /// the platform's merge (a mapping value wins only when it says something), and `"schema": []` is no
+    /// schema. `primary_key` is kept as given: the platform lets a mapping's `[]` clear a manifest's key.
+    pub fn normalise(&mut self) {
+        fn list<T>(v: &mut Option<Vec<T>>) {
+            if v.as_ref().is_some_and(Vec::is_empty) {
+                *v = None;
+            }
+        }
+        fn text(v: &mut Option<String>, default: &str) {
+            if v.as_deref().is_some_and(|s| s.is_empty() || s == default) {
+                *v = None;
+            }
+        }
+        fn flag(v: &mut Option<bool>) {
+            if *v == Some(false) {
+                *v = None;
+            }
+        }
+        list(&mut self.columns);
+        list(&mut self.distribution_key);
+        list(&mut self.delete_where_values);
+        list(&mut self.delete_where);
+        list(&mut self.metadata);
+        list(&mut self.tags);
+        list(&mut self.schema);
+        text(&mut self.destination, "");
+        text(&mut self.delete_where_column, "");
+        text(&mut self.delimiter, ",");
+        text(&mut self.enclosure, "\"");
+        text(&mut self.manifest_type, "");
+        text(&mut self.description, "");
+        text(&mut self.deduplication_strategy, "");
+        text(&mut self.unload_strategy, "");
+        flag(&mut self.incremental);
+        flag(&mut self.write_always);
+        flag(&mut self.has_header);
+        if self.delete_where_operator == Some(WhereOperator::Eq) {
+            self.delete_where_operator = None;
+        }
+        if self.column_metadata.as_ref().is_some_and(is_empty_json) {
+            self.column_metadata = None;
+        }
+        if self.table_metadata.as_ref().is_some_and(Map::is_empty) {
+            self.table_metadata = None;
+        }
+    }
+
     /// The rules the platform's output mapping checks on a mapping or manifest.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(dest) = self.destination.as_deref().filter(|d| !d.is_empty())
@@ -429,10 +579,8 @@ pub enum Step {
     Import,
 }
 
-/// One block of SQL, as in Keboola's DuckDB transformation: blocks run in order, codes in order, and each
-/// script item is one statement.
+/// One block of SQL, as in Keboola's DuckDB transformation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Block {
     #[serde(default)]
     pub name: String,
@@ -441,7 +589,6 @@ pub struct Block {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Code {
     #[serde(default)]
     pub name: String,
@@ -449,12 +596,10 @@ pub struct Code {
     pub script: Vec<String>,
 }
 
-/// Our own `parameters`, validated strictly.
-///
-/// The keys of Keboola's DuckDB transformation (`blocks`, `threads`, `max_memory_mb`, `dtypes_infer`,
-/// `syntax_check_on_startup`, `duckdb_version`) are accepted so its configurations run unchanged.
+/// `parameters`: the keys of Keboola's DuckDB transformation (`blocks`, `threads`, `max_memory_mb`,
+/// `dtypes_infer`, `debug`, `syntax_check_on_startup`, `duckdb_version`) plus our own. Unknown keys are
+/// ignored with a warning (see [`Config::warnings`]), as the real component ignores them.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Parameters {
     /// The transformation: SQL blocks run in order.
     #[serde(default, deserialize_with = "lenient::list")]
@@ -487,18 +632,18 @@ pub struct Parameters {
     #[serde(default)]
     pub table: Option<String>,
     /// Accepted for DuckDB transformation compatibility: input types always come from the manifest.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub dtypes_infer: Option<bool>,
     /// Accepted for DuckDB transformation compatibility: statements run in order and the first error
     /// stops the job, naming the block, code and statement.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub syntax_check_on_startup: Option<bool>,
     /// Accepted for DuckDB transformation compatibility: the DuckDB version is the one built in.
     #[serde(default)]
     pub duckdb_version: Option<String>,
     /// Accepted for DuckDB transformation compatibility (its documented example sets it); log verbosity
     /// is set with `KBC_RUNNER_LOG` instead.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub debug: Option<bool>,
 }
 
@@ -522,16 +667,6 @@ impl Parameters {
             && steps.is_empty()
         {
             return Err("`steps` is empty: list at least one of export, transform, import".into());
-        }
-        for (b, block) in self.blocks.iter().enumerate() {
-            for (c, code) in block.codes.iter().enumerate() {
-                if code.script.iter().all(|s| s.trim().is_empty()) {
-                    return Err(format!(
-                        "blocks[{b}].codes[{c}] (`{}`) has no SQL in `script`",
-                        code.name
-                    ));
-                }
-            }
         }
         Ok(())
     }
@@ -579,13 +714,80 @@ mod tests {
     }
 
     #[test]
-    fn unknown_parameter_names_it_and_lists_valid_ones() {
-        let err = parse("{\"parameters\": {\n  \"concurency\": 2\n}}").unwrap_err();
+    fn unknown_parameters_are_warnings_that_name_the_closest_key() {
+        let c = parse(
+            r#"{"parameters": {"concurency": 2, "zzz": 1, "blocks": [{"name": "B", "x": 1,
+                "codes": [{"name": "C", "scripts": []}]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.parameters.concurrency(),
+            4,
+            "the misspelt key is not read"
+        );
+        assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("`concurency`")
+                && c.warnings[0].contains("did you mean `concurrency`?")
+        );
+        assert!(
+            c.warnings[1].contains("`zzz`") && c.warnings[1].contains("known keys: blocks, steps")
+        );
+        assert!(c.warnings[2].starts_with("parameters.blocks[0]: unknown key `x`"));
+        assert!(
+            c.warnings[3].contains("codes[0]: unknown key `scripts`")
+                && c.warnings[3].contains("`script`")
+        );
+        assert!(field_names::<Parameters>().contains(&"#storage_token"));
+    }
+
+    #[test]
+    fn known_keys_of_the_wrong_type_are_errors_with_their_position() {
+        let err = parse("{\"parameters\": {\n  \"concurrency\": \"four\"\n}}").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("unknown field `concurency`"), "{text}");
-        assert!(text.contains("`concurrency`"), "{text}");
-        assert!(text.contains("line 2"), "{text}");
+        assert!(
+            text.contains("parameters.concurrency") && text.contains("line 2"),
+            "{text}"
+        );
         assert!(err.is_user());
+        let err = parse(r#"{"parameters": {"debug": "maybe"}}"#).unwrap_err();
+        assert!(err.to_string().contains("parameters.debug"), "{err}");
+    }
+
+    #[test]
+    fn string_booleans_and_empty_codes_are_accepted() {
+        let c = parse(
+            r#"{"parameters": {"debug": "true", "dtypes_infer": "False", "syntax_check_on_startup": null,
+                "blocks": [{"name": "B", "codes": [{"name": "empty", "script": []}]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.parameters.debug, Some(true));
+        assert_eq!(c.parameters.dtypes_infer, Some(false));
+        assert_eq!(c.parameters.syntax_check_on_startup, None);
+        assert!(c.parameters.blocks[0].codes[0].script.is_empty());
+    }
+
+    #[test]
+    fn platform_defaults_mean_not_set() {
+        let c = parse(
+            r#"{"storage": {"output": {"tables": [{"source": "a.csv", "destination": "out.c-a.a",
+                "primary_key": ["id"], "columns": [], "schema": [], "metadata": [], "column_metadata": [],
+                "tags": [], "incremental": false, "delimiter": ",", "enclosure": "\"",
+                "delete_where_operator": "eq", "delete_where_values": [], "write_always": false}]},
+                "input": {"tables": [{"source": "in.c-a.b", "where_values": [], "where_operator": "eq",
+                "columns": [], "column_types": [], "overwrite": false}]}}}"#,
+        )
+        .unwrap();
+        let o = &c.storage.output.tables[0].options;
+        assert_eq!(o.primary_key, Some(vec!["id".to_owned()]));
+        assert_eq!((&o.schema, &o.columns, &o.delimiter), (&None, &None, &None));
+        assert_eq!((o.incremental, o.write_always), (None, None));
+        // In Keboola the platform has checked the mappings: a destination it accepts (a bare table name
+        // with a default bucket) is not ours to refuse.
+        let text =
+            r#"{"storage": {"output": {"tables": [{"source": "a.csv", "destination": "a"}]}}}"#;
+        assert!(parse(text).is_err());
+        assert!(Config::parse_in(Path::new("config.json"), text, true).is_ok());
     }
 
     #[test]

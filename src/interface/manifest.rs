@@ -176,7 +176,8 @@ pub fn load_output_manifest(path: &Path) -> Result<OutputTableOptions, Error> {
             ),
         ));
     }
-    let options: OutputTableOptions = parse_json(path, &text)?;
+    let mut options: OutputTableOptions = parse_json(path, &text)?;
+    options.normalise();
     options.validate().map_err(|m| Error::invalid(path, m))?;
     Ok(options)
 }

@@ -26,13 +26,11 @@ pub struct Checked {
     pub existing: Option<Table>,
 }
 
-/// Checks every table, then loads them. `remove_after`: inside Keboola, delete each loaded file and
-/// manifest so the platform does not load it a second time.
+/// Checks every table, then loads them. Files in out/tables are left as they are.
 pub async fn run(
     client: &Client,
     plans: Vec<OutputPlan>,
     concurrency: usize,
-    remove_after: bool,
 ) -> anyhow::Result<Vec<TableReport>> {
     let checked: Vec<Checked> = futures::stream::iter(plans)
         .map(|plan| check(client, plan))
@@ -42,13 +40,7 @@ pub async fn run(
     let bucket_lock = tokio::sync::Mutex::new(());
     let bucket_lock = &bucket_lock;
     futures::stream::iter(checked)
-        .map(|c| async move {
-            let report = load(client, &c, bucket_lock).await?;
-            if remove_after {
-                remove_loaded(&c.plan).await?;
-            }
-            Ok::<_, anyhow::Error>(report)
-        })
+        .map(|c| async move { load(client, &c, bucket_lock).await })
         .buffered(concurrency.max(1))
         .try_collect()
         .await
@@ -533,27 +525,6 @@ async fn drop_if_empty(client: &Client, table_id: &str) {
     }
 }
 
-/// Inside Keboola: the loaded file and its manifest go, so the platform's own output mapping skips them.
-async fn remove_loaded(plan: &OutputPlan) -> anyhow::Result<()> {
-    if plan.sliced {
-        tokio::fs::remove_dir_all(&plan.path).await
-    } else {
-        tokio::fs::remove_file(&plan.path).await
-    }
-    .with_context(|| format!("removing the loaded {}", plan.path.display()))?;
-    let manifest = crate::interface::manifest::manifest_path(&plan.path);
-    if manifest.exists() {
-        tokio::fs::remove_file(&manifest)
-            .await
-            .with_context(|| format!("removing {}", manifest.display()))?;
-    }
-    tracing::info!(
-        "removed out/tables/{} after loading it, so the platform does not load it again",
-        plan.source
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,7 +569,6 @@ mod tests {
             enclosure: "\"".into(),
             delete_where: vec![],
             write_always: false,
-            has_manifest: false,
         };
         assert_eq!(count_rows(&plan).unwrap(), 2);
         let sliced = dir.path().join("s.csv");

@@ -46,7 +46,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
     let env = Environment::from_env()?;
     let data = DataDir::resolve(args.data_dir.as_deref(), &env);
     data.check()?;
-    let config = Config::load(&data.config_file())?;
+    let config = Config::load(&data.config_file(), env.in_keboola())?;
     let is_action = config.action != "run";
     if is_action {
         logging::init(logging::Target::Quiet, None);
@@ -200,6 +200,19 @@ async fn run_job(ctx: &Context) -> anyhow::Result<()> {
     let state = State::load(&ctx.data.in_state())?;
     ctx.data.ensure_layout()?;
     let steps = Steps::decide(&ctx.config, &ctx.env);
+    for warning in &ctx.config.warnings {
+        tracing::warn!("config.json: {warning}");
+    }
+    if steps.import && ctx.env.in_keboola() {
+        // The platform's output mapping always runs after the component and loads every file in
+        // out/tables; loading them here too would write Storage twice (or fail the platform's mapping).
+        return Err(UserError::new(
+            "parameters.steps includes `import`, but inside Keboola the platform's output mapping loads \
+             out/tables after the component: remove `import` from parameters.steps and map the tables in \
+             the configuration's output mapping",
+        )
+        .into());
+    }
     tracing::info!(
         "data folder {}; steps: {}{}",
         ctx.data.root().display(),
@@ -307,7 +320,7 @@ async fn run_steps(
                 let client = ctx
                     .storage
                     .client("the import step (storage.output.tables)")?;
-                import::run(client, plans, concurrency, ctx.env.in_keboola()).await
+                import::run(client, plans, concurrency).await
             }
             .await;
             match imported {

@@ -83,81 +83,92 @@ pub struct OutputPlan {
     pub enclosure: String,
     pub delete_where: Vec<DeleteRule>,
     pub write_always: bool,
-    /// Whether the file came with a manifest (the platform's mode: we remove both after loading).
-    pub has_manifest: bool,
 }
 
-/// Merges a mapping over a manifest the way the platform's output mapping does: the mapping wins, except
-/// for `incremental`, `delete_where_operator`, `delimiter` and `enclosure`, where it wins only with a
-/// truthy, non-default value (so a mapping `incremental: false` cannot undo a manifest `true`).
-pub fn merge(mapping: &OutputTableOptions, manifest: &OutputTableOptions) -> OutputTableOptions {
-    fn pick<T: Clone>(m: &Option<T>, f: &Option<T>) -> Option<T> {
-        m.clone().or_else(|| f.clone())
+/// Merges a mapping over a manifest the way the platform's output mapping does. Both sides are
+/// [normalised](OutputTableOptions::normalise) first (defaults and empty values are "not set"), so the
+/// mapping wins wherever it says something and the manifest fills the rest; the exception is
+/// `primary_key`, where a mapping's value replaces the manifest's even when empty (the platform always sends
+/// one, `[]` by default, so a mapping without the key is read as `[]`). `mapping` is `None` for a file in
+/// `out/tables` that no mapping names: then the manifest alone counts. The platform's key-by-key merges of `metadata`, `column_metadata`, `table_metadata` and
+/// `schema` are not needed here: the import sends no metadata, and `schema` comes from one side.
+pub fn merge(
+    mapping: Option<&OutputTableOptions>,
+    manifest: &OutputTableOptions,
+) -> OutputTableOptions {
+    let mapped = mapping.is_some();
+    let mut mapping = mapping.cloned().unwrap_or_default();
+    let mut manifest = manifest.clone();
+    mapping.normalise();
+    manifest.normalise();
+    fn pick<T>(m: Option<T>, f: Option<T>) -> Option<T> {
+        m.or(f)
     }
+    let OutputTableOptions {
+        destination,
+        incremental,
+        primary_key,
+        columns,
+        distribution_key,
+        delete_where_column,
+        delete_where_values,
+        delete_where_operator,
+        delete_where,
+        delimiter,
+        enclosure,
+        metadata,
+        column_metadata,
+        write_always,
+        tags,
+        manifest_type,
+        has_header,
+        description,
+        table_metadata,
+        schema,
+        deduplication_strategy,
+        unload_strategy,
+    } = mapping;
     let mut merged = OutputTableOptions {
-        destination: pick(
-            &mapping.destination.clone().filter(|d| !d.is_empty()),
-            &manifest.destination.clone().filter(|d| !d.is_empty()),
-        ),
-        incremental: if mapping.incremental == Some(true) {
-            Some(true)
+        destination: pick(destination, manifest.destination.take()),
+        incremental: pick(incremental, manifest.incremental),
+        primary_key: if mapped {
+            Some(primary_key.unwrap_or_default())
         } else {
-            manifest.incremental.or(mapping.incremental)
+            manifest.primary_key.take()
         },
-        primary_key: match &mapping.primary_key {
-            Some(pk) if !pk.is_empty() => Some(pk.clone()),
-            _ => manifest
-                .primary_key
-                .clone()
-                .or_else(|| mapping.primary_key.clone()),
-        },
-        columns: pick(
-            &mapping.columns.clone().filter(|c| !c.is_empty()),
-            &manifest.columns,
+        columns: pick(columns, manifest.columns.take()),
+        distribution_key: pick(distribution_key, manifest.distribution_key.take()),
+        delete_where_column: pick(
+            delete_where_column.clone(),
+            manifest.delete_where_column.take(),
         ),
-        distribution_key: pick(&mapping.distribution_key, &manifest.distribution_key),
-        delete_where_column: pick(&mapping.delete_where_column, &manifest.delete_where_column),
-        delete_where_values: pick(&mapping.delete_where_values, &manifest.delete_where_values),
-        delete_where_operator: if mapping.delete_where_operator == Some(WhereOperator::Ne) {
-            Some(WhereOperator::Ne)
-        } else {
-            manifest
-                .delete_where_operator
-                .or(mapping.delete_where_operator)
-        },
-        delete_where: pick(&mapping.delete_where, &manifest.delete_where),
-        delimiter: non_default(&mapping.delimiter, ",").or_else(|| manifest.delimiter.clone()),
-        enclosure: non_default(&mapping.enclosure, "\"").or_else(|| manifest.enclosure.clone()),
-        metadata: pick(&mapping.metadata, &manifest.metadata),
-        column_metadata: pick(&mapping.column_metadata, &manifest.column_metadata),
-        write_always: pick(&mapping.write_always, &manifest.write_always),
-        tags: pick(&mapping.tags, &manifest.tags),
-        manifest_type: pick(&mapping.manifest_type, &manifest.manifest_type),
-        has_header: pick(&mapping.has_header, &manifest.has_header),
-        description: pick(&mapping.description, &manifest.description),
-        table_metadata: pick(&mapping.table_metadata, &manifest.table_metadata),
-        schema: pick(&mapping.schema, &manifest.schema),
+        delete_where_values: pick(delete_where_values, manifest.delete_where_values.take()),
+        delete_where_operator: pick(delete_where_operator, manifest.delete_where_operator),
+        delete_where: pick(delete_where.clone(), manifest.delete_where.take()),
+        delimiter: pick(delimiter, manifest.delimiter.take()),
+        enclosure: pick(enclosure, manifest.enclosure.take()),
+        metadata: pick(metadata, manifest.metadata.take()),
+        column_metadata: pick(column_metadata, manifest.column_metadata.take()),
+        write_always: pick(write_always, manifest.write_always),
+        tags: pick(tags, manifest.tags.take()),
+        manifest_type: pick(manifest_type, manifest.manifest_type.take()),
+        has_header: pick(has_header, manifest.has_header),
+        description: pick(description, manifest.description.take()),
+        table_metadata: pick(table_metadata, manifest.table_metadata.take()),
+        schema: pick(schema, manifest.schema.take()),
         deduplication_strategy: pick(
-            &mapping.deduplication_strategy,
-            &manifest.deduplication_strategy,
+            deduplication_strategy,
+            manifest.deduplication_strategy.take(),
         ),
-        unload_strategy: pick(&mapping.unload_strategy, &manifest.unload_strategy),
+        unload_strategy: pick(unload_strategy, manifest.unload_strategy.take()),
     };
     // One legacy-vs-new delete rule form at a time: the mapping's form wins.
-    if mapping.delete_where.as_ref().is_some_and(|d| !d.is_empty()) {
+    if delete_where.is_some() {
         merged.delete_where_column = None;
-    } else if mapping
-        .delete_where_column
-        .as_ref()
-        .is_some_and(|c| !c.is_empty())
-    {
+    } else if delete_where_column.is_some() {
         merged.delete_where = None;
     }
     merged
-}
-
-fn non_default(value: &Option<String>, default: &str) -> Option<String> {
-    value.clone().filter(|v| !v.is_empty() && v != default)
 }
 
 /// Lists the output tables to import: every mapping `source` (which must exist), plus every other file in
@@ -295,14 +306,12 @@ fn plan_one(
 ) -> anyhow::Result<OutputPlan> {
     let path = out_tables.join(source);
     let manifest_file = manifest_path(&path);
-    let has_manifest = manifest_file.is_file();
-    let manifest = if has_manifest {
+    let manifest = if manifest_file.is_file() {
         load_output_manifest(&manifest_file)?
     } else {
         OutputTableOptions::default()
     };
-    let empty = OutputTableOptions::default();
-    let mut merged = merge(mapping.unwrap_or(&empty), &manifest);
+    let mut merged = merge(mapping, &manifest);
     fold_primary_key_into_schema(source, &mut merged)?;
     merged
         .validate()
@@ -393,7 +402,6 @@ fn plan_one(
         enclosure: merged.enclosure.clone().unwrap_or_else(|| "\"".into()),
         delete_where,
         write_always: merged.write_always.unwrap_or(false),
-        has_manifest,
     })
 }
 
@@ -494,33 +502,58 @@ mod tests {
     }
 
     #[test]
-    fn mapping_false_cannot_undo_manifest_incremental() {
-        let m = merge(
-            &opts(r#"{"incremental": false}"#),
-            &opts(r#"{"incremental": true}"#),
-        );
+    fn merge_follows_the_platform() {
+        let merged = |mapping: &str, manifest: &str| merge(Some(&opts(mapping)), &opts(manifest));
+        // A mapping's false or default value cannot undo the manifest's.
+        let m = merged(r#"{"incremental": false}"#, r#"{"incremental": true}"#);
         assert_eq!(m.incremental, Some(true));
-        let m = merge(
-            &opts(r#"{"incremental": true}"#),
-            &opts(r#"{"incremental": false}"#),
-        );
+        let m = merged(r#"{"incremental": true}"#, r#"{"incremental": false}"#);
         assert_eq!(m.incremental, Some(true));
-        let m = merge(
-            &opts(r#"{"delimiter": ","}"#),
-            &opts(r#"{"delimiter": ";"}"#),
-        );
+        let m = merged(r#"{"delimiter": ","}"#, r#"{"delimiter": ";"}"#);
         assert_eq!(m.delimiter.as_deref(), Some(";"));
-        let m = merge(
-            &opts(r#"{"destination": "out.c-a.x", "primary_key": ["id"]}"#),
-            &opts(r#"{"destination": "out.c-a.y", "primary_key": ["a", "b"]}"#),
+        let m = merged(
+            r#"{"destination": "out.c-a.x", "primary_key": ["id"]}"#,
+            r#"{"destination": "out.c-a.y", "primary_key": ["a", "b"]}"#,
         );
         assert_eq!(m.destination.as_deref(), Some("out.c-a.x"));
         assert_eq!(m.primary_key, Some(vec!["id".to_owned()]));
-        let m = merge(
-            &opts(r#"{"primary_key": []}"#),
-            &opts(r#"{"primary_key": ["a"]}"#),
-        );
+        // A mapping's empty primary key (the platform's default) clears the manifest's...
+        let m = merged(r#"{"primary_key": []}"#, r#"{"primary_key": ["a"]}"#);
+        assert_eq!(m.primary_key, Some(vec![]));
+        // ...but a file no mapping names keeps its manifest's.
+        let m = merge(None, &opts(r#"{"primary_key": ["a"]}"#));
         assert_eq!(m.primary_key, Some(vec!["a".to_owned()]));
+        // Empty lists and strings are "not set": the manifest's values stay.
+        let m = merged(
+            r#"{"columns": [], "schema": [], "destination": "", "write_always": false}"#,
+            r#"{"columns": ["a"], "destination": "out.c-a.y", "write_always": true}"#,
+        );
+        assert_eq!(m.columns, Some(vec!["a".to_owned()]));
+        assert_eq!(m.destination.as_deref(), Some("out.c-a.y"));
+        assert_eq!((m.schema, m.write_always), (None, Some(true)));
+    }
+
+    /// Every default the platform fills into an output-mapping item, next to a primary key: the same plan
+    /// as the bare item (this exact shape failed config validation before: `schema` with `primary_key`).
+    #[test]
+    fn platform_normalised_mapping_plans_like_the_bare_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "\"id\"\n").unwrap();
+        let bare = config(
+            r#"{"storage": {"output": {"tables": [{"source": "a.csv", "destination": "out.c-b.a",
+                "primary_key": ["id"]}]}}}"#,
+        );
+        let normalised = config(
+            r#"{"storage": {"output": {"tables": [{"source": "a.csv", "destination": "out.c-b.a",
+                "primary_key": ["id"], "distribution_key": [], "columns": [], "incremental": false,
+                "delete_where_values": [], "delete_where_operator": "eq", "delimiter": ",",
+                "enclosure": "\"", "metadata": [], "column_metadata": [], "write_always": false,
+                "tags": [], "schema": []}]}}}"#,
+        );
+        assert_eq!(
+            plan_outputs(&bare, dir.path(), false).unwrap(),
+            plan_outputs(&normalised, dir.path(), false).unwrap()
+        );
     }
 
     #[test]
@@ -545,7 +578,7 @@ mod tests {
         assert_eq!(dests, ["out.c-b.a", "out.c-b.c", "out.c-b.t2"]);
         assert_eq!(plans[0].primary_key, ["x"]);
         assert_eq!(plans[0].delete_where[0].filters[0].2, ["1", "2"]);
-        assert!(plans[1].incremental && plans[1].has_manifest);
+        assert!(plans[1].incremental);
         assert!(plans[0].headless_columns.is_none());
         assert!(plan_outputs(&c, out, true).unwrap().is_empty());
     }
