@@ -1,7 +1,7 @@
 //! Logging: human-readable lines on stdout, written whole and flushed per line (the platform streams stdout
 //! as job events), every line redacted. Sync actions and the `tables` CLI log to stderr instead, because
-//! their stdout is data. When the platform sets `KBC_LOGGER_ADDR`/`KBC_LOGGER_PORT`, events also go to its
-//! GELF server over TCP as null-terminated JSON.
+//! their stdout is data. When the platform sets `KBC_LOGGER_ADDR`/`KBC_LOGGER_PORT`, events go to its
+//! GELF server over TCP as null-terminated JSON instead of stdout.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -44,6 +44,9 @@ pub fn init(target: Target, gelf: Option<(String, u16)>) {
         .with_ansi(false)
         .without_time();
     let gelf_layer = gelf.and_then(|(host, port)| GelfLayer::connect(&host, port));
+    // The platform still turns the whole stdout into one event when the job ends, so with GELF up every
+    // line printed there too would show twice. If the GELF server cannot be reached, stdout it is.
+    let fmt = (gelf_layer.is_none() || target != Target::Stdout).then_some(fmt);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)

@@ -78,9 +78,9 @@ fn missing_data_folder_names_the_way_out() {
     );
 }
 
-/// Logs reach a GELF TCP server as NUL-terminated JSON messages with the fields the platform requires.
-#[test]
-fn logs_go_to_gelf_over_tcp() {
+/// A one-connection TCP server standing in for the platform's GELF server: its port, and a thread that
+/// returns every byte it received once the binary closes the connection.
+fn gelf_server() -> (String, std::thread::JoinHandle<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let reader = std::thread::spawn(move || {
@@ -92,6 +92,13 @@ fn logs_go_to_gelf_over_tcp() {
         let _ = stream.read_to_end(&mut bytes);
         bytes
     });
+    (port, reader)
+}
+
+/// Logs reach a GELF TCP server as NUL-terminated JSON messages with the fields the platform requires.
+#[test]
+fn logs_go_to_gelf_over_tcp() {
+    let (port, reader) = gelf_server();
     let data = data_dir(r##"{"parameters": {"#storage_token": "gelf-secret-value-1"}}"##);
     let out = run(
         data.path(),
@@ -102,6 +109,13 @@ fn logs_go_to_gelf_over_tcp() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The platform turns the whole stdout into one more event at the end: with GELF, stdout stays empty
+    // so nothing shows twice.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "stdout must be empty when logging to GELF"
     );
     let bytes = reader.join().unwrap();
     assert_eq!(bytes.last(), Some(&0u8), "every message ends with NUL");
@@ -119,6 +133,33 @@ fn logs_go_to_gelf_over_tcp() {
         assert!((0..=7).contains(&m["level"].as_u64().unwrap()));
     }
     assert!(!String::from_utf8_lossy(&bytes).contains("gelf-secret-value-1"));
+}
+
+/// Inside Keboola with GELF: a user error (here `import` in `steps`, which the platform's own output mapping
+/// does) ends as exactly one line on stderr, stdout stays empty, and out/tables is left alone.
+#[test]
+fn user_error_under_gelf_is_one_stderr_line() {
+    let (port, reader) = gelf_server();
+    let data = data_dir(
+        r#"{"parameters": {"steps": ["transform", "import"]},
+            "storage": {"output": {"tables": [{"source": "t.csv", "destination": "out.c-a.t"}]}}}"#,
+    );
+    std::fs::write(data.path().join("out/tables/t.csv"), "\"a\"\n\"1\"\n").unwrap();
+    let out = run(
+        data.path(),
+        &[
+            ("KBC_RUNID", "123"),
+            ("KBC_LOGGER_ADDR", "127.0.0.1"),
+            ("KBC_LOGGER_PORT", &port),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("output mapping"), "{stderr}");
+    assert!(data.path().join("out/tables/t.csv").is_file());
+    let _ = reader.join().unwrap();
 }
 
 /// The image runs as an arbitrary UID with no writable home: the binary must need nothing but the data
