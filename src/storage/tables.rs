@@ -118,12 +118,19 @@ impl Client {
 
     /// `GET tables/{id}/data-preview` as RFC CSV text with a header (at most 1000 rows).
     pub async fn preview(&self, table_id: &str, limit: Option<u32>) -> Result<String, Error> {
-        let (table, scope) = self.require_table(table_id).await?;
-        let mut call = scoped(
-            Call::get(format!("tables/{}/data-preview", table.id)),
-            scope,
-        )
-        .query("format", "rfc");
+        // Only a development branch has to find out which table a read uses.
+        let (id, scope) = match self.branch_mode().await? {
+            BranchMode::Production => {
+                split_table_id(table_id)?;
+                (table_id.to_owned(), ReadScope::Own)
+            }
+            _ => {
+                let (table, scope) = self.require_table(table_id).await?;
+                (table.id, scope)
+            }
+        };
+        let mut call =
+            scoped(Call::get(format!("tables/{id}/data-preview")), scope).query("format", "rfc");
         if let Some(limit) = limit {
             if limit == 0 || limit > 1000 {
                 return Err(Error::Invalid(format!(
