@@ -24,7 +24,7 @@ fn quick_policy() -> RetryPolicy {
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(2),
         multiplier: 2.0,
-        max_retry_after: Duration::from_secs(5),
+        wait_deadline: Duration::from_secs(5),
         deadline: Duration::from_secs(30),
     }
 }
@@ -76,7 +76,7 @@ async fn retried_status_codes_are_pinned() {
 }
 
 #[tokio::test]
-async fn retry_after_is_honoured_and_capped() {
+async fn retry_after_is_honoured_up_to_the_wait_deadline() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let router = Router::new().fallback(move |uri: Uri| {
@@ -117,20 +117,16 @@ async fn retry_after_is_honoured_and_capped() {
         "retried after {:?}",
         started.elapsed()
     );
-    // A Retry-After of an hour is cut to the policy's cap (1 s here).
-    let mut capped = quick_policy();
-    capped.max_retry_after = Duration::from_secs(1);
+    // A Retry-After that ends past the run's wait deadline (the job timeout) is not waited for: the run
+    // fails at once with the maintenance answer.
     let started = Instant::now();
-    client(&format!("{base}/long"), capped, None)
+    let err = client(&format!("{base}/long"), quick_policy(), None)
         .verify_token()
         .await
-        .unwrap();
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
-        "took {took:?}"
-    );
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "waited in vain");
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
@@ -199,6 +195,9 @@ async fn a_job_creating_post_is_repeated_after_a_maintenance_503_and_waits_for_t
                 }
                 return (StatusCode::ACCEPTED, r#"{"id":99,"status":"waiting","operationName":"tableImport"}"#).into_response();
             }
+            if method == Method::GET && path == "/v2/storage/dev-branches/77" {
+                return (StatusCode::OK, r#"{"id":77,"name":"dev","isDefault":false}"#).into_response();
+            }
             // Jobs are never branch-prefixed.
             if method == Method::GET && path == "/v2/storage/jobs/99" {
                 let status = if q.fetch_add(1, Ordering::SeqCst) < 2 { "processing" } else { "success" };
@@ -217,6 +216,8 @@ async fn a_job_creating_post_is_repeated_after_a_maintenance_503_and_waits_for_t
     let mut config = ClientConfig::new(&base, "test-token-0123456789");
     config.retry = quick_policy();
     config.branch = Some("77".into());
+    // A development branch of a project with branch storage: `branch/77/` paths.
+    config.branch_storage = Some(true);
     let outcome = Client::new(config)
         .unwrap()
         .import_table("in.c-main.t", 12, &ImportOptions::default())
@@ -390,4 +391,63 @@ async fn uploads_gzip_on_the_fly_and_sliced_uploads_write_a_manifest() {
             s.as_bytes()
         );
     }
+}
+
+/// Every Storage request names the run (`X-KBC-RunId`, so the API's events link to the job) and the
+/// program (`User-Agent`); `files/prepare` declares the size of what is uploaded: the gzipped bytes, for a
+/// single file and for the sum of sliced ones, and gzipped files get a `.gz` name.
+#[tokio::test]
+async fn requests_carry_the_run_id_and_prepare_declares_the_uploaded_size() {
+    let (fake, base) = fake_stack().await;
+    let s3 = fake.s3.lock().unwrap().clone();
+    let mut config = ClientConfig::new(&base, "test-token-0123456789");
+    config.retry = quick_policy();
+    config.endpoints = Endpoints {
+        s3: Some(s3),
+        gcs: None,
+    };
+    config.run_id = Some("1234.5678".into());
+    let c = Client::new(config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.csv");
+    let data = format!("\"id\",\"text\"\n{}", SLICES.concat().repeat(50));
+    std::fs::write(&file, &data).unwrap();
+    c.upload_file(&file, &UploadOptions::default())
+        .await
+        .unwrap();
+    let folder = dir.path().join("sliced");
+    std::fs::create_dir(&folder).unwrap();
+    for (i, s) in SLICES.iter().enumerate() {
+        std::fs::write(folder.join(format!("part{i}.csv")), s.repeat(20)).unwrap();
+    }
+    c.upload_file(&folder, &UploadOptions::default())
+        .await
+        .unwrap();
+
+    let objects = fake.objects.lock().unwrap().clone();
+    let prepared = fake.prepared.lock().unwrap().clone();
+    assert_eq!(prepared[0]["name"], "data.csv.gz");
+    assert_eq!(
+        prepared[0]["sizeBytes"],
+        objects["upl/800.csv.gz"].len() as u64,
+        "the single file's gzipped size"
+    );
+    let sliced: u64 = (0..SLICES.len())
+        .map(|i| objects[&format!("upl/800.csv.gzpart{i}.csv.gz")].len() as u64)
+        .sum();
+    assert_eq!(prepared[1]["name"], "sliced.gz");
+    assert_eq!(prepared[1]["sizeBytes"], sliced, "the gzipped slices' sum");
+
+    let headers = fake.headers.lock().unwrap().clone();
+    let ua = concat!("kbc-runner/", env!("CARGO_PKG_VERSION"));
+    for (request, user_agent, run_id) in &headers {
+        if request.contains("/v2/storage/") {
+            assert_eq!(run_id.as_deref(), Some("1234.5678"), "{request}");
+            assert_eq!(user_agent, ua, "{request}");
+        } else {
+            // Cloud requests are signed for the object store and carry no Storage headers.
+            assert_eq!(run_id, &None, "{request}");
+        }
+    }
+    assert!(headers.iter().any(|(r, ..)| r.contains("files/prepare")));
 }

@@ -764,3 +764,398 @@ async fn files_above_one_part_upload_as_s3_multipart() {
     let dump = s.emu.dump_table("in.c-main.big").await.unwrap().unwrap();
     assert_eq!(rows(dump.as_bytes()), rows(csv.as_bytes()));
 }
+
+/// Reads a table through the client: the exported rows (header first).
+async fn read_rows(client: &Client, table_id: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("t.csv");
+    export_merged(client, table_id, &dest).await;
+    rows(&std::fs::read(&dest).unwrap())
+}
+
+/// Loads CSV text (with a header) into a table through the client, creating bucket and table if needed.
+async fn write_rows(client: &Client, table_id: &str, csv_text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.csv");
+    std::fs::write(&file, csv_text).unwrap();
+    let file_id = client
+        .upload_file(&file, &UploadOptions::default())
+        .await
+        .unwrap();
+    match client.get_table_for_write(table_id).await.unwrap() {
+        Some(t) => {
+            client
+                .import_table(&t.id, file_id, &ImportOptions::default())
+                .await
+                .unwrap();
+            t.id
+        }
+        None => {
+            let (bucket, name) = kbc_runner::storage::split_table_id(table_id).unwrap();
+            client.ensure_bucket(bucket).await.unwrap();
+            client
+                .create_table(bucket, name, file_id, &CreateTableOptions::default())
+                .await
+                .unwrap()
+                .id
+        }
+    }
+}
+
+/// Creates a development branch through the API (`POST dev-branches`, a job) and returns its id.
+async fn create_dev_branch(emu: &Emulator, name: &str) -> String {
+    let http = reqwest::Client::new();
+    let job: serde_json::Value = http
+        .post(format!("{}/v2/storage/dev-branches", emu.url()))
+        .header("X-StorageApi-Token", TOKEN)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_u64().unwrap();
+    for _ in 0..500 {
+        let job: serde_json::Value = http
+            .get(format!("{}/v2/storage/jobs/{id}", emu.url()))
+            .header("X-StorageApi-Token", TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "success" {
+            return job["results"]["id"].as_u64().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the branch was not created");
+}
+
+fn branch_client(emu: &Emulator, branch: &str) -> Client {
+    let mut config = ClientConfig::new(emu.url(), TOKEN);
+    config.branch = Some(branch.to_owned());
+    config.endpoints = Endpoints {
+        s3: Some(emu.url()),
+        gcs: None,
+    };
+    Client::new(config).unwrap()
+}
+
+fn one_column(values: &[&str]) -> Vec<Vec<String>> {
+    values.iter().map(|v| vec![(*v).to_owned()]).collect()
+}
+
+/// F1 without branch storage: a branch run writes to the branch's `c-{id}-` bucket, never to production,
+/// and reads the branch's table when there is one, else production's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_without_branch_storage_writes_prefixed_buckets_and_reads_them_first() {
+    let s = stack().await;
+    s.emu
+        .seed_table("in.c-main.src", b"\"v\"\n\"prod\"\n", &[])
+        .await
+        .unwrap();
+    let id = create_dev_branch(&s.emu, "dev").await;
+    let dev = branch_client(&s.emu, &id);
+    assert_eq!(
+        dev.branch_mode().await.unwrap(),
+        &kbc_runner::storage::BranchMode::Prefixed { id: id.clone() }
+    );
+    // Only production has the table: the branch reads it.
+    assert_eq!(
+        read_rows(&dev, "in.c-main.src").await.1,
+        one_column(&["prod"])
+    );
+    // Writes go to the branch's bucket, creating it; production stays as it was.
+    let written = write_rows(&dev, "in.c-main.src", "v\nbranch\n").await;
+    assert_eq!(written, format!("in.c-{id}-main.src"));
+    assert_eq!(
+        s.emu.dump_table("in.c-main.src").await.unwrap().unwrap(),
+        "\"v\"\n\"prod\"\n"
+    );
+    // Now the branch has its own table, and reads use it; production clients still see production.
+    assert_eq!(
+        read_rows(&dev, "in.c-main.src").await.1,
+        one_column(&["branch"])
+    );
+    assert_eq!(
+        read_rows(&s.client, "in.c-main.src").await.1,
+        one_column(&["prod"])
+    );
+    // A new output table goes to the branch's bucket too.
+    let out = write_rows(&dev, "out.c-res.t", "v\nx\n").await;
+    assert_eq!(out, format!("out.c-{id}-res.t"));
+    assert!(s.emu.dump_table("out.c-res.t").await.unwrap().is_none());
+    // The default branch's id is production.
+    let main = branch_client(&s.emu, "1");
+    assert_eq!(
+        main.branch_mode().await.unwrap(),
+        &kbc_runner::storage::BranchMode::Production
+    );
+    assert_eq!(
+        write_rows(&main, "out.c-res.t", "v\ny\n").await,
+        "out.c-res.t"
+    );
+}
+
+/// F1 with branch storage (the project feature `protected-default-branch`): branch paths, ids unchanged,
+/// reads of tables the branch does not have fall back to the default branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_with_branch_storage_falls_back_to_the_default_branch_for_reads() {
+    let s = stack().await;
+    s.emu
+        .set_project(kbc_runner::emulator::Project {
+            branch_storage: true,
+            ..Default::default()
+        })
+        .unwrap();
+    s.emu
+        .seed_table("in.c-main.src", b"\"v\"\n\"prod\"\n", &[])
+        .await
+        .unwrap();
+    let id = create_dev_branch(&s.emu, "dev").await;
+    let dev = branch_client(&s.emu, &id);
+    assert_eq!(
+        dev.branch_mode().await.unwrap(),
+        &kbc_runner::storage::BranchMode::BranchStorage { id: id.clone() }
+    );
+    assert_eq!(
+        read_rows(&dev, "in.c-main.src").await.1,
+        one_column(&["prod"])
+    );
+    // A write of the same id lands in the branch, not in production.
+    assert_eq!(
+        write_rows(&dev, "in.c-main.src", "v\nbranch\n").await,
+        "in.c-main.src"
+    );
+    assert_eq!(
+        s.emu.dump_table("in.c-main.src").await.unwrap().unwrap(),
+        "\"v\"\n\"prod\"\n"
+    );
+    assert_eq!(
+        read_rows(&dev, "in.c-main.src").await.1,
+        one_column(&["branch"])
+    );
+    assert_eq!(
+        read_rows(&s.client, "in.c-main.src").await.1,
+        one_column(&["prod"])
+    );
+    assert!(dev.get_table("out.c-none.t").await.unwrap().is_none());
+}
+
+/// F2: on a stack with `disable-legacy-bucket-prefix` the server keeps bucket names as sent, so the
+/// client sends the name as it appears in the bucket id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_keep_their_names_on_stacks_without_the_legacy_prefix() {
+    let s = stack().await;
+    s.emu
+        .set_project(kbc_runner::emulator::Project {
+            features: vec!["disable-legacy-bucket-prefix".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let b = s.client.create_bucket("out", "c-main").await.unwrap();
+    assert_eq!(b.id, "out.c-main");
+    assert_eq!(
+        s.client.ensure_bucket("out.plain").await.unwrap().id,
+        "out.plain"
+    );
+    assert_eq!(
+        write_rows(&s.client, "out.c-main.t", "v\n1\n").await,
+        "out.c-main.t"
+    );
+    // Without the feature, the server adds `c-`: the client strips it and a name without it cannot be made.
+    let legacy = stack().await;
+    assert_eq!(
+        legacy
+            .client
+            .create_bucket("out", "c-main")
+            .await
+            .unwrap()
+            .id,
+        "out.c-main"
+    );
+    assert!(
+        legacy
+            .client
+            .ensure_bucket("out.plain")
+            .await
+            .unwrap_err()
+            .is_user()
+    );
+}
+
+/// F3: `where_column` without values exports the whole table, as the platform does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_where_column_without_values_exports_every_row() {
+    let s = stack().await;
+    s.emu
+        .seed_table("in.c-main.t", b"\"id\"\n\"1\"\n\"2\"\n", &[])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("t.csv");
+    let out = s
+        .client
+        .export_table(
+            "in.c-main.t",
+            &ExportOptions {
+                where_column: Some("id".into()),
+                where_operator: Some("eq".into()),
+                ..Default::default()
+            },
+            &dest,
+            DownloadMode::Merged,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.rows, 2);
+}
+
+/// F11: `export-async` only reads; a 500 (even after the job was queued) or a cut answer is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_requests_are_retried_like_reads() {
+    let s = stack().await;
+    s.emu
+        .seed_table("in.c-main.t", b"\"id\"\n\"1\"\n", &[])
+        .await
+        .unwrap();
+    s.emu
+        .add_fault(fault(serde_json::json!({
+            "method": "POST", "path": "*/export-async", "status": 500, "afterApply": true
+        })))
+        .unwrap();
+    assert_eq!(
+        read_rows(&s.client, "in.c-main.t").await.1,
+        one_column(&["1"])
+    );
+    s.emu
+        .add_fault(fault(serde_json::json!({
+            "method": "POST", "path": "*/export-async", "cutAfterBytes": 5
+        })))
+        .unwrap();
+    assert_eq!(
+        read_rows(&s.client, "in.c-main.t").await.1,
+        one_column(&["1"])
+    );
+}
+
+/// F8/F9: slices with `~ % # [ ]` and spaces in their names are stored under exactly the keys the manifest
+/// names (object_store would percent-encode some of them), and gzipped slices keep a `.gz` name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_with_odd_names_are_addressed_exactly() {
+    let s = stack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("odd");
+    std::fs::create_dir(&folder).unwrap();
+    let names = ["a~1.csv", "b%20c.csv", "c#d.csv", "d[1].csv", "e f.csv"];
+    for (i, n) in names.iter().enumerate() {
+        std::fs::write(folder.join(n), format!("\"{i}\"\n")).unwrap();
+    }
+    // A slice gzipped already, without `.gz` in its name.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, b"\"9\"\n").unwrap();
+    std::fs::write(folder.join("f~gz"), gz.finish().unwrap()).unwrap();
+    let file_id = s
+        .client
+        .upload_file(&folder, &UploadOptions::default())
+        .await
+        .unwrap();
+    s.client.ensure_bucket("in.c-main").await.unwrap();
+    let t = s
+        .client
+        .create_table(
+            "in.c-main",
+            "odd",
+            file_id,
+            &CreateTableOptions {
+                columns: Some(vec!["id".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.rows_count, 6);
+    let http = reqwest::Client::new();
+    let file: serde_json::Value = http
+        .get(format!("{}/v2/storage/files/{file_id}", s.emu.url()))
+        .header("X-StorageApi-Token", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(file["name"].as_str().unwrap().ends_with(".gz"), "{file}");
+}
+
+/// The `tables` CLI's `--branch` follows the platform's rules: without branch storage, an import goes to
+/// the branch's `c-{id}-` bucket and an export reads production when the branch has no such table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_in_a_branch_writes_the_branch_bucket_and_reads_production_as_fallback() {
+    let s = stack().await;
+    s.emu
+        .seed_table("in.c-main.src", b"\"v\"\n\"prod\"\n", &[])
+        .await
+        .unwrap();
+    let id = create_dev_branch(&s.emu, "cli").await;
+    let url = s.emu.url();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.csv");
+    std::fs::write(&data, "v\nbranch\n").unwrap();
+    let exported = dir.path().join("e.csv");
+    let (data, exported_s) = (
+        data.to_str().unwrap().to_owned(),
+        exported.to_str().unwrap().to_owned(),
+    );
+    let (imported, export) = tokio::task::spawn_blocking({
+        let (url, id) = (url.clone(), id.clone());
+        move || {
+            let imported = cli(
+                &[
+                    "tables",
+                    "import",
+                    "out.c-res.t",
+                    &data,
+                    "--create",
+                    "--branch",
+                    &id,
+                ],
+                &url,
+            );
+            let export = cli(
+                &[
+                    "tables",
+                    "export",
+                    "in.c-main.src",
+                    "-o",
+                    &exported_s,
+                    "--branch",
+                    &id,
+                ],
+                &url,
+            );
+            (imported, export)
+        }
+    })
+    .await
+    .unwrap();
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(imported.status.code(), Some(0), "{}", err(&imported));
+    assert_eq!(
+        s.emu
+            .dump_table(&format!("out.c-{id}-res.t"))
+            .await
+            .unwrap()
+            .unwrap(),
+        "\"v\"\n\"branch\"\n"
+    );
+    assert!(s.emu.dump_table("out.c-res.t").await.unwrap().is_none());
+    assert_eq!(export.status.code(), Some(0), "{}", err(&export));
+    assert_eq!(
+        rows(&std::fs::read(&exported).unwrap()).1,
+        one_column(&["prod"])
+    );
+}

@@ -8,7 +8,7 @@ use crate::error::UserError;
 use crate::pipeline::report::human_bytes;
 use crate::storage::{
     Client, ClientConfig, CreateTableOptions, DownloadMode, ExportOptions, ImportOptions, Table,
-    TransferProgress, UploadOptions, split_bucket_id, split_table_id,
+    TransferProgress, UploadOptions, split_table_id,
 };
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -452,7 +452,8 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let existing = client.get_table(&args.table_id).await?;
+    // In a development branch, the table the import goes to (never production's).
+    let existing = client.get_table_for_write(&args.table_id).await?;
     if existing.is_none() && !args.create {
         crate::user_bail!(
             "table {} does not exist; pass --create to create it",
@@ -518,7 +519,7 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
             )
         }
         None => {
-            ensure_bucket(client, bucket_id).await?;
+            client.ensure_bucket(bucket_id).await?;
             let table = client
                 .create_table(
                     bucket_id,
@@ -543,21 +544,6 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!("{summary} in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
-}
-
-async fn ensure_bucket(client: &Client, bucket_id: &str) -> anyhow::Result<()> {
-    let (stage, name) = split_bucket_id(bucket_id)?;
-    if client.get_bucket(bucket_id).await?.is_some() {
-        return Ok(());
-    }
-    let Some(short) = name.strip_prefix("c-") else {
-        crate::user_bail!(
-            "bucket {bucket_id} does not exist and cannot be created: bucket names start with \"c-\""
-        );
-    };
-    let bucket = client.create_bucket(stage, short).await?;
-    tracing::info!("created bucket {}", bucket.id);
     Ok(())
 }
 

@@ -38,6 +38,7 @@ mod table;
 mod timefmt;
 
 pub use faults::FaultRule;
+pub use store::Project;
 
 use anyhow::Context;
 use server::App;
@@ -204,6 +205,20 @@ impl Emulator {
             .faults
             .add(rule)
             .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The project's settings: stack and project features, branch storage (kept in the store).
+    pub fn project(&self) -> Project {
+        self.app.store.lock().project.clone()
+    }
+
+    /// Sets the project's settings (see [`Project`]) and saves them in the store.
+    pub fn set_project(&self, project: Project) -> anyhow::Result<()> {
+        self.app.store.lock().project = project;
+        self.app
+            .store
+            .persist()
+            .context("saving the emulator store")
     }
 
     /// Expires every S3 access key issued so far (a client must fetch fresh credentials from Storage).

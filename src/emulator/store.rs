@@ -149,6 +149,40 @@ pub struct Meta {
     /// `bucket/key` → object.
     pub objects: BTreeMap<String, ObjectMeta>,
     pub uploads: BTreeMap<String, MultipartUpload>,
+    /// The project's settings (features, branch storage); edit `meta.json` or use
+    /// `Emulator::set_project` to choose them.
+    #[serde(default)]
+    pub project: Project,
+    /// Development branches by id (the default branch is implicit).
+    #[serde(default)]
+    pub dev_branches: BTreeMap<u64, DevBranch>,
+}
+
+/// How the emulated project and stack are set up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Project {
+    /// The stack's features, listed in the API index (e.g. `disable-legacy-bucket-prefix`).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// The project's features, listed in `tokens/verify` as `owner.features`.
+    #[serde(default)]
+    pub project_features: Vec<String>,
+    /// Development branches have their own storage (the platform's `protected-default-branch` project
+    /// feature, added to `owner.features` when set). Without it, branch-scoped table, bucket and file
+    /// requests of a development branch are refused.
+    #[serde(default)]
+    pub branch_storage: bool,
+}
+
+/// A development branch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevBranch {
+    pub id: u64,
+    pub name: String,
+    pub description: String,
+    pub created: i64,
 }
 
 impl Meta {

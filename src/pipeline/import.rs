@@ -172,8 +172,9 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
         ))
         .into());
     }
+    // The table a write goes to: in a development branch, the branch's, never production's.
     let existing = client
-        .get_table(&dest)
+        .get_table_for_write(&dest)
         .await
         .with_context(|| format!("import {source} → {dest}"))?;
     if let Some(table) = &existing {
@@ -372,7 +373,7 @@ fn describe_rule(rule: &DeleteRule) -> String {
     parts.join(" and ")
 }
 
-/// Creates the bucket when it does not exist (`out.c-main` → stage `out`, name `main`).
+/// Creates the bucket when it does not exist (in a development branch, the bucket the branch writes to).
 async fn ensure_bucket(
     client: &Client,
     bucket_id: &str,
@@ -380,25 +381,10 @@ async fn ensure_bucket(
 ) -> anyhow::Result<()> {
     // Tables load in parallel and several may go to one new bucket: create it once.
     let _guard = lock.lock().await;
-    if client.get_bucket(bucket_id).await?.is_some() {
-        return Ok(());
-    }
-    let (stage, name) = bucket_id.split_once('.').unwrap_or(("out", bucket_id));
-    let name = name.strip_prefix("c-").unwrap_or(name);
-    if stage != "in" && stage != "out" {
-        return Err(UserError::new(format!(
-            "bucket `{bucket_id}` cannot be created: the stage must be `in` or `out`"
-        ))
-        .into());
-    }
-    if let Err(err) = client.create_bucket(stage, name).await {
-        // Another job may have created it meanwhile; then all is well.
-        if client.get_bucket(bucket_id).await.ok().flatten().is_some() {
-            return Ok(());
-        }
-        return Err(anyhow::Error::new(err).context(format!("creating bucket {bucket_id}")));
-    }
-    tracing::info!("created bucket {bucket_id}");
+    client
+        .ensure_bucket(bucket_id)
+        .await
+        .with_context(|| format!("creating bucket {bucket_id}"))?;
     Ok(())
 }
 
@@ -513,7 +499,7 @@ async fn align_primary_key(
 
 /// Drops a table this run created when the load failed and it is still empty.
 async fn drop_if_empty(client: &Client, table_id: &str) {
-    match client.get_table(table_id).await {
+    match client.get_table_for_write(table_id).await {
         Ok(Some(t)) if t.rows_count == 0 => match client.drop_table(table_id).await {
             Ok(()) => tracing::info!(
                 "dropped {table_id}: created by this run and still empty after the failed load"

@@ -170,6 +170,11 @@ impl Error {
         }
     }
 
+    /// Whether the API refused the token (HTTP 401 or 403).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Api(e) if matches!(e.status, 401 | 403))
+    }
+
     /// Whether the API said the object does not exist (HTTP 404).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Api(e) if e.status == 404)

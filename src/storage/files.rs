@@ -1,18 +1,33 @@
 //! File Storage endpoints: `files/prepare`, file detail with federation credentials, and the upload flow.
 
+use super::branch::ReadScope;
 use super::retry::Idempotency;
 use super::transport::Call;
 use super::types::{FileInfo, UploadOptions};
 use super::{Client, Error, providers, upload};
 use reqwest::Method;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 impl Client {
     /// `GET files/{id}?federationToken=1`: the file and the credentials to read it.
     pub async fn file_detail(&self, file_id: u64) -> Result<FileInfo, Error> {
+        self.file_detail_in(file_id, ReadScope::Own).await
+    }
+
+    /// The file detail in a read scope (an export made on the default branch is read there).
+    pub(crate) async fn file_detail_in(
+        &self,
+        file_id: u64,
+        scope: ReadScope,
+    ) -> Result<FileInfo, Error> {
+        self.branch_mode().await?;
+        let mut call = Call::get(format!("files/{file_id}")).query("federationToken", "1");
+        if scope == ReadScope::DefaultBranch {
+            call = call.global();
+        }
         self.inner
             .transport
-            .json(&Call::get(format!("files/{file_id}")).query("federationToken", "1"))
+            .json(&call)
             .await
             .map_err(|e| e.with_subject(format!("file {file_id}")))
     }
@@ -25,6 +40,7 @@ impl Client {
         sliced: bool,
         tags: &[String],
     ) -> Result<FileInfo, Error> {
+        self.branch_mode().await?;
         // Preparing creates only an empty file record; repeating it is harmless.
         let call = Call::new(Method::POST, "files/prepare", Idempotency::Idempotent).json(
             serde_json::json!({
@@ -39,8 +55,12 @@ impl Client {
         self.inner.transport.json(&call).await
     }
 
-    /// Uploads a CSV file (gzipped on the fly unless it is gzipped already; multipart when big) or a
-    /// folder of slices (a sliced file with a manifest). Returns the file id.
+    /// Uploads a CSV file (gzipped unless it is gzipped already; multipart when big) or a folder of slices
+    /// (a sliced file with a manifest). Returns the file id.
+    ///
+    /// Data to compress is gzipped into a temporary folder first, so that `files/prepare` declares the size
+    /// of what is uploaded, as the official clients do (PHP `uploadFile` takes the size after gzip), and
+    /// every gzipped object keeps a `.gz` name (the API: "Gzipped files must have the extension .gz").
     pub async fn upload_file(&self, path: &Path, options: &UploadOptions) -> Result<u64, Error> {
         let meta = tokio::fs::metadata(path)
             .await
@@ -53,27 +73,37 @@ impl Client {
             options.name.clone()
         };
         let progress = self.progress();
+        let scratch = tempfile::tempdir()
+            .map_err(|e| Error::io("creating a temporary folder in", std::env::temp_dir(), e))?;
         if meta.is_dir() {
             let slices = upload::list_slices(path).await?;
-            let mut total = 0u64;
-            for s in &slices {
-                total += tokio::fs::metadata(s)
-                    .await
-                    .map_err(|e| Error::io("reading", s, e))?
-                    .len();
+            let mut ready = Vec::with_capacity(slices.len());
+            let mut any_gzip = false;
+            for slice in &slices {
+                let (local, gzipped) = gzip_if_needed(slice, options.gzip, scratch.path()).await?;
+                any_gzip |= gzipped;
+                ready.push(local);
             }
+            let total = total_size(&ready).await?;
             progress.reset(total);
-            let prepared = self
-                .prepare_file(&base_name, total, true, &options.tags)
-                .await?;
-            let location = providers::for_upload(&prepared, &self.inner.endpoints)?;
-            tracing::debug!("uploading {} slices to file {}", slices.len(), prepared.id);
+            let name = if any_gzip {
+                gz_name(&base_name)
+            } else {
+                base_name
+            };
+            let prepared = self.prepare_file(&name, total, true, &options.tags).await?;
+            let location = providers::for_upload(
+                &prepared,
+                &self.inner.endpoints,
+                Some(self.refresher(prepared.id, providers::Purpose::Upload, false)),
+            )?;
+            tracing::debug!("uploading {} slices to file {}", ready.len(), prepared.id);
             // Slices in flight: the shared bound, and at most 4 from one upload to keep part buffers small.
             let parallel = self.inner.max_connections.min(4);
             upload::put_sliced(
                 &location,
-                &slices,
-                options.gzip,
+                &ready,
+                false,
                 self.inner.slots.clone(),
                 parallel,
                 progress,
@@ -81,25 +111,27 @@ impl Client {
             .await?;
             Ok(prepared.id)
         } else {
-            let already = upload::is_gzipped(path).await?;
-            let compress = options.gzip && !already;
-            let name = if (compress || already) && !base_name.ends_with(".gz") {
-                format!("{base_name}.gz")
+            let (local, gzipped) = gzip_if_needed(path, options.gzip, scratch.path()).await?;
+            let name = if gzipped {
+                gz_name(&base_name)
             } else {
                 base_name
             };
-            progress.reset(meta.len());
-            let prepared = self
-                .prepare_file(&name, meta.len(), false, &options.tags)
-                .await?;
-            let location = providers::for_upload(&prepared, &self.inner.endpoints)?;
+            let size = total_size(std::slice::from_ref(&local)).await?;
+            progress.reset(size);
+            let prepared = self.prepare_file(&name, size, false, &options.tags).await?;
+            let location = providers::for_upload(
+                &prepared,
+                &self.inner.endpoints,
+                Some(self.refresher(prepared.id, providers::Purpose::Upload, false)),
+            )?;
             let _permit = self.transfer_permit().await?;
             let parts = self.inner.max_connections.clamp(1, 4);
             upload::put_file(
                 &location,
                 &location.key.clone(),
-                path,
-                compress,
+                &local,
+                false,
                 parts,
                 &progress,
             )
@@ -107,4 +139,45 @@ impl Client {
             Ok(prepared.id)
         }
     }
+}
+
+fn gz_name(name: &str) -> String {
+    if name.ends_with(".gz") {
+        name.to_owned()
+    } else {
+        format!("{name}.gz")
+    }
+}
+
+/// The file to upload for `source` and whether it is gzipped: the source itself when it is gzipped
+/// already or compression is off, else a gzipped copy named `<name>.gz` in `scratch`.
+async fn gzip_if_needed(
+    source: &Path,
+    compress: bool,
+    scratch: &Path,
+) -> Result<(PathBuf, bool), Error> {
+    if upload::is_gzipped(source).await? {
+        return Ok((source.to_owned(), true));
+    }
+    if !compress {
+        return Ok((source.to_owned(), false));
+    }
+    let name = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data.csv".into());
+    let target = scratch.join(gz_name(&name));
+    upload::gzip_file(source, &target).await?;
+    Ok((target, true))
+}
+
+async fn total_size(files: &[PathBuf]) -> Result<u64, Error> {
+    let mut total = 0u64;
+    for f in files {
+        total += tokio::fs::metadata(f)
+            .await
+            .map_err(|e| Error::io("reading", f, e))?
+            .len();
+    }
+    Ok(total)
 }

@@ -13,7 +13,9 @@
 //! - [`providers`] turns File Storage credentials into an `object_store` client; [`download`] and
 //!   [`upload`] stream data through it with bounded parallelism and flat memory.
 
+pub mod branch;
 mod buckets;
+mod credentials;
 pub mod download;
 mod error;
 mod files;
@@ -25,6 +27,7 @@ pub mod transport;
 pub mod types;
 pub mod upload;
 
+pub use branch::BranchMode;
 pub use download::{TransferProgress, header_line};
 pub use error::{ApiError, Error, JobFailure, JobTimeout};
 pub use providers::Endpoints;
@@ -44,8 +47,13 @@ pub struct ClientConfig {
     pub url: String,
     /// The Storage API token.
     pub token: String,
-    /// A development branch id: table, bucket and file requests go to `/v2/storage/branch/{id}/...`.
+    /// A branch id (`KBC_BRANCHID`). A development branch is handled as the platform handles it (see
+    /// [`branch`]): with branch storage, `/v2/storage/branch/{id}/...` paths; without, the branch's
+    /// `c-{id}-` buckets. The default branch's id means production.
     pub branch: Option<String>,
+    /// Whether the project has branch storage; `None` (the default) reads it from the token's project
+    /// features (`protected-default-branch`), as the platform's job runner does.
+    pub branch_storage: Option<bool>,
     /// How long to wait for one job.
     pub job_timeout: Duration,
     /// The global bound on parallel slice transfers.
@@ -57,6 +65,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// The longest silence while reading a response.
     pub read_timeout: Duration,
+    /// The run id sent as `X-KBC-RunId` on every request; [`ClientConfig::new`] reads `KBC_RUNID`.
+    pub run_id: Option<String>,
 }
 
 impl ClientConfig {
@@ -66,12 +76,16 @@ impl ClientConfig {
             url: url.into(),
             token: token.into(),
             branch: None,
+            branch_storage: None,
             job_timeout: Duration::from_secs(3600),
             max_connections: 8,
             retry: RetryPolicy::default(),
             endpoints: Endpoints::from_env(),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(120),
+            run_id: std::env::var("KBC_RUNID")
+                .ok()
+                .filter(|r| !r.trim().is_empty()),
         }
     }
 }
@@ -84,6 +98,7 @@ impl fmt::Debug for ClientConfig {
             .field("branch", &self.branch)
             .field("job_timeout", &self.job_timeout)
             .field("max_connections", &self.max_connections)
+            .field("run_id", &self.run_id)
             .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }
@@ -104,6 +119,10 @@ struct Inner {
     max_connections: usize,
     endpoints: Endpoints,
     progress: Arc<TransferProgress>,
+    branch_storage: Option<bool>,
+    /// Found out on first use and kept for the client's life (one run).
+    branch_mode: tokio::sync::OnceCell<BranchMode>,
+    stack_features: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl fmt::Debug for Client {
@@ -130,6 +149,9 @@ impl Client {
         if config.max_connections == 0 {
             return Err(Error::Invalid("max_connections must be at least 1".into()));
         }
+        let mut retry = config.retry;
+        // Maintenance and Retry-After waits may last as long as a job may.
+        retry.wait_deadline = retry.wait_deadline.min(config.job_timeout);
         let transport = Transport::new(TransportConfig {
             url: config.url,
             token: Secret::new(config.token.trim()),
@@ -137,9 +159,10 @@ impl Client {
                 .branch
                 .map(|b| b.trim().to_owned())
                 .filter(|b| !b.is_empty()),
-            retry: config.retry,
+            retry,
             connect_timeout: config.connect_timeout,
             read_timeout: config.read_timeout,
+            run_id: config.run_id,
         })?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -150,6 +173,9 @@ impl Client {
                 max_connections: config.max_connections,
                 endpoints: config.endpoints,
                 progress: Arc::new(TransferProgress::default()),
+                branch_storage: config.branch_storage,
+                branch_mode: tokio::sync::OnceCell::new(),
+                stack_features: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -166,7 +192,10 @@ impl Client {
 
     /// `GET tokens/verify`: who the token is and which project it belongs to.
     pub async fn verify_token(&self) -> Result<TokenInfo, Error> {
-        self.inner.transport.json(&Call::get("tokens/verify")).await
+        self.inner
+            .transport
+            .json(&Call::get("tokens/verify").global())
+            .await
     }
 
     /// Waits for a job with the configured deadline; a job that ends in `error` is [`Error::JobFailed`].
@@ -183,6 +212,40 @@ impl Client {
             },
         )
         .await
+    }
+
+    /// How to renew a file's credentials mid-transfer: `PUT files/{id}/refresh` in the scope the file was
+    /// read in.
+    pub(crate) fn refresher(
+        &self,
+        file_id: u64,
+        purpose: providers::Purpose,
+        default_branch: bool,
+    ) -> credentials::Refresh {
+        let client = self.clone();
+        credentials::Refresh {
+            file_id,
+            purpose,
+            fetch: Arc::new(move || {
+                let client = client.clone();
+                futures::FutureExt::boxed(async move {
+                    let mut call = Call::new(
+                        reqwest::Method::PUT,
+                        format!("files/{file_id}/refresh"),
+                        Idempotency::Idempotent,
+                    );
+                    if default_branch {
+                        call = call.global();
+                    }
+                    client
+                        .inner
+                        .transport
+                        .json::<FileInfo>(&call)
+                        .await
+                        .map_err(|e| e.with_subject(format!("file {file_id}")))
+                })
+            }),
+        }
     }
 
     /// Sends a call answered by a job (202), then waits for the job.

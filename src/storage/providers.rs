@@ -7,11 +7,13 @@
 //! `AWS_ENDPOINT_URL` (path-style requests, plain http allowed), the `BlobEndpoint=` of an Azure SAS
 //! connection string, and `STORAGE_EMULATOR_HOST` for GCS.
 
+use super::credentials::{self, Dated, Refresh, Refreshing};
 use super::error::Error;
 use super::types::{AwsCredentials, FileInfo, Secret};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Endpoint overrides for the cloud providers; [`Endpoints::from_env`] reads the standard variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,13 +86,25 @@ impl Location {
     }
 }
 
-/// An object path from a key, keeping the key's bytes (no re-encoding of `%` or other characters).
+/// An object path from a key, keeping the key's bytes. `PathPart::from` would percent-encode
+/// `% ~ # [ ] { } ^ | " < > \ * ?`, so a slice `part~1.csv` would be stored as `part%7E1.csv` while the
+/// manifest names `part~1.csv`; `PathPart::parse` keeps them (the stores percent-encode the URL
+/// themselves). Only parts `parse` refuses (control characters, `.`, `..`) fall back to the encoding.
 pub(crate) fn object_path(key: &str) -> ObjectPath {
-    ObjectPath::from_iter(key.split('/').filter(|s| !s.is_empty()))
+    use object_store::path::PathPart;
+    ObjectPath::from_iter(
+        key.split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| PathPart::parse(s).unwrap_or_else(|_| PathPart::from(s))),
+    )
 }
 
 /// The location of a file for download (`files/{id}?federationToken=1`).
-pub(crate) fn for_download(file: &FileInfo, endpoints: &Endpoints) -> Result<Location, Error> {
+pub(crate) fn for_download(
+    file: &FileInfo,
+    endpoints: &Endpoints,
+    refresh: Option<Refresh>,
+) -> Result<Location, Error> {
     let provider = file.provider.as_deref().unwrap_or("aws");
     match provider {
         "aws" => {
@@ -106,6 +120,8 @@ pub(crate) fn for_download(file: &FileInfo, endpoints: &Endpoints) -> Result<Loc
                 creds,
                 None,
                 endpoint,
+                Purpose::Download,
+                refresh,
             )
         }
         "azure" => {
@@ -118,6 +134,7 @@ pub(crate) fn for_download(file: &FileInfo, endpoints: &Endpoints) -> Result<Loc
                 &path.name,
                 None,
                 &creds.sas_connection_string,
+                Purpose::Download,
             )
         }
         "gcp" => {
@@ -125,14 +142,26 @@ pub(crate) fn for_download(file: &FileInfo, endpoints: &Endpoints) -> Result<Loc
                 (Some(p), Some(c)) => (p, c),
                 _ => return Err(missing(file.id, "gcsPath and gcsCredentials")),
             };
-            gcs(&path.bucket, &path.key, &creds.access_token, endpoints)
+            gcs(
+                &path.bucket,
+                &path.key,
+                &creds.access_token,
+                creds.expires_in,
+                endpoints,
+                Purpose::Download,
+                refresh,
+            )
         }
         other => Err(unknown(file.id, other)),
     }
 }
 
 /// The location to upload a prepared file to (`files/prepare` answer).
-pub(crate) fn for_upload(file: &FileInfo, endpoints: &Endpoints) -> Result<Location, Error> {
+pub(crate) fn for_upload(
+    file: &FileInfo,
+    endpoints: &Endpoints,
+    refresh: Option<Refresh>,
+) -> Result<Location, Error> {
     let provider = file.provider.as_deref().unwrap_or("aws");
     match provider {
         "aws" => {
@@ -148,6 +177,8 @@ pub(crate) fn for_upload(file: &FileInfo, endpoints: &Endpoints) -> Result<Locat
                 &p.credentials,
                 p.server_side_encryption.as_deref(),
                 endpoint,
+                Purpose::Upload,
+                refresh,
             )
         }
         "azure" => {
@@ -160,6 +191,7 @@ pub(crate) fn for_upload(file: &FileInfo, endpoints: &Endpoints) -> Result<Locat
                 &p.blob_name,
                 p.account_name.as_deref(),
                 &p.abs_credentials.sas_connection_string,
+                Purpose::Upload,
             )
         }
         "gcp" => {
@@ -167,10 +199,65 @@ pub(crate) fn for_upload(file: &FileInfo, endpoints: &Endpoints) -> Result<Locat
                 .gcs_upload_params
                 .as_ref()
                 .ok_or_else(|| missing(file.id, "gcsUploadParams"))?;
-            gcs(&p.bucket, &p.key, &p.access_token, endpoints)
+            gcs(
+                &p.bucket,
+                &p.key,
+                &p.access_token,
+                p.expires_in,
+                endpoints,
+                Purpose::Upload,
+                refresh,
+            )
         }
         other => Err(unknown(file.id, other)),
     }
+}
+
+/// The AWS credentials of a refreshed file (the upload's or the download's, whichever it has).
+fn fresh_aws(
+    file: &FileInfo,
+    purpose: Purpose,
+    now: SystemTime,
+) -> Option<Dated<object_store::aws::AwsCredential>> {
+    let upload = file.upload_params.as_ref().map(|p| &p.credentials);
+    let creds = match purpose {
+        Purpose::Upload => upload.or(file.credentials.as_ref()),
+        Purpose::Download => file.credentials.as_ref().or(upload),
+    }?;
+    Some((
+        Arc::new(object_store::aws::AwsCredential {
+            key_id: creds.access_key_id.expose().to_owned(),
+            secret_key: creds.secret_access_key.expose().to_owned(),
+            token: creds.session_token.as_ref().map(|t| t.expose().to_owned()),
+        }),
+        credentials::expiry(creds.expiration.as_deref(), None, now),
+    ))
+}
+
+/// The GCS token of a refreshed file.
+fn fresh_gcs(
+    file: &FileInfo,
+    purpose: Purpose,
+    now: SystemTime,
+) -> Option<Dated<object_store::gcp::GcpCredential>> {
+    let upload = file
+        .gcs_upload_params
+        .as_ref()
+        .map(|p| (&p.access_token, p.expires_in));
+    let download = file
+        .gcs_credentials
+        .as_ref()
+        .map(|c| (&c.access_token, c.expires_in));
+    let (token, expires_in) = match purpose {
+        Purpose::Upload => upload.or(download),
+        Purpose::Download => download.or(upload),
+    }?;
+    Some((
+        Arc::new(object_store::gcp::GcpCredential {
+            bearer: token.expose().to_owned(),
+        }),
+        credentials::expiry(None, expires_in, now),
+    ))
 }
 
 fn missing(id: u64, what: &str) -> Error {
@@ -190,8 +277,35 @@ fn unknown(id: u64, provider: &str) -> Error {
 fn retry_config() -> object_store::RetryConfig {
     object_store::RetryConfig {
         max_retries: 8,
-        retry_timeout: std::time::Duration::from_secs(5 * 60),
+        // Measured from the request's start: a long download cut after 10 minutes must still resume.
+        retry_timeout: std::time::Duration::from_secs(30 * 60),
         ..Default::default()
+    }
+}
+
+/// What a store is built for: the time limits differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Download,
+    Upload,
+}
+
+/// No byte for this long ends a cloud request: the transfer has stalled.
+pub(crate) const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The HTTP options of a store. object_store's default ends every request after 30 s, so one big object
+/// on a slow link failed while its bytes were still flowing. Instead, a request fails when it stalls: no
+/// byte read for [`STALL_LIMIT`] (reqwest's read timeout, which restarts with every read). A request body
+/// being sent has no such limit, so uploads, which go in parts of at most `upload::PART_SIZE`, keep a
+/// whole-request limit sized for one part on a slow link (8 MiB in 10 min is 14 KB/s).
+pub(crate) fn client_options(purpose: Purpose, allow_http: bool) -> object_store::ClientOptions {
+    let options = object_store::ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(std::time::Duration::from_secs(10))
+        .with_read_timeout(STALL_LIMIT);
+    match purpose {
+        Purpose::Download => options.with_timeout_disabled(),
+        Purpose::Upload => options.with_timeout(std::time::Duration::from_secs(10 * 60)),
     }
 }
 
@@ -214,6 +328,8 @@ fn s3_endpoint(endpoints: &Endpoints, file: &FileInfo, bucket: &str) -> Option<S
     Some(url.origin().ascii_serialization())
 }
 
+// One argument per fact of the file; a struct for a private helper with two callers would add nothing.
+#[allow(clippy::too_many_arguments)]
 fn s3(
     bucket: &str,
     key: &str,
@@ -221,9 +337,12 @@ fn s3(
     creds: &AwsCredentials,
     sse: Option<&str>,
     endpoint: Option<String>,
+    purpose: Purpose,
+    refresh: Option<Refresh>,
 ) -> Result<Location, Error> {
-    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
     let mut b = AmazonS3Builder::new()
+        .with_client_options(client_options(purpose, false))
         .with_bucket_name(bucket)
         .with_region(region.filter(|r| !r.is_empty()).unwrap_or("us-east-1"))
         .with_access_key_id(creds.access_key_id.expose())
@@ -234,6 +353,19 @@ fn s3(
         .with_retry(retry_config());
     if let Some(token) = creds.session_token.as_ref().filter(|t| !t.is_empty()) {
         b = b.with_token(token.expose());
+    }
+    if let Some(refresh) = refresh {
+        let current = Arc::new(AwsCredential {
+            key_id: creds.access_key_id.expose().to_owned(),
+            secret_key: creds.secret_access_key.expose().to_owned(),
+            token: creds.session_token.as_ref().map(|t| t.expose().to_owned()),
+        });
+        let ends = credentials::expiry(creds.expiration.as_deref(), None, SystemTime::now());
+        b = b.with_credentials(Arc::new(Refreshing::new(
+            (current, ends),
+            refresh,
+            fresh_aws,
+        )));
     }
     if let Some(endpoint) = &endpoint {
         b = b
@@ -308,6 +440,7 @@ fn azure(
     blob: &str,
     account: Option<&str>,
     connection: &Secret,
+    purpose: Purpose,
 ) -> Result<Location, Error> {
     use object_store::azure::{MicrosoftAzureBuilder, split_sas};
     let conn = parse_sas_connection_string(connection.expose())?;
@@ -322,6 +455,7 @@ fn azure(
     let pairs = split_sas(&conn.sas)
         .map_err(|e| Error::cloud("reading the SAS of", format!("container {container}"), e))?;
     let mut b = MicrosoftAzureBuilder::new()
+        .with_client_options(client_options(purpose, false))
         .with_account(&account)
         .with_container_name(container)
         .with_sas_authorization(pairs)
@@ -347,16 +481,34 @@ fn azure(
     })
 }
 
-fn gcs(bucket: &str, key: &str, token: &Secret, endpoints: &Endpoints) -> Result<Location, Error> {
-    use object_store::gcp::GoogleCloudStorageBuilder;
+fn gcs(
+    bucket: &str,
+    key: &str,
+    token: &Secret,
+    expires_in: Option<u64>,
+    endpoints: &Endpoints,
+    purpose: Purpose,
+    refresh: Option<Refresh>,
+) -> Result<Location, Error> {
+    use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
     let mut b = GoogleCloudStorageBuilder::new()
         .with_bucket_name(bucket)
         .with_bearer_token(token.expose())
-        .with_retry(retry_config());
+        .with_retry(retry_config())
+        .with_client_options(client_options(purpose, endpoints.gcs.is_some()));
     if let Some(endpoint) = &endpoints.gcs {
-        b = b
-            .with_base_url(endpoint.trim_end_matches('/'))
-            .with_client_options(object_store::ClientOptions::new().with_allow_http(true));
+        b = b.with_base_url(endpoint.trim_end_matches('/'));
+    }
+    if let Some(refresh) = refresh {
+        let current = Arc::new(GcpCredential {
+            bearer: token.expose().to_owned(),
+        });
+        let ends = credentials::expiry(None, expires_in, SystemTime::now());
+        b = b.with_credentials(Arc::new(Refreshing::new(
+            (current, ends),
+            refresh,
+            fresh_gcs,
+        )));
     }
     let store = b.build().map_err(|e| {
         Error::cloud(
@@ -466,5 +618,35 @@ mod tests {
             Some("kbcfs")
         );
         assert!(parse_sas_connection_string("BlobEndpoint=x").is_err());
+    }
+
+    proptest::proptest! {
+        /// Keys keep their bytes: `~ % # [ ]`, spaces and the rest are neither encoded nor decoded, so
+        /// what is stored is what the manifest names.
+        #[test]
+        fn object_paths_keep_odd_key_bytes(name in "[a-zA-Z0-9 ~%#\\[\\]{}^|*?<>\"'.,;:=&+@!$()_-]{1,24}") {
+            let key = format!("upl/9.csv{name}");
+            let path = object_path(&key);
+            proptest::prop_assert_eq!(path.as_ref(), key.as_str());
+            let sub = format!("exp/{name}/x");
+            if name != "." && name != ".." {
+                let path = object_path(&sub);
+                proptest::prop_assert_eq!(path.as_ref(), sub.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn downloads_fail_on_a_stall_not_on_a_long_transfer() {
+        use object_store::ClientConfigKey;
+        let down = client_options(Purpose::Download, false);
+        assert_eq!(down.get_config_value(&ClientConfigKey::Timeout), None);
+        assert!(
+            down.get_config_value(&ClientConfigKey::ReadTimeout)
+                .is_some()
+        );
+        let up = client_options(Purpose::Upload, false);
+        assert!(up.get_config_value(&ClientConfigKey::Timeout).is_some());
+        assert!(up.get_config_value(&ClientConfigKey::ReadTimeout).is_some());
     }
 }

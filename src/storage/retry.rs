@@ -4,8 +4,11 @@
 //! Why these rules:
 //! - 408, 429, 500, 502, 503, 504 and network failures are transient; 501 and every other 4xx are answers
 //!   that will not change (keboola/storage-api-php-client#212, #524).
-//! - `Retry-After` is honoured (capped, so a bogus value cannot stall a job for hours): Keboola sends it
-//!   with 503 maintenance.
+//! - `Retry-After` and Keboola's maintenance answer (503 `{"status":"maintenance"}`, which the API docs
+//!   say to retry after `Retry-After`) are honoured for as long as the run may wait: until
+//!   [`RetryPolicy::wait_deadline`], which the client sets to its job timeout. A wait that would end
+//!   past it is not started, so the run fails at once with the maintenance error instead of sleeping in
+//!   vain.
 //! - A request that creates a job (import, export, create, delete rows) is repeated only when the server
 //!   provably did not act on it: the connection was never made, or it answered 429 or Keboola's 503
 //!   maintenance body (it refused the request). A bare 503 is not proof: proxies answer 503 after the
@@ -65,9 +68,10 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Backoff growth per retry.
     pub multiplier: f64,
-    /// The largest `Retry-After` we wait for; longer values are cut to this.
-    pub max_retry_after: Duration,
-    /// No retry starts later than this after the first attempt.
+    /// Waits the server asks for (`Retry-After`, maintenance) are honoured while they end within this
+    /// time of the first attempt, whatever [`RetryPolicy::max_retries`] and [`RetryPolicy::deadline`] say.
+    pub wait_deadline: Duration,
+    /// No other retry starts later than this after the first attempt.
     pub deadline: Duration,
 }
 
@@ -78,7 +82,8 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(20),
             multiplier: 2.0,
-            max_retry_after: Duration::from_secs(120),
+            // The client cuts this to its job timeout.
+            wait_deadline: Duration::from_secs(24 * 3600),
             // Keep below the lifetime of Keboola's federation credentials (~1 h) with a wide margin.
             deadline: Duration::from_secs(5 * 60),
         }
@@ -119,19 +124,30 @@ impl RetryPolicy {
         if idempotency == Idempotency::CreatesJob && !Self::not_processed(failure) {
             return Decision::MaybeApplied;
         }
-        if retries >= self.max_retries {
-            return Decision::GiveUp;
-        }
-        let delay = match failure {
+        let asked = match failure {
             Failure::Status {
                 retry_after: Some(after),
                 ..
             }
             | Failure::Maintenance {
                 retry_after: Some(after),
-            } => (*after).min(self.max_retry_after),
-            _ => self.backoff(retries),
+            } => Some(*after),
+            // Maintenance without a Retry-After: the usual backoff, for as long as the run may wait.
+            Failure::Maintenance { retry_after: None } => Some(self.backoff(retries)),
+            _ => None,
         };
+        if let Some(delay) = asked {
+            // The server said when to come back: no retry count or short deadline applies, only the run's.
+            return if elapsed + delay > self.wait_deadline {
+                Decision::GiveUp
+            } else {
+                Decision::Retry(delay)
+            };
+        }
+        if retries >= self.max_retries {
+            return Decision::GiveUp;
+        }
+        let delay = self.backoff(retries);
         if elapsed + delay > self.deadline {
             return Decision::GiveUp;
         }
@@ -180,7 +196,7 @@ mod tests {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
             multiplier: 2.0,
-            max_retry_after: Duration::from_secs(30),
+            wait_deadline: Duration::from_secs(600),
             deadline: Duration::from_secs(60),
         }
     }
@@ -288,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_honoured_and_capped() {
+    fn server_asked_waits_are_honoured_up_to_the_wait_deadline() {
         let p = policy();
         let f = |secs| Failure::Status {
             status: 503,
@@ -298,9 +314,41 @@ mod tests {
             p.decide(0, Duration::ZERO, Idempotency::Idempotent, &f(7)),
             Decision::Retry(Duration::from_secs(7))
         );
+        // Longer than the short deadline and past max_retries, but within the wait deadline: waited.
+        let m = |secs| Failure::Maintenance {
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        assert_eq!(
+            p.decide(
+                20,
+                Duration::from_secs(100),
+                Idempotency::CreatesJob,
+                &m(400)
+            ),
+            Decision::Retry(Duration::from_secs(400))
+        );
+        assert!(matches!(
+            p.decide(
+                20,
+                Duration::from_secs(100),
+                Idempotency::CreatesJob,
+                &Failure::Maintenance { retry_after: None }
+            ),
+            Decision::Retry(d) if d <= p.max_backoff
+        ));
+        // A wait that would end past the wait deadline is not started.
+        assert_eq!(
+            p.decide(
+                0,
+                Duration::from_secs(300),
+                Idempotency::Idempotent,
+                &m(301)
+            ),
+            Decision::GiveUp
+        );
         assert_eq!(
             p.decide(0, Duration::ZERO, Idempotency::Idempotent, &f(3600)),
-            Decision::Retry(Duration::from_secs(30))
+            Decision::GiveUp
         );
     }
 

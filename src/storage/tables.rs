@@ -4,6 +4,7 @@
 //! smaller transfers; we gunzip locally) → job → file detail with credentials → download (sliced files in
 //! parallel). Import: `import-async` or `tables-async` from an uploaded file → job.
 
+use super::branch::{BranchMode, ReadScope, branch_table_id};
 use super::download;
 use super::retry::Idempotency;
 use super::transport::Call;
@@ -18,6 +19,7 @@ use std::path::Path;
 impl Client {
     /// `GET tables` (or `buckets/{id}/tables`) with columns.
     pub async fn list_tables(&self, bucket_id: Option<&str>) -> Result<Vec<Table>, Error> {
+        self.branch_mode().await?;
         let call = match bucket_id {
             Some(b) => {
                 split_bucket_id(b)?;
@@ -38,21 +40,70 @@ impl Client {
         Ok(tables.into_iter().map(Table::normalized).collect())
     }
 
-    /// `GET tables/{id}`; `None` when it does not exist.
+    /// The table a read of `table_id` uses; `None` when it does not exist. In a development branch this
+    /// is the branch's table when there is one, else production's (see [`super::branch`]); the returned
+    /// table's `id` says which.
     pub async fn get_table(&self, table_id: &str) -> Result<Option<Table>, Error> {
+        Ok(self.find_table(table_id).await?.map(|(t, _)| t))
+    }
+
+    /// The table a write of `table_id` goes to (see [`Client::table_id_for_write`]), without falling back
+    /// to production or the default branch; `None` when it does not exist there yet.
+    pub async fn get_table_for_write(&self, table_id: &str) -> Result<Option<Table>, Error> {
+        let id = self.table_id_for_write(table_id).await?;
+        self.table_at(&id, ReadScope::Own).await
+    }
+
+    /// The table a read uses and where it was found.
+    pub(crate) async fn find_table(
+        &self,
+        table_id: &str,
+    ) -> Result<Option<(Table, ReadScope)>, Error> {
         split_table_id(table_id)?;
+        match self.branch_mode().await? {
+            BranchMode::Production => {}
+            BranchMode::Prefixed { id } => {
+                let dev = branch_table_id(table_id, id)?;
+                if dev != table_id
+                    && let Some(t) = self.table_at(&dev, ReadScope::Own).await?
+                {
+                    tracing::info!("using dev input {dev} instead of {table_id}");
+                    return Ok(Some((t, ReadScope::Own)));
+                }
+            }
+            BranchMode::BranchStorage { id } => {
+                if let Some(t) = self.table_at(table_id, ReadScope::Own).await? {
+                    return Ok(Some((t, ReadScope::Own)));
+                }
+                let found = self.table_at(table_id, ReadScope::DefaultBranch).await?;
+                if found.is_some() {
+                    tracing::info!(
+                        "{table_id} is not in branch {id}: reading it from the default branch"
+                    );
+                }
+                return Ok(found.map(|t| (t, ReadScope::DefaultBranch)));
+            }
+        }
+        Ok(self
+            .table_at(table_id, ReadScope::Own)
+            .await?
+            .map(|t| (t, ReadScope::Own)))
+    }
+
+    /// `GET tables/{id}` in one scope; `None` when it does not exist there.
+    async fn table_at(&self, table_id: &str, scope: ReadScope) -> Result<Option<Table>, Error> {
         let table: Option<Table> = self
             .inner
             .transport
-            .json_opt(&Call::get(format!("tables/{table_id}")))
+            .json_opt(&scoped(Call::get(format!("tables/{table_id}")), scope))
             .await
             .map_err(|e| e.with_subject(format!("table {table_id}")))?;
         Ok(table.map(Table::normalized))
     }
 
-    /// The table, or a user error saying it does not exist.
-    async fn require_table(&self, table_id: &str) -> Result<Table, Error> {
-        self.get_table(table_id).await?.ok_or_else(|| {
+    /// The table a read uses, or a user error saying it does not exist.
+    async fn require_table(&self, table_id: &str) -> Result<(Table, ReadScope), Error> {
+        self.find_table(table_id).await?.ok_or_else(|| {
             Error::Api(Box::new(ApiError {
                 method: "GET".into(),
                 path: format!("/v2/storage/tables/{table_id}"),
@@ -67,8 +118,19 @@ impl Client {
 
     /// `GET tables/{id}/data-preview` as RFC CSV text with a header (at most 1000 rows).
     pub async fn preview(&self, table_id: &str, limit: Option<u32>) -> Result<String, Error> {
-        split_table_id(table_id)?;
-        let mut call = Call::get(format!("tables/{table_id}/data-preview")).query("format", "rfc");
+        // Only a development branch has to find out which table a read uses.
+        let (id, scope) = match self.branch_mode().await? {
+            BranchMode::Production => {
+                split_table_id(table_id)?;
+                (table_id.to_owned(), ReadScope::Own)
+            }
+            _ => {
+                let (table, scope) = self.require_table(table_id).await?;
+                (table.id, scope)
+            }
+        };
+        let mut call =
+            scoped(Call::get(format!("tables/{id}/data-preview")), scope).query("format", "rfc");
         if let Some(limit) = limit {
             if limit == 0 || limit > 1000 {
                 return Err(Error::Invalid(format!(
@@ -93,17 +155,25 @@ impl Client {
         dest: &Path,
         mode: DownloadMode,
     ) -> Result<ExportOutcome, Error> {
-        let table = self.require_table(table_id).await?;
+        let (table, scope) = self.require_table(table_id).await?;
+        // In a development branch the table read may be the branch's (another id) or the default branch's.
+        let table_id = table.id.as_str();
         let columns = if options.columns.is_empty() {
             table.columns.clone()
         } else {
             options.columns.clone()
         };
-        let call = Call::new(Method::POST, format!("tables/{table_id}/export-async"), Idempotency::CreatesJob)
-            .json(export_body(options))
-            .hint(format!(
-                "an export job for {table_id} may be running; exports change nothing, so running again is safe"
-            ));
+        // An export job only reads the table: repeating the request after a 5xx or a cut answer at worst
+        // leaves a second export job running, so it is retried like a GET (as every official client does).
+        let call = scoped(
+            Call::new(
+                Method::POST,
+                format!("tables/{table_id}/export-async"),
+                Idempotency::Idempotent,
+            ),
+            scope,
+        )
+        .json(export_body(options));
         let job = self
             .run_job(call)
             .await
@@ -124,7 +194,7 @@ impl Client {
             .pointer("/cacheHit")
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        let file = self.file_detail(file_id).await?;
+        let file = self.file_detail_in(file_id, scope).await?;
         let progress = self.progress();
         progress.reset(file.size_bytes);
         tracing::debug!(
@@ -137,7 +207,15 @@ impl Client {
             || file.abs_credentials.is_some()
             || file.gcs_credentials.is_some();
         let (bytes, rows, columns) = if file.is_sliced {
-            let location = providers::for_download(&file, &self.inner.endpoints)?;
+            let location = providers::for_download(
+                &file,
+                &self.inner.endpoints,
+                Some(self.refresher(
+                    file_id,
+                    providers::Purpose::Download,
+                    scope == ReadScope::DefaultBranch,
+                )),
+            )?;
             let slices = download::read_manifest(&location).await?;
             let got = download::download_slices(
                 &location,
@@ -158,7 +236,15 @@ impl Client {
         } else {
             let _permit = self.transfer_permit().await?;
             let (stream, what) = if has_credentials {
-                let location = providers::for_download(&file, &self.inner.endpoints)?;
+                let location = providers::for_download(
+                    &file,
+                    &self.inner.endpoints,
+                    Some(self.refresher(
+                        file_id,
+                        providers::Purpose::Download,
+                        scope == ReadScope::DefaultBranch,
+                    )),
+                )?;
                 let path = providers::object_path(&location.key);
                 (
                     download::open_object(&location, &path).await?,
@@ -208,7 +294,8 @@ impl Client {
         file_id: u64,
         options: &CreateTableOptions,
     ) -> Result<Table, Error> {
-        split_bucket_id(bucket_id)?;
+        let bucket_id = self.bucket_id_for_write(bucket_id).await?;
+        let bucket_id = bucket_id.as_str();
         let table_id = format!("{bucket_id}.{name}");
         split_table_id(&table_id)?;
         if let Some(columns) = &options.columns {
@@ -231,7 +318,9 @@ impl Client {
                 },
             )
             .await?;
-            return self.require_table(&table.id).await;
+            return self.get_table_for_write(&table.id).await?.ok_or_else(|| {
+                Error::Invalid(format!("table {} was created but cannot be read", table.id))
+            });
         }
         let mut body = serde_json::json!({ "name": name, "dataFileId": file_id });
         if !options.primary_key.is_empty() {
@@ -290,7 +379,9 @@ impl Client {
         file_id: u64,
         options: &ImportOptions,
     ) -> Result<ImportOutcome, Error> {
-        split_table_id(table_id)?;
+        // Writes in a development branch go to the branch's table, never to production's.
+        let table_id = self.table_id_for_write(table_id).await?;
+        let table_id = table_id.as_str();
         let mut body =
             serde_json::json!({ "dataFileId": file_id, "incremental": options.incremental });
         if let Some(columns) = &options.columns {
@@ -327,7 +418,9 @@ impl Client {
 
     /// `POST tables/{id}/primary-key`; waits for the job.
     pub async fn add_primary_key(&self, table_id: &str, columns: &[String]) -> Result<(), Error> {
-        split_table_id(table_id)?;
+        // Writes in a development branch go to the branch's table, never to production's.
+        let table_id = self.table_id_for_write(table_id).await?;
+        let table_id = table_id.as_str();
         let call = Call::new(
             Method::POST,
             format!("tables/{table_id}/primary-key"),
@@ -343,7 +436,9 @@ impl Client {
 
     /// `DELETE tables/{id}/primary-key`; waits for the job.
     pub async fn remove_primary_key(&self, table_id: &str) -> Result<(), Error> {
-        split_table_id(table_id)?;
+        // Writes in a development branch go to the branch's table, never to production's.
+        let table_id = self.table_id_for_write(table_id).await?;
+        let table_id = table_id.as_str();
         let call = Call::new(
             Method::DELETE,
             format!("tables/{table_id}/primary-key"),
@@ -357,7 +452,9 @@ impl Client {
 
     /// `POST tables/{id}/columns`; waits for the job.
     pub async fn add_column(&self, table_id: &str, name: &str) -> Result<(), Error> {
-        split_table_id(table_id)?;
+        // Writes in a development branch go to the branch's table, never to production's.
+        let table_id = self.table_id_for_write(table_id).await?;
+        let table_id = table_id.as_str();
         let call = Call::new(
             Method::POST,
             format!("tables/{table_id}/columns"),
@@ -377,7 +474,9 @@ impl Client {
         table_id: &str,
         options: &DeleteRowsOptions,
     ) -> Result<u64, Error> {
-        split_table_id(table_id)?;
+        // Writes in a development branch go to the branch's table, never to production's.
+        let table_id = self.table_id_for_write(table_id).await?;
+        let table_id = table_id.as_str();
         let no_filter = options.changed_since.is_none()
             && options.changed_until.is_none()
             && options.where_filters.is_empty();
@@ -416,7 +515,9 @@ impl Client {
 
     /// `DELETE tables/{id}`; waits for the job. A table that is already gone counts as dropped.
     pub async fn drop_table(&self, table_id: &str) -> Result<(), Error> {
-        split_table_id(table_id)?;
+        // Writes in a development branch go to the branch's table, never to production's.
+        let table_id = self.table_id_for_write(table_id).await?;
+        let table_id = table_id.as_str();
         let call = Call::new(
             Method::DELETE,
             format!("tables/{table_id}"),
@@ -441,6 +542,14 @@ impl Client {
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e.with_subject(format!("table {table_id}"))),
         }
+    }
+}
+
+/// A call in the given read scope: the default branch's calls go without the branch path.
+fn scoped(call: Call, scope: ReadScope) -> Call {
+    match scope {
+        ReadScope::Own => call,
+        ReadScope::DefaultBranch => call.global(),
     }
 }
 
@@ -485,7 +594,13 @@ fn export_body(options: &ExportOptions) -> serde_json::Value {
     if let Some(s) = &options.changed_until {
         body["changedUntil"] = s.clone().into();
     }
-    if let Some(c) = &options.where_column {
+    // The platform sends the trio only with values (input-mapping's RewrittenInputTableOptions); a column
+    // without values exports the whole table.
+    if let Some(c) = options
+        .where_column
+        .as_ref()
+        .filter(|c| !c.is_empty() && !options.where_values.is_empty())
+    {
         body["whereColumn"] = c.clone().into();
         body["whereValues"] = options.where_values.clone().into();
         body["whereOperator"] = options
@@ -532,6 +647,16 @@ mod tests {
                 "whereFilters": [{"column": "name", "operator": "ne", "values": ["x"]}], "limit": 10
             })
         );
+    }
+
+    #[test]
+    fn a_where_column_without_values_exports_the_whole_table() {
+        let body = export_body(&ExportOptions {
+            where_column: Some("id".into()),
+            where_operator: Some("ne".into()),
+            ..Default::default()
+        });
+        assert_eq!(body, serde_json::json!({"gzip": true, "format": "rfc"}));
     }
 
     #[test]

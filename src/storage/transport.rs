@@ -72,6 +72,8 @@ pub(crate) struct TransportConfig {
     pub retry: RetryPolicy,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// `X-KBC-RunId`, sent on every request so the API's events and jobs are linked to the run.
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -81,8 +83,13 @@ pub(crate) struct Transport {
     root: String,
     /// The token as a header value marked sensitive, so HTTP-layer debug output never shows it.
     token: reqwest::header::HeaderValue,
+    /// The branch id the client was given.
     branch: Option<String>,
+    /// The branch in the path of branch-scoped calls, once the client has found out the branch mode
+    /// (only a development branch with branch storage has one).
+    path_branch: std::sync::OnceLock<Option<String>>,
     policy: RetryPolicy,
+    run_id: Option<reqwest::header::HeaderValue>,
 }
 
 /// The error body the Storage API sends.
@@ -128,8 +135,15 @@ impl Transport {
                 "branch id {b:?} is not valid (expected a number)"
             )));
         }
+        // A run id that cannot be a header value is dropped rather than failing the run: it only links events.
+        let run_id = config
+            .run_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .and_then(|r| reqwest::header::HeaderValue::from_str(r).ok());
         let http = reqwest::Client::builder()
-            .user_agent(concat!("kbc-runner/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .gzip(true)
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
@@ -140,8 +154,14 @@ impl Transport {
             http,
             root,
             token,
+            path_branch: if config.branch.is_none() {
+                std::sync::OnceLock::from(None)
+            } else {
+                std::sync::OnceLock::new()
+            },
             branch: config.branch,
             policy: config.retry,
+            run_id,
         })
     }
 
@@ -153,10 +173,15 @@ impl Transport {
         self.branch.as_deref()
     }
 
+    /// Sets the branch of branch-scoped paths, once the branch mode is known.
+    pub fn set_path_branch(&self, branch: Option<String>) {
+        let _ = self.path_branch.set(branch);
+    }
+
     /// The path as shown in messages and built into URLs: `/v2/storage/[branch/{id}/]path`.
     pub fn api_path(&self, call: &Call) -> String {
-        match (&self.branch, call.branch_scoped) {
-            (Some(branch), true) => format!("/v2/storage/branch/{branch}/{}", call.path),
+        match (self.path_branch.get(), call.branch_scoped) {
+            (Some(Some(branch)), true) => format!("/v2/storage/branch/{branch}/{}", call.path),
             _ => format!("/v2/storage/{}", call.path),
         }
     }
@@ -181,6 +206,13 @@ impl Transport {
         F: Fn(reqwest::Response) -> Fut,
         Fut: std::future::Future<Output = Result<T, reqwest::Error>>,
     {
+        if call.branch_scoped && self.path_branch.get().is_none() {
+            // Guessing here could write to production from a branch run.
+            return Err(Error::Invalid(format!(
+                "internal error: {} {} was sent before the branch mode was known",
+                call.method, call.path
+            )));
+        }
         let path = self.api_path(call);
         let url = format!("{}{}", self.root, encode_path(&path));
         let start = Instant::now();
@@ -191,6 +223,9 @@ impl Transport {
                 .request(call.method.clone(), &url)
                 .header("X-StorageApi-Token", self.token.clone())
                 .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+            if let Some(run_id) = &self.run_id {
+                req = req.header("X-KBC-RunId", run_id.clone());
+            }
             if !call.query.is_empty() {
                 req = req.query(&call.query);
             }
@@ -253,13 +288,25 @@ impl Transport {
                 .decide(retries, start.elapsed(), call.idempotency, &failure)
             {
                 Decision::Retry(delay) => {
-                    tracing::warn!(
-                        "{} {path}: {}; retrying in {delay:.1?} (retry {} of {})",
-                        call.method,
-                        short_reason(&failure),
-                        retries + 1,
-                        self.policy.max_retries
-                    );
+                    match &failure {
+                        Failure::Maintenance { .. }
+                        | Failure::Status {
+                            retry_after: Some(_),
+                            ..
+                        } => tracing::warn!(
+                            "{} {path}: {}; waiting {delay:.0?} as the server asks, then trying again                              (the run waits at most {:.0?} in all)",
+                            call.method,
+                            short_reason(&failure),
+                            self.policy.wait_deadline
+                        ),
+                        _ => tracing::warn!(
+                            "{} {path}: {}; retrying in {delay:.1?} (retry {} of {})",
+                            call.method,
+                            short_reason(&failure),
+                            retries + 1,
+                            self.policy.max_retries
+                        ),
+                    }
                     tokio::time::sleep(delay).await;
                     retries += 1;
                 }
@@ -315,6 +362,9 @@ impl Transport {
         Ok(resp)
     }
 }
+
+/// The `User-Agent` of every request: names the program and its version, as Keboola's clients do.
+pub const USER_AGENT: &str = concat!("kbc-runner/", env!("CARGO_PKG_VERSION"));
 
 /// The error for a job-creating request whose outcome is unknown.
 fn maybe_applied(call: &Call, path: String, error: &Error) -> Error {
@@ -475,8 +525,15 @@ mod tests {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            run_id: None,
         })
         .unwrap();
+        assert_eq!(
+            t.api_path(&Call::get("tables/in.c-a.b")),
+            "/v2/storage/tables/in.c-a.b",
+            "no branch path before the branch mode is known"
+        );
+        t.set_path_branch(Some("123".into()));
         assert_eq!(
             t.api_path(&Call::get("tables/in.c-a.b")),
             "/v2/storage/branch/123/tables/in.c-a.b"
@@ -497,6 +554,7 @@ mod tests {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            run_id: None,
         };
         assert!(Transport::new(bad).unwrap_err().is_user());
     }

@@ -248,6 +248,9 @@ pub struct AwsCredentials {
     pub secret_access_key: Secret,
     #[serde(default)]
     pub session_token: Option<Secret>,
+    /// When the credentials end (RFC 3339), if the API says.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub expiration: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -275,6 +278,9 @@ pub struct GcsCredentials {
     pub access_token: Secret,
     #[serde(default)]
     pub project_id: Option<String>,
+    /// Seconds the token lasts from when it was handed out (3599 on Keboola's GCP stacks).
+    #[serde(default, rename = "expires_in")]
+    pub expires_in: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,6 +313,9 @@ pub struct GcsUploadParams {
     pub access_token: Secret,
     #[serde(default)]
     pub project_id: Option<String>,
+    /// Seconds the token lasts from when it was handed out.
+    #[serde(default, rename = "expires_in")]
+    pub expires_in: Option<u64>,
 }
 
 /// How an export lands on disk.

@@ -63,6 +63,19 @@ pub(crate) async fn put_file(
     finish(copied, &mut sink, &display).await
 }
 
+/// Gzips a local file into `target` (parallel members, like [`put_file`] with compression).
+pub(crate) async fn gzip_file(source: &Path, target: &Path) -> Result<(), Error> {
+    let file = tokio::fs::File::create(target)
+        .await
+        .map_err(|e| Error::io("writing", target, e))?;
+    let mut sink = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let display = target.display().to_string();
+    pump_gzip(source, &mut sink, &display, &TransferProgress::default()).await?;
+    sink.shutdown()
+        .await
+        .map_err(|e| Error::io("writing", target, e))
+}
+
 /// Bytes of input gzipped as one member by one worker.
 const GZIP_CHUNK: usize = 4 * 1024 * 1024;
 
@@ -253,7 +266,8 @@ pub(crate) async fn put_sliced(
             .unwrap_or_default();
         let already = is_gzipped(slice).await?;
         let gz = compress && !already;
-        let suffix = if gz && !name.ends_with(".gz") {
+        // Gzipped objects need a `.gz` name, also when the local slice was gzipped already.
+        let suffix = if (gz || already) && !name.ends_with(".gz") {
             ".gz"
         } else {
             ""
@@ -429,5 +443,38 @@ mod tests {
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         assert!(list_slices(&empty).await.unwrap_err().is_user());
+    }
+
+    #[tokio::test]
+    async fn gzipped_slices_always_get_a_gz_name_and_odd_names_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("t");
+        std::fs::create_dir(&folder).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"\"1\"\n").unwrap();
+        std::fs::write(folder.join("a~1[x] #%.csv"), gz.finish().unwrap()).unwrap();
+        let slices = list_slices(&folder).await.unwrap();
+        let store = Arc::new(InMemory::new());
+        let loc = location(store.clone());
+        put_sliced(
+            &loc,
+            &slices,
+            false,
+            Arc::new(Semaphore::new(1)),
+            1,
+            Arc::default(),
+        )
+        .await
+        .unwrap();
+        let key = "upl/9.csva~1[x] #%.csv.gz";
+        assert_eq!(read_manifest(&loc).await.unwrap(), vec![object_path(key)]);
+        // Stored under exactly the manifest's key, not a re-encoded one.
+        let stored: Vec<String> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        assert!(stored.contains(&key.to_owned()), "{stored:?}");
     }
 }

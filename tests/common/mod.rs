@@ -26,7 +26,14 @@ pub struct Fake {
     pub objects: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     pub requests: Arc<Mutex<Vec<String>>>,
     pub s3: Arc<Mutex<String>>,
+    /// Per request: `METHOD PATH`, its `User-Agent` and its `X-KBC-RunId`.
+    pub headers: Arc<Mutex<Vec<SeenHeaders>>>,
+    /// The bodies of `files/prepare`.
+    pub prepared: Arc<Mutex<Vec<serde_json::Value>>>,
 }
+
+/// `METHOD PATH`, `User-Agent`, `X-KBC-RunId` of one request.
+pub type SeenHeaders = (String, String, Option<String>);
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -42,12 +49,29 @@ pub fn gunzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn handle(State(fake): State<Fake>, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn handle(
+    State(fake): State<Fake>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_owned();
     fake.requests
         .lock()
         .unwrap()
         .push(format!("{method} {path}"));
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    fake.headers.lock().unwrap().push((
+        format!("{method} {path}"),
+        header("user-agent").unwrap_or_default(),
+        header("x-kbc-runid"),
+    ));
     if let Some(key) = path.strip_prefix("/s3/kbc-files/") {
         let key = percent_encoding::percent_decode_str(key)
             .decode_utf8()
@@ -115,6 +139,7 @@ async fn handle(State(fake): State<Fake>, method: Method, uri: Uri, body: Bytes)
         }
         (Method::POST, "/v2/storage/files/prepare") => {
             let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            fake.prepared.lock().unwrap().push(body.clone());
             let sliced = body["isSliced"] == true;
             assert_eq!(body["federationToken"], true);
             json(StatusCode::CREATED, aws(800, "upl/800.csv.gz", sliced))

@@ -53,6 +53,19 @@ pub(super) fn insert_bucket(
     display: Option<String>,
     description: String,
 ) -> Result<Bucket, ApiError> {
+    insert_bucket_in(meta, stage, name, display, description, None)
+}
+
+/// [`insert_bucket`] in a development branch with branch storage (`branch`), or production (`None`).
+/// The server adds `c-` to the name unless the stack has `disable-legacy-bucket-prefix`.
+pub(super) fn insert_bucket_in(
+    meta: &mut Meta,
+    stage: &str,
+    name: &str,
+    display: Option<String>,
+    description: String,
+    branch: Option<u64>,
+) -> Result<Bucket, ApiError> {
     if !valid_name(name) {
         return Err(ApiError::bad_request(
             "storage.buckets.validation",
@@ -67,8 +80,17 @@ pub(super) fn insert_bucket(
             format!("Invalid stage \"{stage}\": use \"in\" or \"out\"."),
         ));
     }
-    let full = format!("c-{name}");
-    let id = format!("{stage}.{full}");
+    let keep_name = meta
+        .project
+        .features
+        .iter()
+        .any(|f| f == "disable-legacy-bucket-prefix");
+    let full = if keep_name {
+        name.to_owned()
+    } else {
+        format!("c-{name}")
+    };
+    let id = branches::mark_bucket(&format!("{stage}.{full}"), branch);
     if meta.buckets.contains_key(&id) {
         return Err(ApiError::bad_request(
             "storage.buckets.alreadyExists",
@@ -88,7 +110,7 @@ pub(super) fn insert_bucket(
     Ok(b)
 }
 
-pub(super) fn create_bucket(app: &App, params: &Params) -> ApiResult {
+pub(super) fn create_bucket(app: &App, params: &Params, branch: Option<u64>) -> ApiResult {
     let name = params.nonempty("name").ok_or_else(|| {
         ApiError::bad_request(
             "storage.buckets.validation",
@@ -98,12 +120,13 @@ pub(super) fn create_bucket(app: &App, params: &Params) -> ApiResult {
     let stage = params.nonempty("stage").unwrap_or_else(|| "in".into());
     let v = {
         let mut meta = app.store.lock();
-        let b = insert_bucket(
+        let b = insert_bucket_in(
             &mut meta,
             &stage,
             &name,
             params.nonempty("displayName"),
             params.str("description").unwrap_or_default(),
+            branch,
         )?;
         bucket_json(&app.base_url, &meta, &b)
     };

@@ -229,7 +229,8 @@ pub(super) fn run_export(
         let (bucket, name) = split_table_id(table_id);
         let key = format!(
             "exp-2/1/table-exports/{}/{name}/{id}.csv",
-            bucket.replace('.', "/")
+            // Keys never carry branch markers: answers are unmarked, keys must stay what they say.
+            unmark(bucket).replace('.', "/")
         );
         (id, app.store.new_blob(), key)
     };

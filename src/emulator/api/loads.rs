@@ -585,7 +585,14 @@ pub(crate) async fn seed_table(
     {
         let mut meta = app.store.lock();
         if !meta.buckets.contains_key(bucket_id) {
-            insert_bucket(&mut meta, stage, short, None, String::new())?;
+            // With `disable-legacy-bucket-prefix` the server keeps the name as sent.
+            let keep = meta
+                .project
+                .features
+                .iter()
+                .any(|f| f == "disable-legacy-bucket-prefix");
+            let name = if keep { bucket_name } else { short };
+            insert_bucket(&mut meta, stage, name, None, String::new())?;
         }
     }
     let new = if app.store.lock().tables.contains_key(table_id) {

@@ -24,12 +24,14 @@ const DEFAULT_BRANCH_ID: u64 = 1;
 /// Largest request body read into memory (deprecated sync uploads carry CSV in the body).
 const MAX_BODY: usize = 512 << 20;
 
+mod branches;
 mod buckets;
 mod export;
 mod files;
 mod loads;
 mod tables;
 
+use branches::*;
 use buckets::*;
 use export::*;
 use files::*;
@@ -51,24 +53,68 @@ fn accepted(v: Value) -> ApiResult {
     Ok(json_response(StatusCode::ACCEPTED, v))
 }
 
-/// Routes one Storage API request.
+/// Routes one Storage API request. JSON answers never show the internal ids of branch storage.
 pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
+    let response = dispatch_scoped(app, req)
+        .await
+        .unwrap_or_else(|e| e.into_response());
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
+    if !is_json {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the answer: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let clean = unmark(&text);
+    if clean.len() != text.len() {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(Response::from_parts(
+        parts,
+        axum::body::Body::from(clean.into_owned()),
+    ))
+}
+
+async fn dispatch_scoped(app: &Arc<App>, req: Request) -> ApiResult {
     let method = req.method().clone();
     let full_path = req.uri().path().to_owned();
     let rest = full_path.strip_prefix("/v2/storage").unwrap_or("");
-    let decoded = super::body::path_segments(rest);
-    let mut segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
-    if segs.first() == Some(&"branch") && segs.len() >= 2 {
-        let branch = segs[1];
-        if branch != "default" && branch != DEFAULT_BRANCH_ID.to_string() {
-            authenticate(app, req.headers())?;
-            return Err(ApiError::not_found(
-                "storage.devBranches.notFound",
-                format!("Branch \"{branch}\" not found"),
-            ));
+    let mut decoded = super::body::path_segments(rest);
+    // The development branch with its own storage that the request works in (None: production).
+    let mut branch: Option<u64> = None;
+    if decoded.first().map(String::as_str) == Some("branch") && decoded.len() >= 2 {
+        authenticate(app, req.headers())?;
+        if let Scope::Dev(id) = scope_of(app, &decoded[1])? {
+            let storage_route = matches!(
+                decoded.get(2).map(String::as_str),
+                Some("buckets" | "tables")
+            );
+            if storage_route {
+                if !has_branch_storage(app) {
+                    return Err(no_branch_storage(id));
+                }
+                branch = Some(id);
+            }
         }
-        segs.drain(..2);
+        decoded.drain(..2);
     }
+    if decoded.iter().any(|s| s.contains("@branch")) {
+        // Internal ids of branch storage are not addressable.
+        return Err(ApiError::route_not_found(method.as_str(), &full_path));
+    }
+    if branch.is_some() && decoded.len() >= 2 {
+        decoded[1] = match decoded[0].as_str() {
+            "buckets" => mark_bucket(&decoded[1], branch),
+            _ => mark_table(&decoded[1], branch),
+        };
+    }
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if method == Method::GET && segs.is_empty() {
         return index(app, req.uri().query());
     }
@@ -77,22 +123,21 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
     let base = &app.base_url;
     match (&method, segs.as_slice()) {
         (&Method::GET, ["tokens", "verify"]) => ok(token_json(app)),
-        (&Method::GET, ["dev-branches"]) => ok(json!([branch_json()])),
-        (&Method::GET, ["dev-branches", id])
-            if *id == DEFAULT_BRANCH_ID.to_string() || *id == "default" =>
-        {
-            ok(branch_json())
-        }
+        (&Method::GET, ["dev-branches"]) => list_branches(app),
+        (&Method::POST, ["dev-branches"]) => create_branch(app, &params),
+        (&Method::GET, ["dev-branches", id]) => get_branch(app, id),
+        (&Method::DELETE, ["dev-branches", id]) => delete_branch(app, id),
         (&Method::GET, ["buckets"]) => {
             let meta = app.store.lock();
             ok(Value::Array(
                 meta.buckets
                     .values()
+                    .filter(|b| in_scope(&b.id, branch))
                     .map(|b| bucket_json(base, &meta, b))
                     .collect(),
             ))
         }
-        (&Method::POST, ["buckets"]) => create_bucket(app, &params),
+        (&Method::POST, ["buckets"]) => create_bucket(app, &params, branch),
         (&Method::GET, ["buckets", id]) => {
             let meta = app.store.lock();
             let b = meta
@@ -126,6 +171,7 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
             ok(Value::Array(
                 meta.tables
                     .values()
+                    .filter(|t| in_scope(&t.id, branch))
                     .map(|t| table_json(base, &meta, t, cols, bucket))
                     .collect(),
             ))
@@ -291,7 +337,7 @@ fn index(app: &App, query: Option<&str>) -> ApiResult {
         "documentation": "https://keboola.docs.apiary.io/",
         "version": "v2",
         "services": [{"id": "import", "url": app.base_url}, {"id": "storage", "url": app.base_url}],
-        "features": [],
+        "features": app.store.lock().project.features,
         "urlTemplates": {},
     });
     let exclude = q.str("exclude").unwrap_or_default();
@@ -308,6 +354,12 @@ fn token_json(app: &App) -> Value {
             (r + t.rows_count, b + t.data_size_bytes)
         })
     };
+    let project = app.store.lock().project.clone();
+    let mut features = project.project_features.clone();
+    if project.branch_storage && !features.iter().any(|f| f == "protected-default-branch") {
+        // How the platform's job runner learns that the project has branch storage.
+        features.push("protected-default-branch".into());
+    }
     let bucket_permissions: serde_json::Map<String, Value> = app
         .store
         .lock()
@@ -340,14 +392,10 @@ fn token_json(app: &App) -> Value {
         "organization": {"id": 1},
         "owner": {
             "name": "Local emulator", "id": "1", "type": "production", "region": REGION,
-            "created": iso(0), "expires": null, "features": [],
+            "created": iso(0), "expires": null, "features": features,
             "dataSizeBytes": bytes, "rowsCount": rows, "hasSnowflake": true, "hasBigquery": false,
             "defaultBackend": "snowflake", "limits": {}, "metrics": {}, "isDisabled": false,
             "dataRetentionTimeInDays": 7, "assignedBackends": ["snowflake"], "fileStorageProvider": "aws",
         },
     })
-}
-
-fn branch_json() -> Value {
-    json!({"id": DEFAULT_BRANCH_ID, "name": "Main", "description": "", "created": iso(0), "isDefault": true, "creatorToken": []})
 }
