@@ -2066,6 +2066,164 @@ async fn typed_tables_from_definitions_restamp_every_incoming_key() {
     api.emu.shutdown().await;
 }
 
+/// The `[key, value, provider]` triples of a column's metadata list, in order.
+fn metadata_triples(list: &Value) -> Vec<(String, String, String)> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|e| {
+            assert!(e["id"].is_string() && e["timestamp"].is_string(), "{e}");
+            (
+                e["key"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap().to_owned(),
+                e["provider"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn storage_triples(entries: &[(&str, &str)]) -> Vec<(String, String, String)> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned(), "storage".to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn typed_tables_carry_datatype_column_metadata_and_maps_are_php_shaped() {
+    let api = start().await;
+    // PHP's empty map is `[]`: no buckets yet, so no bucket permissions.
+    let (_, token) = api.get("tokens/verify").await;
+    assert_eq!(token["bucketPermissions"], json!([]));
+    api.post_form("buckets", &[("name", "ty")]).await;
+    let (_, token) = api.get("tokens/verify").await;
+    assert_eq!(token["bucketPermissions"], json!({"in.c-ty": "manage"}));
+
+    let def = json!({"name": "t", "primaryKeysNames": ["id"], "columns": [
+        {"name": "id", "definition": {"type": "INT", "nullable": false}},
+        {"name": "name", "definition": {"type": "VARCHAR"}},
+        {"name": "amount", "basetype": "NUMERIC"},
+        {"name": "price", "definition": {"type": "DECIMAL", "length": "10,2", "default": "0"}},
+    ]});
+    let (s, job) = api
+        .post_json("buckets/in.c-ty/tables-definition", def)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let job = api.wait(&job).await;
+    assert_eq!(job["status"], "success", "{job}");
+    // The job's result already carries them, as the table detail does.
+    assert!(job["results"]["columnMetadata"]["id"].is_array(), "{job}");
+    let (_, t) = api.get("tables/in.c-ty.t").await;
+    let cm = &t["columnMetadata"];
+    assert_eq!(
+        metadata_triples(&cm["id"]),
+        storage_triples(&[
+            ("KBC.datatype.type", "INT"),
+            ("KBC.datatype.nullable", ""),
+            ("KBC.datatype.basetype", "INTEGER"),
+        ])
+    );
+    assert_eq!(
+        metadata_triples(&cm["name"]),
+        storage_triples(&[
+            ("KBC.datatype.type", "VARCHAR"),
+            ("KBC.datatype.nullable", "1"),
+            ("KBC.datatype.basetype", "STRING"),
+        ])
+    );
+    // A basetype alone gets the backend's type for it (Snowflake: NUMBER 38,9).
+    assert_eq!(
+        metadata_triples(&cm["amount"]),
+        storage_triples(&[
+            ("KBC.datatype.type", "NUMBER"),
+            ("KBC.datatype.nullable", "1"),
+            ("KBC.datatype.basetype", "NUMERIC"),
+            ("KBC.datatype.length", "38,9"),
+        ])
+    );
+    assert_eq!(
+        t["definition"]["columns"][2],
+        json!({"name": "amount", "definition": {"type": "NUMBER", "nullable": true, "length": "38,9"},
+               "basetype": "NUMERIC", "canBeFiltered": true})
+    );
+    assert_eq!(
+        metadata_triples(&cm["price"]),
+        storage_triples(&[
+            ("KBC.datatype.type", "DECIMAL"),
+            ("KBC.datatype.nullable", "1"),
+            ("KBC.datatype.basetype", "NUMERIC"),
+            ("KBC.datatype.length", "10,2"),
+            ("KBC.datatype.default", "0"),
+        ])
+    );
+    // The list shows the same map.
+    let (_, l) = api
+        .get("buckets/in.c-ty/tables?include=columns,columnMetadata")
+        .await;
+    assert_eq!(l[0]["columnMetadata"], *cm);
+
+    // A user's metadata sits beside Storage's.
+    let (s, r) = api
+        .post_json(
+            "tables/in.c-ty.t/metadata",
+            json!({"provider": "user", "columnsMetadata": {"id": [{"key": "KBC.description", "value": "key"}]}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["columnsMetadata"]["id"].as_array().unwrap().len(), 4);
+    let (_, t) = api.get("tables/in.c-ty.t").await;
+    assert_eq!(t["columnMetadata"]["id"][3]["provider"], "user");
+
+    // A new column of a typed table is typed too; a dropped one takes its metadata along.
+    let (s, job) = api
+        .post_json(
+            "tables/in.c-ty.t/columns",
+            json!({"name": "flag", "definition": {"type": "BOOLEAN"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(api.wait(&job).await["status"], "success");
+    let (s, job) = api
+        .call(api.req(Method::DELETE, "tables/in.c-ty.t/columns/price"))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(api.wait(&job).await["status"], "success");
+    let (_, t) = api.get("tables/in.c-ty.t").await;
+    assert_eq!(
+        metadata_triples(&t["columnMetadata"]["flag"]),
+        storage_triples(&[
+            ("KBC.datatype.type", "BOOLEAN"),
+            ("KBC.datatype.nullable", "1"),
+            ("KBC.datatype.basetype", "BOOLEAN"),
+        ])
+    );
+    assert!(t["columnMetadata"].get("price").is_none(), "{t}");
+    let names: Vec<&str> = t["definition"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["id", "name", "amount", "flag"]);
+
+    // A string table has no datatype metadata: `columnMetadata` is PHP's empty array, and a metadata write
+    // without column entries answers `columnsMetadata: []`.
+    let job = api.create_table("in.c-ty", "plain", "a,b\n1,2\n", "").await;
+    assert_eq!(job["status"], "success", "{job}");
+    let (_, t) = api.get("tables/in.c-ty.plain").await;
+    assert_eq!(t["columnMetadata"], json!([]));
+    assert_eq!(t["metadata"], json!([]));
+    let (s, r) = api
+        .post_json(
+            "tables/in.c-ty.plain/metadata",
+            json!({"provider": "user", "metadata": [{"key": "k", "value": "v"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["columnsMetadata"], json!([]));
+    api.emu.shutdown().await;
+}
+
 #[tokio::test]
 async fn preview_order_by_and_export_refusal() {
     let api = start().await;
