@@ -2224,6 +2224,123 @@ async fn typed_tables_carry_datatype_column_metadata_and_maps_are_php_shaped() {
     api.emu.shutdown().await;
 }
 
+/// A reqwest client that sends every request for `host` to the emulator, as DNS would for a virtual-hosted
+/// bucket name.
+fn resolving(host: &str, addr: std::net::SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .resolve(host, addr)
+        .build()
+        .unwrap()
+}
+
+fn s3_auth(access_key: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={access_key}/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
+    )
+}
+
+#[tokio::test]
+async fn virtual_hosted_s3_requests_address_the_bucket() {
+    let api = start().await;
+    let addr = api.emu.addr();
+    let port = addr.port();
+    let (_, f) = api
+        .post_form(
+            "files/prepare",
+            &[("name", "v.csv"), ("federationToken", "1")],
+        )
+        .await;
+    let key = f["uploadParams"]["key"].as_str().unwrap().to_owned();
+    let auth = s3_auth(
+        f["uploadParams"]["credentials"]["AccessKeyId"]
+            .as_str()
+            .unwrap(),
+    );
+
+    // PUT virtual-hosted (AWS's regional name), read back path-style.
+    let aws_host = "kbc-sapi-files.s3.us-east-1.amazonaws.com";
+    let aws = resolving(aws_host, addr);
+    let r = aws
+        .put(format!("http://{aws_host}:{port}/{key}"))
+        .header("Authorization", &auth)
+        .body("id\n1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = api
+        .http
+        .get(format!("{}/kbc-sapi-files/{key}", api.emu.url()))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "id\n1\n");
+
+    // GET, HEAD and ListObjectsV2 virtual-hosted; `<bucket>.localhost` is the emulator's own host.
+    for host in [aws_host, "kbc-sapi-files.localhost"] {
+        let http = resolving(host, addr);
+        let r = http
+            .get(format!("http://{host}:{port}/{key}"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+        assert_eq!(r.text().await.unwrap(), "id\n1\n");
+        let r = http
+            .head(format!("http://{host}:{port}/{key}"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+        let prefix = &key[..key.rfind('/').unwrap() + 1];
+        let r = http
+            .get(format!("http://{host}:{port}/?list-type=2&prefix={prefix}"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        let xml = r.text().await.unwrap();
+        assert!(xml.contains(&format!("<Key>{key}</Key>")), "{host}: {xml}");
+    }
+    // Path-style through AWS's endpoint name still works.
+    let path_host = "s3.us-east-1.amazonaws.com";
+    let r = resolving(path_host, addr)
+        .get(format!("http://{path_host}:{port}/kbc-sapi-files/{key}"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "id\n1\n");
+    // Another bucket is another bucket, whichever the path.
+    let other = "other-bucket.s3.us-east-1.amazonaws.com";
+    let r = resolving(other, addr)
+        .get(format!("http://{other}:{port}/kbc-sapi-files/{key}"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.unwrap().contains("NoSuchBucket"));
+    // Fault rules see the path-style twin of a virtual-hosted request.
+    api.emu
+        .add_fault(
+            serde_json::from_value(json!({"path": "/kbc-sapi-files/*", "status": 503})).unwrap(),
+        )
+        .unwrap();
+    let r = aws
+        .get(format!("http://{aws_host}:{port}/{key}"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().await.unwrap().contains("SlowDown"));
+    api.emu.shutdown().await;
+}
+
 #[tokio::test]
 async fn preview_order_by_and_export_refusal() {
     let api = start().await;

@@ -4,7 +4,8 @@
 //!
 //! Start it with `kbc-runner emulator --listen 127.0.0.1:0 --store DIR --token T` (first stdout line:
 //! `listening on http://HOST:PORT`), or in-process with [`Emulator::start`]. Point a client at the URL with
-//! the token; point an AWS SDK at it with `AWS_ENDPOINT_URL_S3=http://HOST:PORT` (path-style).
+//! the token; point an AWS SDK at it with `AWS_ENDPOINT_URL_S3=http://HOST:PORT` (path-style, or
+//! virtual-hosted: a `Host` of `<bucket>.s3.<region>.amazonaws.com` or `<bucket>.<emulator host>`).
 //!
 //! ## Control API (token-protected like the Storage API; see also `src/emulator/README.md`)
 //! - `GET /_emulator/health` → `{"status":"ok"}`
@@ -90,6 +91,7 @@ impl Emulator {
         let app = Arc::new(App {
             store,
             tokens: config.tokens.clone(),
+            hosts: server::own_hosts(&format!("http://{addr}")),
             base_url: format!("http://{addr}"),
             faults: faults::Faults::default(),
             job_slots: Arc::new(tokio::sync::Semaphore::new(jobs::MAX_PARALLEL_JOBS)),
