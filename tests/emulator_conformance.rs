@@ -1,32 +1,28 @@
 //! Runs the official Python client `kbcstorage`, unmodified, against the emulator started in-process on port
-//! 0 (tests/conformance/kbcstorage_conformance.py). Without `kbcstorage` installed the test fails when `CI` is
-//! set and is skipped loudly otherwise.
+//! 0 (tests/conformance/kbcstorage_conformance.py), over HTTP and over HTTPS. Without `kbcstorage`
+//! installed the test fails when `CI` is set and is skipped loudly otherwise.
 
-use kbc_runner::emulator::{Emulator, EmulatorConfig};
+use kbc_runner::emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
 use std::process::Command;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_python_client_works_unmodified() {
+fn kbcstorage_installed() -> bool {
     let probe = Command::new("python3")
         .args(["-c", "import kbcstorage, boto3"])
         .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        if std::env::var_os("CI").is_some() {
-            panic!("kbcstorage is not installed (pip install kbcstorage); CI must install it");
-        }
-        eprintln!(
-            "\n*** SKIPPED: pip install kbcstorage (the kbcstorage conformance test did not run) ***\n"
-        );
-        return;
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return true;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: dir.path().to_owned(),
-        tokens: vec!["conformance-token".into()],
-    })
-    .await
-    .unwrap();
+    if std::env::var_os("CI").is_some() {
+        panic!("kbcstorage is not installed (pip install kbcstorage); CI must install it");
+    }
+    eprintln!(
+        "\n*** SKIPPED: pip install kbcstorage (the kbcstorage conformance test did not run) ***\n"
+    );
+    false
+}
+
+/// Runs the conformance script against `emu` with `env` added, and checks it passed.
+async fn conformance(emu: Emulator, env: Vec<(&'static str, String)>) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/conformance/kbcstorage_conformance.py"
@@ -40,6 +36,7 @@ async fn official_python_client_works_unmodified() {
             .env("AWS_ENDPOINT_URL_S3", &url)
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("AWS_PROFILE")
+            .envs(env)
             .output()
             .expect("python3 runs")
     })
@@ -56,4 +53,79 @@ async fn official_python_client_works_unmodified() {
         stdout.contains("CONFORMANCE OK"),
         "unexpected output:\n{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_client_works_unmodified() {
+    if !kbcstorage_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: dir.path().to_owned(),
+        tokens: vec!["conformance-token".into()],
+    })
+    .await
+    .unwrap();
+    conformance(emu, Vec::new()).await;
+}
+
+/// The same over HTTPS: requests trusts the test CA through `REQUESTS_CA_BUNDLE`, boto3 through
+/// `AWS_CA_BUNDLE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_client_works_over_tls() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    if !kbcstorage_installed() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "kbcstorage conformance CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    // Python 3.13's strict X.509 checks want the authority key identifier.
+    leaf.use_authority_key_identifier_extension = true;
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let (ca_path, cert_path, key_path) = (
+        certs.path().join("ca.pem"),
+        certs.path().join("cert.pem"),
+        certs.path().join("key.pem"),
+    );
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start_with_options(
+        EmulatorConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            store: dir.path().to_owned(),
+            tokens: vec!["conformance-token".into()],
+        },
+        EmulatorOptions {
+            tls: Some(TlsFiles {
+                cert: cert_path,
+                key: key_path,
+            }),
+            public_url: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(emu.url().starts_with("https://"));
+    let ca = ca_path.to_string_lossy().into_owned();
+    conformance(
+        emu,
+        vec![("REQUESTS_CA_BUNDLE", ca.clone()), ("AWS_CA_BUNDLE", ca)],
+    )
+    .await;
 }

@@ -56,6 +56,37 @@ pub struct RunArgs {
     /// first use, and run the job against it (no token or network needed).
     #[arg(long, value_name = "DIR")]
     pub local_stack: Option<PathBuf>,
+
+    /// With --local-stack: serve the emulator over HTTPS with this PEM certificate (chain, leaf first). The
+    /// run's own client must trust it: set SSL_CERT_FILE to its CA.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "local_stack",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// With --local-stack: the PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The local stack's TLS files, when given.
+    pub fn tls(&self) -> Option<crate::emulator::TlsFiles> {
+        tls_files(&self.tls_cert, &self.tls_key)
+    }
+}
+
+fn tls_files(cert: &Option<PathBuf>, key: &Option<PathBuf>) -> Option<crate::emulator::TlsFiles> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Some(crate::emulator::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,6 +102,27 @@ pub struct EmulatorArgs {
     /// A Storage API token the emulator accepts (repeatable).
     #[arg(long = "token", value_name = "TOKEN", required = true)]
     pub tokens: Vec<String>,
+
+    /// Serve HTTPS with this PEM certificate (chain, leaf first) instead of plain HTTP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The base URL to advertise in every absolute URL the emulator returns (resource uris, file URLs,
+    /// upload parameters, the index), e.g. https://storage.example.com behind a proxy. Default: the
+    /// listening address.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+impl EmulatorArgs {
+    /// The TLS files, when given.
+    pub fn tls(&self) -> Option<crate::emulator::TlsFiles> {
+        tls_files(&self.tls_cert, &self.tls_key)
+    }
 }
 
 /// Runs the parsed command. Errors are classified by the caller (`main`).
@@ -147,6 +199,56 @@ mod tests {
         .unwrap();
         match cli.command {
             Some(Command::Emulator(args)) => assert_eq!(args.tokens, ["a", "b"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_run_needs_the_local_stack() {
+        let emu = ["kbc-runner", "emulator", "--store", "s", "--token", "t"];
+        let with = |extra: &[&str]| {
+            Cli::try_parse_args(emu.iter().chain(extra).copied().collect::<Vec<_>>())
+        };
+        assert!(with(&["--tls-cert", "c.pem"]).is_err());
+        assert!(with(&["--tls-key", "k.pem"]).is_err());
+        match with(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--public-url",
+            "https://x",
+        ])
+        .unwrap()
+        .command
+        {
+            Some(Command::Emulator(args)) => {
+                let tls = args.tls().unwrap();
+                assert_eq!(
+                    (tls.cert, tls.key),
+                    (PathBuf::from("c.pem"), PathBuf::from("k.pem"))
+                );
+                assert_eq!(args.public_url.as_deref(), Some("https://x"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_args(["kbc-runner", "run", "--tls-cert", "c", "--tls-key", "k"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_args([
+            "kbc-runner",
+            "run",
+            "--local-stack",
+            "d",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Run(args)) => assert!(args.tls().is_some()),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -4,7 +4,10 @@
 //!
 //! Start it with `kbc-runner emulator --listen 127.0.0.1:0 --store DIR --token T` (first stdout line:
 //! `listening on http://HOST:PORT`), or in-process with [`Emulator::start`]. Point a client at the URL with
-//! the token; point an AWS SDK at it with `AWS_ENDPOINT_URL_S3=http://HOST:PORT` (path-style).
+//! the token; point an AWS SDK at it with `AWS_ENDPOINT_URL_S3=http://HOST:PORT` (path-style, or
+//! virtual-hosted: a `Host` of `<bucket>.s3.<region>.amazonaws.com` or `<bucket>.<emulator host>`).
+//! `--tls-cert`/`--tls-key` serve HTTPS ([`EmulatorOptions::tls`]); `--public-url` sets the base of every
+//! absolute URL the emulator returns, for use behind a proxy ([`EmulatorOptions::public_url`]).
 //!
 //! ## Control API (token-protected like the Storage API; see also `src/emulator/README.md`)
 //! - `GET /_emulator/health` → `{"status":"ok"}`
@@ -36,9 +39,11 @@ mod server;
 mod store;
 mod table;
 mod timefmt;
+mod tls;
 
 pub use faults::FaultRule;
 pub use store::Project;
+pub use tls::TlsFiles;
 
 use anyhow::Context;
 use server::App;
@@ -54,10 +59,21 @@ pub struct EmulatorConfig {
     pub tokens: Vec<String>,
 }
 
+/// How the emulator is reached: TLS, and the URL it advertises.
+#[derive(Debug, Clone, Default)]
+pub struct EmulatorOptions {
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// The base of every absolute URL in answers (resource `uri`s, file URLs, the index's services), e.g.
+    /// `https://storage.example.com` behind a proxy or TLS front. Default: the listening address.
+    pub public_url: Option<String>,
+}
+
 /// A running emulator (its server is a task on the runtime that started it).
 pub struct Emulator {
     app: Arc<App>,
     addr: SocketAddr,
+    local_url: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -65,13 +81,31 @@ pub struct Emulator {
 impl Emulator {
     /// Binds (port 0 allowed), loads the store, serves in a background tokio task of the current runtime.
     pub async fn start(config: EmulatorConfig) -> anyhow::Result<Emulator> {
-        Self::start_with(config, false).await
+        Self::start_with(config, EmulatorOptions::default(), false).await
     }
 
-    async fn start_with(config: EmulatorConfig, log_requests: bool) -> anyhow::Result<Emulator> {
+    /// Like [`Emulator::start`], with TLS and/or a public URL.
+    pub async fn start_with_options(
+        config: EmulatorConfig,
+        options: EmulatorOptions,
+    ) -> anyhow::Result<Emulator> {
+        Self::start_with(config, options, false).await
+    }
+
+    async fn start_with(
+        config: EmulatorConfig,
+        options: EmulatorOptions,
+        log_requests: bool,
+    ) -> anyhow::Result<Emulator> {
         if config.tokens.iter().all(|t| t.trim().is_empty()) {
             anyhow::bail!("the emulator needs at least one non-empty token");
         }
+        let public_url = options
+            .public_url
+            .as_deref()
+            .map(parse_public_url)
+            .transpose()?;
+        let acceptor = options.tls.as_ref().map(tls::acceptor).transpose()?;
         let store_dir = config.store.clone();
         let store = tokio::task::spawn_blocking(move || store::Store::open(&store_dir))
             .await
@@ -88,10 +122,14 @@ impl Emulator {
         let addr = listener
             .local_addr()
             .context("cannot read the bound address")?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let local_url = format!("{scheme}://{addr}");
+        let base_url = public_url.unwrap_or_else(|| local_url.clone());
         let app = Arc::new(App {
             store,
             tokens: config.tokens.clone(),
-            base_url: format!("http://{addr}"),
+            hosts: server::own_hosts(&base_url),
+            base_url,
             faults: faults::Faults::default(),
             job_slots: Arc::new(tokio::sync::Semaphore::new(jobs::MAX_PARALLEL_JOBS)),
             job_done: tokio::sync::Notify::new(),
@@ -100,25 +138,45 @@ impl Emulator {
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = server::router(app.clone());
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = served.await {
-                tracing::error!("emulator server stopped: {e}");
+        let stopped = async move {
+            let _ = rx.await;
+        };
+        let task = match acceptor {
+            None => tokio::spawn(async move {
+                let served = axum::serve(listener, router).with_graceful_shutdown(stopped);
+                if let Err(e) = served.await {
+                    tracing::error!("emulator server stopped: {e}");
+                }
+            }),
+            Some(acceptor) => {
+                let listener = tls::TlsListener::new(listener, acceptor)
+                    .context("cannot read the bound address")?;
+                tokio::spawn(async move {
+                    let served = axum::serve(listener, router).with_graceful_shutdown(stopped);
+                    if let Err(e) = served.await {
+                        tracing::error!("emulator server stopped: {e}");
+                    }
+                })
             }
-        });
+        };
         Ok(Emulator {
             app,
             addr,
+            local_url,
             shutdown: tx,
             task,
         })
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash).
+    /// The URL the emulator advertises (no trailing slash): the public URL when one was set, else
+    /// [`Emulator::local_url`].
     pub fn url(&self) -> String {
         self.app.base_url.clone()
+    }
+
+    /// Where it listens: `http://127.0.0.1:PORT`, or `https://…` with TLS.
+    pub fn local_url(&self) -> String {
+        self.local_url.clone()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -256,25 +314,46 @@ pub fn run_command(args: crate::cli::EmulatorArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let options = EmulatorOptions {
+            tls: args.tls(),
+            public_url: args.public_url.clone(),
+        };
         let config = EmulatorConfig {
             listen: args.listen,
             store: args.store,
             tokens: args.tokens,
         };
-        // A taken port or an unusable store folder is the user's to fix (exit 1), with the cause spelled out.
-        let emulator = Emulator::start_with(config, true).await.map_err(|e| {
-            crate::error::UserError::new(format!("cannot start the emulator: {e:#}"))
-        })?;
+        // A taken port, an unusable store folder or a bad certificate is the user's to fix (exit 1), with
+        // the cause spelled out.
+        let emulator = Emulator::start_with(config, options, true)
+            .await
+            .map_err(|e| {
+                crate::error::UserError::new(format!("cannot start the emulator: {e:#}"))
+            })?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on {}", emulator.url()).context("cannot write to stdout")?;
+            writeln!(out, "listening on {}", emulator.local_url())
+                .context("cannot write to stdout")?;
             out.flush().context("cannot write to stdout")?;
         }
         wait_for_signal().await;
         emulator.shutdown().await;
         Ok(())
     })
+}
+
+/// `--public-url`: an absolute http(s) URL without query or fragment; kept without its trailing slash.
+fn parse_public_url(text: &str) -> anyhow::Result<String> {
+    let url = url::Url::parse(text.trim())
+        .with_context(|| format!("the public URL {text:?} is not a valid URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        anyhow::bail!("the public URL {text:?} must be an http:// or https:// URL with a host");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        anyhow::bail!("the public URL {text:?} must not have a query or fragment");
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 async fn wait_for_signal() {

@@ -1,5 +1,6 @@
-//! The S3-compatible file storage, path-style at the emulator's base URL (`/{bucket}/{key}`): what a stock
-//! AWS SDK needs to upload and download Storage files. PUT (plain, `Expect: 100-continue`, `aws-chunked` with
+//! The S3-compatible file storage, path-style at the emulator's base URL (`/{bucket}/{key}`) or
+//! virtual-hosted (`{bucket}.host/{key}`, the bucket found by the server from `Host`): what a stock AWS SDK
+//! needs to upload and download Storage files. PUT (plain, `Expect: 100-continue`, `aws-chunked` with
 //! trailers), GET with `Range`, HEAD, DELETE, multipart uploads, ListObjectsV2, and S3 XML errors. Requests
 //! are authorised by the access key id in the SigV4 `Authorization` header or the presigned
 //! `X-Amz-Credential` query parameter: only keys the emulator issued (with files/prepare) are accepted.
@@ -93,7 +94,8 @@ fn authorise(app: &App, headers: &HeaderMap, query: &[(String, String)]) -> Resu
     }
 }
 
-pub async fn dispatch(app: &Arc<App>, req: Request) -> Response {
+/// Serves one request; `virtual_bucket` is the bucket named by a virtual-hosted request's `Host`.
+pub async fn dispatch(app: &Arc<App>, req: Request, virtual_bucket: Option<String>) -> Response {
     let query: Vec<(String, String)> = req
         .uri()
         .query()
@@ -104,7 +106,10 @@ pub async fn dispatch(app: &Arc<App>, req: Request) -> Response {
     }
     let path = req.uri().path().to_owned();
     let trimmed = path.trim_start_matches('/');
-    let (bucket, raw_key) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    let (bucket, raw_key) = match &virtual_bucket {
+        Some(b) => (b.as_str(), trimmed),
+        None => trimmed.split_once('/').unwrap_or((trimmed, "")),
+    };
     let key = percent_encoding::percent_decode_str(raw_key)
         .decode_utf8_lossy()
         .into_owned();

@@ -1,6 +1,7 @@
 //! The HTTP front: one handler for every request that logs it (method, path, status, ms; never a token),
-//! applies fault rules, and routes by path prefix: `/v2/storage` to the Storage API, `/_emulator` to the
-//! control API, everything else to the S3-compatible file storage.
+//! applies fault rules, and routes: a virtual-hosted S3 request (`Host: <bucket>.s3.<region>.amazonaws.com`
+//! or `<bucket>.<emulator host>`) to the file storage; otherwise by path prefix, `/v2/storage` to the
+//! Storage API, `/_emulator` to the control API, everything else to the file storage (path-style).
 
 use super::faults::{FaultRule, Faults, RequestFault};
 use super::store::Store;
@@ -19,8 +20,10 @@ use tokio::sync::{Notify, Semaphore};
 pub struct App {
     pub store: Store,
     pub tokens: Vec<String>,
-    /// `http://HOST:PORT`, used in `uri`/`url` fields.
+    /// `http://HOST:PORT` (or the public URL), used in `uri`/`url` fields.
     pub base_url: String,
+    /// Lower-case host names of the emulator itself: `<bucket>.<host>` addresses a bucket.
+    pub hosts: Vec<String>,
     pub faults: Faults,
     pub job_slots: Arc<Semaphore>,
     pub job_done: Notify,
@@ -57,8 +60,17 @@ pub fn router(app: Arc<App>) -> axum::Router {
 async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let kind = Kind::of(&path);
+    let bucket = request_host(&req).and_then(|h| virtual_bucket(&app.hosts, &h));
+    // Faults and the log see a virtual-hosted request as its path-style twin, `/{bucket}/{key}`.
+    let path = match &bucket {
+        Some(b) => format!("/{b}{}", req.uri().path()),
+        None => req.uri().path().to_owned(),
+    };
+    let kind = if bucket.is_some() {
+        Kind::S3
+    } else {
+        Kind::of(&path)
+    };
     let query = req.uri().query().unwrap_or("").to_owned();
     let fault = if kind == Kind::Control {
         None
@@ -66,7 +78,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         app.faults
             .take_request_fault(method.as_str(), &path, &query)
     };
-    let response = serve(&app, req, kind, fault).await;
+    let response = serve(&app, req, kind, bucket, fault).await;
     let ms = started.elapsed().as_millis();
     if app.log_requests {
         use std::io::Write;
@@ -92,6 +104,56 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     response
 }
 
+/// The emulator's own host names for `base_url`: its host, and `localhost` (which resolvers map, with any
+/// subdomain, to loopback).
+pub fn own_hosts(base_url: &str) -> Vec<String> {
+    let mut hosts = vec!["localhost".to_owned()];
+    if let Some(host) = url::Url::parse(base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        && !hosts.contains(&host)
+    {
+        hosts.push(host);
+    }
+    hosts
+}
+
+/// The request's host without the port: the URI's authority (HTTP/2, absolute-form) or the `Host` header.
+fn request_host(req: &Request) -> Option<String> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => req
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .parse::<axum::http::uri::Authority>()
+            .ok()?,
+    };
+    Some(authority.host().to_ascii_lowercase())
+}
+
+/// The bucket a virtual-hosted S3 request addresses: `<bucket>.s3.amazonaws.com`,
+/// `<bucket>.s3.<region>.amazonaws.com`, `<bucket>.s3-<region>.amazonaws.com`, or `<bucket>.<own host>`.
+/// None for path-style requests (`s3.<region>.amazonaws.com`, the emulator's own host, an IP address).
+pub fn virtual_bucket(own_hosts: &[String], host: &str) -> Option<String> {
+    let host = host.trim_end_matches('.');
+    if let Some(rest) = host.strip_suffix(".amazonaws.com") {
+        // Bucket names may contain dots: the bucket is everything before the `s3` label.
+        let labels: Vec<&str> = rest.split('.').collect();
+        let at = labels
+            .iter()
+            .position(|l| *l == "s3" || l.starts_with("s3-"))?;
+        return (at > 0).then(|| labels[..at].join("."));
+    }
+    own_hosts.iter().find_map(|own| {
+        host.strip_suffix(own.as_str())
+            .and_then(|b| b.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Storage,
@@ -112,7 +174,13 @@ impl Kind {
     }
 }
 
-async fn serve(app: &Arc<App>, req: Request, kind: Kind, fault: Option<RequestFault>) -> Response {
+async fn serve(
+    app: &Arc<App>,
+    req: Request,
+    kind: Kind,
+    bucket: Option<String>,
+    fault: Option<RequestFault>,
+) -> Response {
     let fault = fault.unwrap_or_default();
     if let Some(ms) = fault.delay_ms {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -127,7 +195,7 @@ async fn serve(app: &Arc<App>, req: Request, kind: Kind, fault: Option<RequestFa
         Kind::Control => control(app, req)
             .await
             .unwrap_or_else(|e| e.into_response()),
-        Kind::S3 => s3::dispatch(app, req).await,
+        Kind::S3 => s3::dispatch(app, req, bucket).await,
     };
     if let (Some(status), true) = (fault.status, fault.after_apply) {
         // Finish what the request started (including its job), then report a failure anyway.
@@ -348,5 +416,46 @@ async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error:
             None => Err(ApiError::table_not_found(table_id)),
         },
         (m, _) => Err(ApiError::route_not_found(m.as_str(), &path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_hosted_buckets_are_read_from_the_host() {
+        let own = own_hosts("https://storage.example.test:8443");
+        assert_eq!(own, ["localhost", "storage.example.test"]);
+        let bucket = |h: &str| virtual_bucket(&own, h);
+        assert_eq!(
+            bucket("kbc-sapi-files.s3.us-east-1.amazonaws.com").as_deref(),
+            Some("kbc-sapi-files")
+        );
+        assert_eq!(
+            bucket("my.dotted.bucket.s3.amazonaws.com").as_deref(),
+            Some("my.dotted.bucket")
+        );
+        assert_eq!(bucket("b.s3-eu-west-1.amazonaws.com").as_deref(), Some("b"));
+        assert_eq!(
+            bucket("b.s3.dualstack.eu-west-1.amazonaws.com").as_deref(),
+            Some("b")
+        );
+        assert_eq!(bucket("b.storage.example.test").as_deref(), Some("b"));
+        assert_eq!(
+            bucket("kbc-sapi-files.localhost").as_deref(),
+            Some("kbc-sapi-files")
+        );
+        // Path-style hosts.
+        for host in [
+            "s3.amazonaws.com",
+            "s3.us-east-1.amazonaws.com",
+            "storage.example.test",
+            "localhost",
+            "127.0.0.1",
+            "connection.keboola.com",
+        ] {
+            assert_eq!(bucket(host), None, "{host}");
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! (or `{}` for a fresh stack), and after a successful run it keeps `out/state.json`. That is what makes
 //! `changed_since: adaptive` work when the example runs twice.
 
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
 use crate::interface::DataDir;
 use crate::storage::{Client, ClientConfig, ImportOptions, UploadOptions};
 use anyhow::Context as _;
@@ -30,16 +30,32 @@ impl LocalStack {
     /// Starts the emulator on a free loopback port with its store in `dir/storage`, seeding it on first use
     /// from `data_root/local-stack`.
     pub async fn start(dir: &Path, data_root: &Path) -> anyhow::Result<LocalStack> {
+        Self::start_with_tls(dir, data_root, None).await
+    }
+
+    /// Like [`LocalStack::start`], serving HTTPS when `tls` is given (`--tls-cert`/`--tls-key`); the run's
+    /// client then needs the certificate's CA among its roots (`SSL_CERT_FILE`).
+    pub async fn start_with_tls(
+        dir: &Path,
+        data_root: &Path,
+        tls: Option<TlsFiles>,
+    ) -> anyhow::Result<LocalStack> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the local stack folder {}", dir.display()))?;
         // A fresh token per run: the emulator only has to accept it for this process's lifetime.
         let token = format!("local-{}", uuid::Uuid::new_v4().simple());
         crate::secrets::register(&token);
-        let emulator = Emulator::start(EmulatorConfig {
-            listen: "127.0.0.1:0".parse().expect("a valid socket address"),
-            store: dir.join("storage"),
-            tokens: vec![token.clone()],
-        })
+        let emulator = Emulator::start_with_options(
+            EmulatorConfig {
+                listen: "127.0.0.1:0".parse().expect("a valid socket address"),
+                store: dir.join("storage"),
+                tokens: vec![token.clone()],
+            },
+            EmulatorOptions {
+                tls,
+                public_url: None,
+            },
+        )
         .await
         .context("starting the local Storage API emulator")?;
         let stack = LocalStack {

@@ -350,6 +350,43 @@ pub(super) const BASETYPES: &[&str] = &[
     "TIMESTAMP",
 ];
 
+/// One entry of a typed table's `definition.columns` from a request's `definition` and/or `basetype`
+/// (`what` names the column in messages).
+pub(super) fn typed_column(what: &str, name: &str, c: &Value) -> Result<Value, ApiError> {
+    let native = c.pointer("/definition/type").and_then(scalar_string);
+    let basetype = match (c.get("basetype").and_then(scalar_string), &native) {
+        (Some(b), _) => b.to_ascii_uppercase(),
+        (None, Some(t)) => {
+            let length = c.pointer("/definition/length").and_then(scalar_string);
+            basetype_of(t, length.as_deref()).to_owned()
+        }
+        (None, None) => {
+            return Err(ApiError::validation(format!(
+                "{what}: give a \"definition\" {{\"type\": ..}} or a \"basetype\"."
+            )));
+        }
+    };
+    if !BASETYPES.contains(&basetype.as_str()) {
+        return Err(ApiError::validation(format!(
+            "{what}: unknown basetype \"{basetype}\"; use one of {}.",
+            BASETYPES.join(", ")
+        )));
+    }
+    let definition = match (native, c.get("definition")) {
+        (Some(_), Some(d)) => d.clone(),
+        // Only a basetype: the backend picks its own type for it, as Snowflake does.
+        _ => {
+            let (t, length) = native_of_basetype(&basetype);
+            let mut d = json!({"type": t, "nullable": true});
+            if let Some(length) = length {
+                d["length"] = json!(length);
+            }
+            d
+        }
+    };
+    Ok(json!({"name": name, "definition": definition, "basetype": basetype, "canBeFiltered": true}))
+}
+
 /// `tables-definition`: an empty typed table from column definitions. Values are stored as given (no type
 /// checks); the difference that matters to clients is kept: loads re-stamp every incoming key.
 pub(super) fn create_table_definition(
@@ -386,29 +423,7 @@ pub(super) fn create_table_definition(
                 "columns[{i}]: the column \"{name}\" is defined twice."
             )));
         }
-        let basetype = match (
-            c.get("basetype").and_then(scalar_string),
-            c.pointer("/definition/type"),
-        ) {
-            (Some(b), _) => b.to_ascii_uppercase(),
-            (None, Some(_)) => "STRING".to_owned(),
-            (None, None) => {
-                return Err(ApiError::validation(format!(
-                    "columns[{i}]: give a \"definition\" {{\"type\": ..}} or a \"basetype\"."
-                )));
-            }
-        };
-        if !BASETYPES.contains(&basetype.as_str()) {
-            return Err(ApiError::validation(format!(
-                "columns[{i}]: unknown basetype \"{basetype}\"; use one of {}.",
-                BASETYPES.join(", ")
-            )));
-        }
-        let definition = c
-            .get("definition")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": basetype, "nullable": true}));
-        definitions.push(json!({"name": name, "definition": definition, "basetype": basetype, "canBeFiltered": true}));
+        definitions.push(typed_column(&format!("columns[{i}]"), &name, c)?);
         columns.push(name);
     }
     if columns.is_empty() {
@@ -449,6 +464,10 @@ pub(super) fn create_table_definition(
             if !meta.buckets.contains_key(&target.bucket_id) {
                 return Err(ApiError::bucket_not_found(&target.bucket_id).into());
             }
+            let typed_columns = definition["columns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             meta.tables.insert(
                 tid.clone(),
                 TableMeta {
@@ -463,6 +482,9 @@ pub(super) fn create_table_definition(
                     )
                 },
             );
+            for c in &typed_columns {
+                set_datatype_metadata(&mut meta, &tid, c);
+            }
         }
         app.store.persist()?;
         table_result(app, &tid)

@@ -53,6 +53,15 @@ fn accepted(v: Value) -> ApiResult {
     Ok(json_response(StatusCode::ACCEPTED, v))
 }
 
+/// The real API is PHP, whose empty associative array encodes as `[]`: maps keyed by name
+/// (`columnMetadata`, `columnsMetadata`, `bucketPermissions`) are `[]` when empty, an object otherwise.
+pub(super) fn php_map(v: Value) -> Value {
+    match v {
+        Value::Object(m) if m.is_empty() => Value::Array(Vec::new()),
+        v => v,
+    }
+}
+
 /// Routes one Storage API request. JSON answers never show the internal ids of branch storage.
 pub async fn dispatch(app: &Arc<App>, req: Request) -> ApiResult {
     let response = dispatch_scoped(app, req)
@@ -385,7 +394,7 @@ fn token_json(app: &App) -> Value {
         "isDisabled": false,
         "isBYODB": false,
         "dailyCapacity": 0,
-        "bucketPermissions": bucket_permissions,
+        "bucketPermissions": php_map(Value::Object(bucket_permissions)),
         "creatorToken": {"id": 1, "description": "emulator"},
         "componentAccess": [],
         "admin": {"id": 1, "name": "Emulator Admin", "features": [], "isOrganizationMember": true, "role": "admin"},

@@ -34,7 +34,7 @@ pub(super) fn table_json(
         "timestampType": "MANAGED",
         "path": format!("KBC_EMULATOR.{}", t.id),
         "metadata": t.metadata,
-        "columnMetadata": if t.column_metadata.is_empty() { json!([]) } else { json!(t.column_metadata) },
+        "columnMetadata": php_map(json!(t.column_metadata)),
     });
     if with_columns {
         v["columns"] = json!(t.columns);
@@ -46,6 +46,122 @@ pub(super) fn table_json(
         v["bucket"] = bucket_json(base, meta, b);
     }
     v
+}
+
+/// The timestamp of a metadata entry (`2017-02-13 23:36:10`, as the metadata routes show it).
+pub(super) fn metadata_stamp() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+pub(super) fn metadata_entry(
+    id: u64,
+    key: &str,
+    value: &str,
+    provider: &str,
+    stamp: &str,
+) -> Value {
+    json!({"id": id.to_string(), "key": key, "value": value, "provider": provider, "timestamp": stamp})
+}
+
+/// The basetype Snowflake reports for a native type: numbers without decimals are INTEGER (`NUMBER` with no
+/// scale defaults to `38,0`), other numbers NUMERIC, and unknown types STRING.
+pub(super) fn basetype_of(native: &str, length: Option<&str>) -> &'static str {
+    let native = native.trim().to_ascii_uppercase();
+    let name = native.split('(').next().unwrap_or("").trim();
+    match name {
+        "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "BYTEINT" => "INTEGER",
+        "NUMBER" | "DECIMAL" | "NUMERIC" => {
+            let scale = length.and_then(|l| l.split(',').nth(1)).map(str::trim);
+            match scale {
+                None | Some("0") => "INTEGER",
+                Some(_) => "NUMERIC",
+            }
+        }
+        "FLOAT" | "FLOAT4" | "FLOAT8" | "DOUBLE" | "DOUBLE PRECISION" | "REAL" => "FLOAT",
+        "BOOLEAN" => "BOOLEAN",
+        "DATE" => "DATE",
+        "TIMESTAMP" | "TIMESTAMP_NTZ" | "TIMESTAMP_LTZ" | "TIMESTAMP_TZ" | "DATETIME" => {
+            "TIMESTAMP"
+        }
+        _ => "STRING",
+    }
+}
+
+/// The Snowflake type (and length) a column given only a basetype gets, as the real backend answers
+/// (e.g. NUMERIC becomes `NUMBER` `38,9`).
+pub(super) fn native_of_basetype(basetype: &str) -> (&'static str, Option<&'static str>) {
+    match basetype {
+        "INTEGER" => ("NUMBER", Some("38,0")),
+        "NUMERIC" => ("NUMBER", Some("38,9")),
+        "FLOAT" => ("FLOAT", None),
+        "BOOLEAN" => ("BOOLEAN", None),
+        "DATE" => ("DATE", None),
+        "TIMESTAMP" => ("TIMESTAMP_NTZ", Some("9")),
+        _ => ("VARCHAR", Some("16777216")),
+    }
+}
+
+/// The `KBC.datatype.*` metadata Storage itself (provider `storage`) keeps for a typed column, in the order
+/// the real API lists it: type, nullable (`"1"` or `""`, PHP's booleans as strings), basetype, then length
+/// and default when the definition has them. `column` is an entry of `definition.columns`.
+pub(super) fn datatype_entries(column: &Value) -> Vec<(&'static str, String)> {
+    let d = &column["definition"];
+    let text = |v: &Value| scalar_string(v).filter(|s| !s.is_empty());
+    let mut out = vec![
+        (
+            "KBC.datatype.type",
+            d.get("type").and_then(text).unwrap_or_default(),
+        ),
+        (
+            "KBC.datatype.nullable",
+            if d.get("nullable")
+                .and_then(super::super::body::as_bool)
+                .unwrap_or(true)
+            {
+                "1".to_owned()
+            } else {
+                String::new()
+            },
+        ),
+        (
+            "KBC.datatype.basetype",
+            column.get("basetype").and_then(text).unwrap_or_default(),
+        ),
+    ];
+    if let Some(length) = d.get("length").and_then(text) {
+        out.push(("KBC.datatype.length", length));
+    }
+    if let Some(default) = d.get("default").and_then(scalar_string) {
+        out.push(("KBC.datatype.default", default));
+    }
+    out
+}
+
+/// Replaces the `storage`-provided `KBC.datatype.*` metadata of a column of a typed table.
+pub(super) fn set_datatype_metadata(meta: &mut Meta, table_id: &str, column: &Value) {
+    let Some(name) = column
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    let entries = datatype_entries(column);
+    let ids: Vec<u64> = entries.iter().map(|_| meta.next_id()).collect();
+    let stamp = metadata_stamp();
+    let Some(t) = meta.tables.get_mut(table_id) else {
+        return;
+    };
+    let list = t.column_metadata.entry(name).or_default();
+    list.retain(|e| {
+        !(e["provider"] == "storage"
+            && e["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("KBC.datatype.")))
+    });
+    for ((key, value), id) in entries.iter().zip(ids) {
+        list.push(metadata_entry(id, key, value, "storage", &stamp));
+    }
 }
 
 pub(super) fn tables_of(
@@ -285,15 +401,42 @@ pub(super) fn add_column(app: &Arc<App>, table_id: &str, params: &Params) -> Api
             format!("The column \"{name}\" already exists in the table \"{table_id}\"."),
         ));
     }
+    // A typed table's new column gets a definition (from `definition` and/or `basetype`, else a string).
+    let typed = match &t.definition {
+        Some(_) => {
+            let mut c = json!({});
+            for key in ["definition", "basetype"] {
+                if let Some(v) = params.get(key).filter(|v| !v.is_null()) {
+                    c[key] = v.clone();
+                }
+            }
+            if c.as_object().is_some_and(|o| o.is_empty()) {
+                c["basetype"] = json!("STRING");
+            }
+            Some(typed_column("the new column", &name, &c)?)
+        }
+        None => None,
+    };
     let job = jobs::create(app, "tableColumnAdd", Some(table_id), json!({"name": name}));
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
         // Stored rows are shorter than the new width and read as "" for the new column: no rewrite needed.
-        if let Some(t) = app.store.lock().tables.get_mut(&tid)
-            && !t.columns.contains(&name)
         {
-            t.columns.push(name);
-            t.export_cache.clear();
+            let mut meta = app.store.lock();
+            if let Some(t) = meta.tables.get_mut(&tid)
+                && !t.columns.contains(&name)
+            {
+                t.columns.push(name);
+                t.export_cache.clear();
+                if let (Some(c), Some(d)) = (&typed, t.definition.as_mut())
+                    && let Some(cols) = d.get_mut("columns").and_then(Value::as_array_mut)
+                {
+                    cols.push(c.clone());
+                }
+                if let Some(c) = &typed {
+                    set_datatype_metadata(&mut meta, &tid, c);
+                }
+            }
         }
         app.store.persist()?;
         table_result(app, &tid)
@@ -337,6 +480,16 @@ pub(super) fn delete_column(
             let mut t = t.clone();
             t.columns.retain(|c| c != &column);
             t.primary_key.retain(|c| c != &column);
+            // The column's metadata and definition go with it.
+            t.column_metadata.remove(&column);
+            if let Some(cols) = t
+                .definition
+                .as_mut()
+                .and_then(|d| d.get_mut("columns"))
+                .and_then(Value::as_array_mut)
+            {
+                cols.retain(|c| c["name"] != column.as_str());
+            }
             Ok((size, t))
         })?;
         table_result(app, &tid)
@@ -417,9 +570,9 @@ pub(super) fn post_table_metadata(app: &App, table_id: &str, params: &Params) ->
                 format!("Column \"{c}\" does not exist in the table \"{table_id}\"."),
             ));
         }
-        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        let stamp = metadata_stamp();
         let upsert = |list: &mut Vec<Value>, id: u64, key: &str, value: &str| {
-            let entry = json!({"id": id.to_string(), "key": key, "value": value, "provider": provider, "timestamp": stamp});
+            let entry = metadata_entry(id, key, value, &provider, &stamp);
             match list
                 .iter_mut()
                 .find(|e| e["key"] == key && e["provider"] == provider.as_str())
@@ -448,7 +601,7 @@ pub(super) fn post_table_metadata(app: &App, table_id: &str, params: &Params) ->
     persist(app)?;
     Ok(json_response(
         StatusCode::CREATED,
-        json!({"metadata": metadata, "columnsMetadata": columns_metadata}),
+        json!({"metadata": metadata, "columnsMetadata": php_map(json!(columns_metadata))}),
     ))
 }
 
