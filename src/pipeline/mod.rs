@@ -112,8 +112,8 @@ pub struct StorageAccess {
     credentials: Option<(String, String)>,
     /// The S3 endpoint of an emulator (the local stack); otherwise the client's own rules apply.
     s3_endpoint: Option<String>,
-    /// `KBC_BRANCHID`: Storage requests go to that branch (the platform sets it for the default branch
-    /// too, whose id the branch-aware endpoints accept).
+    /// `KBC_BRANCHID`: the branch this run is in. The client finds out whether it is the default branch and
+    /// whether the project has branch storage, and reads and writes as the platform does in each case.
     branch: Option<String>,
     job_timeout: Duration,
     max_connections: usize,
