@@ -17,6 +17,7 @@ pub mod import;
 pub mod local_stack;
 pub mod plan;
 pub mod report;
+pub mod sql_plan;
 pub mod transform;
 
 use crate::cli::RunArgs;
