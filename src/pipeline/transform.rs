@@ -485,16 +485,18 @@ fn explain_missing_extension(message: &str) -> String {
     if !(lower.contains("extension") && (lower.contains("install") || lower.contains("load"))) {
         return message.to_owned();
     }
-    let hint = if lower.contains("icu") {
-        "time zones (AT TIME ZONE, TIMESTAMPTZ arithmetic, timezone(), strftime with %Z) need DuckDB's ICU \
-         extension, which this build of kbc-runner does not include and never downloads; convert with \
-         explicit offsets (ts + INTERVAL 2 HOUR) or keep timestamps in UTC"
-    } else {
-        "this build of kbc-runner includes DuckDB's JSON and Parquet extensions only and never installs \
-         or loads others (no network, no writable home in Keboola)"
-    };
+    if lower.contains("icu") {
+        // DuckDB's own wording ("trying to automatically install") is wrong here: nothing is installed.
+        return "time zones (AT TIME ZONE, TIMESTAMPTZ arithmetic, timezone(), strftime with %Z) need \
+                DuckDB's ICU extension, which this build of kbc-runner does not include and never \
+                downloads; convert with explicit offsets (ts + INTERVAL 2 HOUR) or keep timestamps in UTC"
+            .to_owned();
+    }
     let first = message.lines().next().unwrap_or(message).trim();
-    format!("{first} ({hint})")
+    format!(
+        "{first} (this build of kbc-runner includes DuckDB's JSON and Parquet extensions only and never \
+         installs or loads others: no network, no writable home in Keboola)"
+    )
 }
 
 fn one_line(text: &str) -> String {
