@@ -262,6 +262,10 @@ pub struct InputTableMapping {
     pub where_operator: WhereOperator,
     #[serde(default)]
     pub limit: Option<u64>,
+    /// `csv` (default) or `parquet`: how the transform reads the table (the DuckDB transformation's
+    /// "Use parquet for input tables").
+    #[serde(default)]
+    pub file_type: Option<String>,
 }
 
 impl InputTableMapping {

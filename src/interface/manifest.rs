@@ -115,10 +115,12 @@ impl ColumnSchema {
     }
 }
 
-/// An input table manifest (`in/tables/<dest>.manifest`). Only `id` is guaranteed; the fields removed in
-/// 2018 (`rows_count`, `is_alias`, ...) and unknown ones are ignored when reading.
+/// An input table manifest (`in/tables/<dest>.manifest`). The platform always writes `id`, but manifests
+/// written by hand (the DuckDB transformation's own test fixtures) may lack it, so it is read as empty
+/// then. The fields removed in 2018 (`rows_count`, `is_alias`, ...) and unknown ones are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InputManifest {
+    #[serde(default, deserialize_with = "super::lenient::string")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,

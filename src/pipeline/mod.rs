@@ -17,6 +17,7 @@ pub mod import;
 pub mod local_stack;
 pub mod plan;
 pub mod report;
+pub mod sql_plan;
 pub mod transform;
 
 use crate::cli::RunArgs;
@@ -288,8 +289,13 @@ async fn run_steps(
             let job = transform::TransformJob {
                 in_tables: ctx.data.in_tables(),
                 out_tables: ctx.data.out_tables(),
+                out_files: ctx.data.out_files(),
+                working_dir: Some(ctx.data.root().to_owned()),
                 blocks: params.blocks.clone(),
+                inputs: ctx.config.storage.input.tables.clone(),
                 outputs: ctx.config.storage.output.tables.clone(),
+                output_files: ctx.config.storage.output.files.clone(),
+                dtypes_infer: params.dtypes_infer.unwrap_or(false),
                 threads: params.threads,
                 memory_limit: params.duckdb_memory_limit(),
                 schema_form: uses_schema_form(

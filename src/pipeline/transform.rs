@@ -1,42 +1,69 @@
-//! The transform step: DuckDB in-process over `in/tables`, running `parameters.blocks[].codes[].script[]` in
-//! order (the shape of Keboola's DuckDB transformation), then writing every output-mapping `source` to
-//! `out/tables` as RFC CSV with its manifest.
+//! The transform step, as Keboola's DuckDB transformation runs it: DuckDB in-process over `in/tables`, the
+//! queries of `parameters.blocks` ordered by their table dependencies (see [`super::sql_plan`]), then every
+//! output-mapping `source` written to `out/tables` as RFC CSV with its manifest, and a manifest for every
+//! `storage.output.files` item the SQL wrote to `out/files`.
 //!
-//! Inputs are views over the CSV files (nothing is loaded into memory up front): named after the file
-//! without `.csv`, typed from the manifest `schema` when there is one, else all text. Sliced folders are
-//! read through a glob, with the column names from the manifest (slices have no header). DuckDB runs on a
-//! blocking thread; its memory and threads are bounded and it spills to a temp folder under the system temp
-//! dir (`/tmp` on the platform, a volume outside the container overlay).
+//! Inputs are views (nothing is loaded up front), named after the input-mapping `destination` verbatim
+//! (`days.csv`) and, when that name is free, also without `.csv` (`days`), so both naming styles work.
+//! CSV inputs are typed from the manifest's native `schema`, else from the legacy `KBC.datatype.basetype`
+//! column metadata, else text; with `dtypes_infer` DuckDB detects the types. `file_type: parquet` inputs
+//! are views over the Parquet files. DuckDB's JSON and Parquet extensions are linked in; nothing is ever
+//! installed or loaded from the network, and DuckDB's home, extension and temp folders are under
+//! `$TMPDIR`. The SQL runs with the data folder as working directory, so `COPY ... TO 'out/files/x.csv'`
+//! works as in the real component.
 
 use super::report::{Step, TableReport};
+use super::sql_plan::{self, Query};
 use crate::error::UserError;
-use crate::interface::config::{Block, OutputTableMapping};
+use crate::interface::config::{Block, InputTableMapping, OutputTableMapping};
 use crate::interface::manifest::{InputManifest, OutputTableSpec, manifest_path};
 use anyhow::Context as _;
+use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Everything the transform needs, owned so it can move to a blocking thread.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TransformJob {
     pub in_tables: PathBuf,
     pub out_tables: PathBuf,
+    pub out_files: PathBuf,
+    /// The SQL runs with this as the process's working directory (the data folder); `None` keeps it.
+    pub working_dir: Option<PathBuf>,
     pub blocks: Vec<Block>,
+    /// The input mapping: view names and `file_type` per table.
+    pub inputs: Vec<InputTableMapping>,
     pub outputs: Vec<OutputTableMapping>,
+    /// `storage.output.files`: files the SQL writes to `out/files` that get a manifest.
+    pub output_files: Vec<Value>,
+    /// Let DuckDB detect input types instead of taking them from the manifests.
+    pub dtypes_infer: bool,
     pub threads: Option<usize>,
     pub memory_limit: Option<String>,
     /// Write output manifests in the native-types (`schema`) form.
     pub schema_form: bool,
 }
 
+/// How an input is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputFormat {
+    #[default]
+    Csv,
+    Parquet,
+}
+
 /// One input table as DuckDB sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InputView {
+    /// The view name: the mapping's `destination` (= the file name in `in/tables`).
     pub name: String,
     pub path: PathBuf,
     pub sliced: bool,
     /// Column names with DuckDB types; empty = read the header, all VARCHAR.
     pub columns: Vec<(String, String)>,
+    pub format: InputFormat,
+    /// Let DuckDB detect the types (`dtypes_infer`); `columns` then only names a sliced table's columns.
+    pub infer: bool,
 }
 
 /// Runs the whole transform on a blocking thread.
@@ -46,25 +73,81 @@ pub async fn run(job: TransformJob) -> anyhow::Result<Vec<TableReport>> {
         .context("the DuckDB thread stopped unexpectedly")?
 }
 
+/// Restores the previous working directory when the transform ends, however it ends (later steps and
+/// the caller may use relative paths).
+struct WorkingDir(Option<PathBuf>);
+
+impl WorkingDir {
+    fn enter(dir: Option<&Path>) -> anyhow::Result<WorkingDir> {
+        let Some(dir) = dir else {
+            return Ok(WorkingDir(None));
+        };
+        let previous = std::env::current_dir().context("reading the working directory")?;
+        std::env::set_current_dir(dir)
+            .with_context(|| format!("changing the working directory to {}", dir.display()))?;
+        Ok(WorkingDir(Some(previous)))
+    }
+}
+
+impl Drop for WorkingDir {
+    fn drop(&mut self) {
+        if let Some(previous) = self.0.take()
+            && let Err(e) = std::env::set_current_dir(&previous)
+        {
+            tracing::warn!(
+                "could not return to the working directory {}: {e}",
+                previous.display()
+            );
+        }
+    }
+}
+
+/// Opens DuckDB so that it never reaches the network or `$HOME`: JSON and Parquet are linked into the
+/// binary; autoinstall and autoload are off (the platform's arbitrary uid cannot write `$HOME`, and there
+/// may be no network); home, extension and temp folders live under the run's temp folder; an explicit
+/// `INSTALL` looks in an empty local repository and fails at once.
+fn open_duckdb(tmp: &Path) -> anyhow::Result<duckdb::Connection> {
+    let dir = |name: &str| -> anyhow::Result<String> {
+        let path = tmp.join(name);
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let config = duckdb::Config::default()
+        .with("autoinstall_known_extensions", "false")?
+        .with("autoload_known_extensions", "false")?
+        .with("home_directory", dir("home")?)?
+        .with("extension_directory", dir("extensions")?)?
+        .with("temp_directory", dir("spill")?)?
+        .with(
+            "custom_extension_repository",
+            dir("no-extension-repository")?,
+        )?;
+    duckdb::Connection::open_in_memory_with_flags(config).context("starting DuckDB")
+}
+
 /// The transform, synchronously (DuckDB's connection is not async).
 pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
+    // Absolute paths first: the working directory changes below.
+    let in_tables = std::path::absolute(&job.in_tables).context("resolving in/tables")?;
+    let out_tables = std::path::absolute(&job.out_tables).context("resolving out/tables")?;
+    let out_files = std::path::absolute(&job.out_files).context("resolving out/files")?;
     let tmp = tempfile::Builder::new()
         .prefix("kbc-runner-duckdb-")
         .tempdir()
         .context("creating the DuckDB temp folder")?;
-    let conn = duckdb::Connection::open_in_memory().context("starting DuckDB")?;
-    let mut settings = vec![format!(
-        "SET temp_directory = {}",
-        sql_string(&tmp.path().to_string_lossy())
-    )];
     // Parameters win; otherwise the container's limits, which DuckDB may not see on its own.
-    if let Some(t) = job.threads.or_else(cgroup_cpus) {
-        settings.push(format!("SET threads = {t}"));
-    }
+    let threads = job.threads.or_else(cgroup_cpus);
     let memory = job
         .memory_limit
         .clone()
         .or_else(|| cgroup_memory_bytes().map(|b| format!("{}MB", duckdb_memory_mb(b))));
+    // From here to the last output written: user views may read relative paths lazily.
+    let _cwd = WorkingDir::enter(job.working_dir.as_deref())?;
+    let conn = open_duckdb(tmp.path())?;
+    let mut settings = Vec::new();
+    if let Some(t) = threads {
+        settings.push(format!("SET threads = {t}"));
+    }
     if let Some(m) = &memory {
         settings.push(format!("SET memory_limit = {}", sql_string(m)));
     }
@@ -73,18 +156,24 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
             .map_err(|e| UserError::new(format!("DuckDB setting `{s}` failed: {e}")))?;
     }
 
-    let views = discover_inputs(&job.in_tables)?;
+    let views = discover_inputs(&in_tables, &job.inputs, job.dtypes_infer)?;
     for view in &views {
         // DuckDB reads an empty file as one column named `column0`, which would then be loaded into
         // Storage; a CSV without even a header row is a broken input (tests/bad_input.rs).
-        if !view.sliced && std::fs::metadata(&view.path).is_ok_and(|m| m.len() == 0) {
+        if view.format == InputFormat::Csv
+            && !view.sliced
+            && std::fs::metadata(&view.path).is_ok_and(|m| m.len() == 0)
+        {
             return Err(UserError::new(format!(
                 "input table {} is empty: a CSV needs at least a header row",
                 view.path.display()
             ))
             .into());
         }
-        let sql = view_sql(view);
+        let sql = match view.format {
+            InputFormat::Csv => view_sql(view),
+            InputFormat::Parquet => parquet_view_sql(&conn, view)?,
+        };
         conn.execute_batch(&sql).map_err(|e| {
             UserError::new(format!(
                 "cannot read input table {} as view \"{}\": {}",
@@ -99,10 +188,20 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
             view.path.display()
         );
     }
+    create_aliases(&conn, &views)?;
 
-    std::fs::create_dir_all(&job.out_tables)
-        .with_context(|| format!("creating {}", job.out_tables.display()))?;
-    if let Err(err) = run_blocks(&conn, &job.blocks) {
+    std::fs::create_dir_all(&out_tables)
+        .with_context(|| format!("creating {}", out_tables.display()))?;
+    let job = &TransformJob {
+        in_tables,
+        out_tables,
+        out_files,
+        ..job.clone()
+    };
+    let workers = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    if let Err(err) = run_blocks(&conn, &job.blocks, workers) {
         write_always_outputs(&conn, job);
         return Err(err);
     }
@@ -110,14 +209,12 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
     // Check every output first: a missing one fails the job before anything is written.
     let mut outputs = Vec::new();
     for mapping in &job.outputs {
-        let table = table_name(&mapping.source);
-        let columns = table_columns(&conn, &table)?;
-        if columns.is_empty() {
+        let Some((table, columns)) = find_output(&conn, &mapping.source)? else {
             let existing = list_tables(&conn).unwrap_or_default();
             return Err(UserError::new(format!(
                 "output table `{}` (storage.output.tables source `{}`) was not created by the SQL; \
                  tables and views that exist: {}",
-                table,
+                table_name(&mapping.source),
                 mapping.source,
                 if existing.is_empty() {
                     "none".to_owned()
@@ -126,7 +223,7 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
                 }
             ))
             .into());
-        }
+        };
         // Names Storage would reject fail here too, before any output is written.
         storage_column_names(&table, &columns)?;
         outputs.push((mapping, table, columns));
@@ -135,7 +232,88 @@ pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
     for (mapping, table, columns) in outputs {
         reports.push(write_output(&conn, job, mapping, &table, &columns)?);
     }
+    write_file_manifests(job)?;
     Ok(reports)
+}
+
+/// A table's columns with their DuckDB types.
+type Columns = Vec<(String, String)>;
+
+/// An output table: `source` verbatim (`week.csv`), else without `.csv` (`week`); with its columns.
+fn find_output(
+    conn: &duckdb::Connection,
+    source: &str,
+) -> anyhow::Result<Option<(String, Columns)>> {
+    for candidate in [source.to_owned(), table_name(source)] {
+        let columns = table_columns(conn, &candidate)?;
+        if !columns.is_empty() {
+            return Ok(Some((candidate, columns)));
+        }
+    }
+    Ok(None)
+}
+
+/// Second names for inputs: `days.csv` is also `days` when no other input or alias has that name, so
+/// SQL written for either naming style runs.
+fn create_aliases(conn: &duckdb::Connection, views: &[InputView]) -> anyhow::Result<()> {
+    let mut taken: std::collections::BTreeSet<String> =
+        views.iter().map(|v| v.name.to_lowercase()).collect();
+    for view in views {
+        let alias = table_name(view.name.strip_suffix(".gz").unwrap_or(&view.name));
+        if alias.is_empty() || !taken.insert(alias.to_lowercase()) {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "CREATE VIEW {} AS SELECT * FROM {}",
+            ident(&alias),
+            ident(&view.name)
+        ))
+        .with_context(|| format!("creating the view \"{alias}\" for \"{}\"", view.name))?;
+        tracing::debug!("input table \"{}\" is also \"{alias}\"", view.name);
+    }
+    Ok(())
+}
+
+/// A manifest for each `storage.output.files` item whose file the SQL wrote to `out/files`, with the
+/// mapping's flags as the real component writes them (the platform merges mapping and manifest anyway).
+fn write_file_manifests(job: &TransformJob) -> anyhow::Result<()> {
+    for (i, item) in job.output_files.iter().enumerate() {
+        let Some(source) = item
+            .get("source")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        else {
+            return Err(UserError::new(format!(
+                "storage.output.files[{i}] has no `source` (the file name in out/files)"
+            ))
+            .into());
+        };
+        let path = job.out_files.join(source);
+        if !path.is_file() {
+            tracing::warn!(
+                "storage.output.files[{i}]: out/files/{source} was not written by the SQL; no manifest"
+            );
+            continue;
+        }
+        let flag = |key: &str| Value::from(item.get(key).and_then(Value::as_bool).unwrap_or(false));
+        let mut manifest = Map::new();
+        for key in ["is_public", "is_permanent", "is_encrypted", "notify"] {
+            manifest.insert(key.into(), flag(key));
+        }
+        if let Some(tags) = item
+            .get("tags")
+            .and_then(Value::as_array)
+            .filter(|t| !t.is_empty())
+        {
+            manifest.insert("tags".into(), Value::Array(tags.clone()));
+        }
+        let manifest_file = manifest_path(&path);
+        let text = serde_json::to_string_pretty(&Value::Object(manifest))?;
+        std::fs::write(&manifest_file, text)
+            .with_context(|| format!("writing {}", manifest_file.display()))?;
+        tracing::info!("output file out/files/{source}: manifest written");
+    }
+    Ok(())
 }
 
 /// After a failed statement: the `write_always` outputs that exist are still written, so the import can
@@ -146,16 +324,16 @@ fn write_always_outputs(conn: &duckdb::Connection, job: &TransformJob) {
         .iter()
         .filter(|m| m.options.write_always == Some(true))
     {
-        let table = table_name(&mapping.source);
-        match table_columns(conn, &table) {
-            Ok(columns) if !columns.is_empty() => {
+        match find_output(conn, &mapping.source) {
+            Ok(Some((table, columns))) => {
                 if let Err(e) = write_output(conn, job, mapping, &table, &columns) {
                     tracing::warn!("write_always table `{table}` could not be written: {e:#}");
                 }
             }
-            _ => {
-                tracing::info!("write_always table `{table}` does not exist yet, nothing to write")
-            }
+            _ => tracing::info!(
+                "write_always table `{}` does not exist yet, nothing to write",
+                table_name(&mapping.source)
+            ),
         }
     }
 }
@@ -202,44 +380,123 @@ fn cgroup_cpus() -> Option<usize> {
     (quota > 0.0 && period > 0.0).then(|| ((quota / period).ceil() as usize).max(1))
 }
 
-/// Runs blocks, codes and statements in order; the first failure stops the job and names where it was.
-fn run_blocks(conn: &duckdb::Connection, blocks: &[Block]) -> anyhow::Result<()> {
-    for (b, block) in blocks.iter().enumerate() {
-        let block_name = label(&block.name, "block", b);
-        tracing::info!("running {block_name}");
-        for (c, code) in block.codes.iter().enumerate() {
-            let code_name = label(&code.name, "code", c);
-            for (s, statement) in code.script.iter().enumerate() {
-                if statement.trim().is_empty() {
-                    continue;
+/// Runs the planned blocks: batch after batch; the queries of a batch on up to `threads` connections
+/// at once (one database, so they see each other's tables). The first failing batch stops the job and
+/// names every query of it that failed.
+fn run_blocks(conn: &duckdb::Connection, blocks: &[Block], threads: usize) -> anyhow::Result<()> {
+    let plan = sql_plan::plan(blocks).map_err(|e| UserError::new(e.to_string()))?;
+    for block in &plan {
+        let queries: usize = block.batches.iter().map(Vec::len).sum();
+        tracing::info!(
+            "running {} ({queries} queries in {} batches)",
+            block.label,
+            block.batches.len()
+        );
+        for batch in &block.batches {
+            let workers = threads.min(batch.len());
+            if workers <= 1 {
+                // One at a time on the main connection, so session state (temporary tables, SET) is
+                // kept as when the statements ran strictly in order.
+                for query in batch {
+                    run_query(conn, query).map_err(|e| UserError::new(failure(query, &e)))?;
                 }
-                let started = Instant::now();
-                conn.execute_batch(statement).map_err(|e| {
-                    UserError::new(format!(
-                        "SQL failed in {block_name}, {code_name}, statement {} of {}: {}\nstatement: {}",
-                        s + 1,
-                        code.script.len(),
-                        one_line(&e.to_string()),
-                        shorten(statement, 300)
-                    ))
-                })?;
-                tracing::info!(
-                    "  {code_name} statement {}: done in {:.2} s",
-                    s + 1,
-                    started.elapsed().as_secs_f64()
-                );
+            } else {
+                run_parallel(conn, batch, workers)?;
             }
         }
     }
     Ok(())
 }
 
-fn label(name: &str, kind: &str, index: usize) -> String {
-    if name.trim().is_empty() {
-        format!("{kind} #{}", index + 1)
-    } else {
-        format!("{kind} #{} `{}`", index + 1, name)
+/// Runs one query; the error is DuckDB's message, with a hint when an extension is missing.
+fn run_query(conn: &duckdb::Connection, query: &Query) -> Result<(), String> {
+    let started = Instant::now();
+    conn.execute_batch(&query.sql)
+        .map_err(|e| explain_missing_extension(&e.to_string()))?;
+    tracing::info!(
+        "  {} statement {}: done in {:.2} s",
+        query.code_label(),
+        query.statement_index + 1,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs the queries of one batch on `workers` connections; every failure is collected.
+fn run_parallel(conn: &duckdb::Connection, batch: &[Query], workers: usize) -> anyhow::Result<()> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let connections = (0..workers)
+        .map(|_| conn.try_clone())
+        .collect::<Result<Vec<_>, _>>()
+        .context("opening DuckDB connections for a parallel batch")?;
+    tracing::info!("  {} independent queries, {workers} at a time", batch.len());
+    std::thread::scope(|scope| {
+        for worker in connections {
+            let (next, failures) = (&next, &failures);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(query) = batch.get(i) else { break };
+                    if let Err(e) = run_query(&worker, query) {
+                        failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, failure(query, &e)));
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    failures.sort();
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(UserError::new(failures.remove(0).1).into()),
+        n => Err(UserError::new(format!(
+            "{n} of {} queries run in parallel failed:\n{}",
+            batch.len(),
+            failures
+                .into_iter()
+                .map(|(_, f)| format!("- {f}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+        .into()),
     }
+}
+
+/// `SQL failed in block #1 `B`, code #1 `C`, statement 2 of 2: <error>` plus the statement, shortened.
+fn failure(query: &Query, error: &str) -> String {
+    format!(
+        "SQL failed in {}, {}: {}\nstatement: {}",
+        query.block_label(),
+        query.label(),
+        one_line(error),
+        shorten(&query.sql, 300)
+    )
+}
+
+/// DuckDB suggests `INSTALL`/`LOAD` or turning autoloading on when SQL needs an extension that is not
+/// linked in; neither can work here, so the advice is replaced. Time zones need ICU, which this build
+/// does not include.
+fn explain_missing_extension(message: &str) -> String {
+    let lower = message.to_lowercase();
+    if !(lower.contains("extension") && (lower.contains("install") || lower.contains("load"))) {
+        return message.to_owned();
+    }
+    if lower.contains("icu") {
+        // DuckDB's own wording ("trying to automatically install") is wrong here: nothing is installed.
+        return "time zones (AT TIME ZONE, TIMESTAMPTZ arithmetic, timezone(), strftime with %Z) need \
+                DuckDB's ICU extension, which this build of kbc-runner does not include and never \
+                downloads; convert with explicit offsets (ts + INTERVAL 2 HOUR) or keep timestamps in UTC"
+            .to_owned();
+    }
+    let first = message.lines().next().unwrap_or(message).trim();
+    format!(
+        "{first} (this build of kbc-runner includes DuckDB's JSON and Parquet extensions only and never \
+         installs or loads others: no network, no writable home in Keboola)"
+    )
 }
 
 fn one_line(text: &str) -> String {
@@ -263,8 +520,14 @@ pub fn table_name(file_name: &str) -> String {
         .to_owned()
 }
 
-/// Finds input tables: each CSV file or sliced folder in `in/tables` (manifests and hidden files aside).
-pub fn discover_inputs(in_tables: &Path) -> anyhow::Result<Vec<InputView>> {
+/// Finds input tables: each file or folder in `in/tables` (manifests and hidden files aside). The view
+/// is named after the input mapping's `destination` (as the real component does), else after the file
+/// name; the mapping's `file_type` says whether it is CSV or Parquet.
+pub fn discover_inputs(
+    in_tables: &Path,
+    mappings: &[InputTableMapping],
+    dtypes_infer: bool,
+) -> anyhow::Result<Vec<InputView>> {
     let mut views = Vec::new();
     let entries = match std::fs::read_dir(in_tables) {
         Ok(e) => e,
@@ -289,16 +552,30 @@ pub fn discover_inputs(in_tables: &Path) -> anyhow::Result<Vec<InputView>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let name = table_name(file_name.strip_suffix(".gz").unwrap_or(&file_name));
         let manifest_file = manifest_path(&path);
         let manifest = if manifest_file.is_file() {
             Some(InputManifest::load(&manifest_file)?)
         } else {
             None
         };
+        let id = manifest.as_ref().map(|m| m.id.as_str()).unwrap_or("");
+        // The platform writes each table at its destination; matching the table id as well covers a
+        // file named otherwise (the real component's parquet fixture), and the destination first keeps
+        // one table mapped twice apart.
+        let mapping = mappings
+            .iter()
+            .find(|m| m.destination() == file_name)
+            .or_else(|| mappings.iter().find(|m| !id.is_empty() && m.source == id));
+        let name = mapping
+            .and_then(|m| m.destination.clone())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| file_name.clone());
+        let parquet = mapping
+            .and_then(|m| m.file_type.as_deref())
+            .is_some_and(|t| t.eq_ignore_ascii_case("parquet"));
         let sliced = path.is_dir();
         let columns = input_columns(manifest.as_ref());
-        if sliced && columns.is_empty() {
+        if sliced && !parquet && columns.is_empty() {
             return Err(UserError::new(format!(
                 "sliced input {} needs a manifest with `columns` (slices have no header)",
                 path.display()
@@ -310,12 +587,20 @@ pub fn discover_inputs(in_tables: &Path) -> anyhow::Result<Vec<InputView>> {
             path,
             sliced,
             columns,
+            format: if parquet {
+                InputFormat::Parquet
+            } else {
+                InputFormat::Csv
+            },
+            infer: dtypes_infer,
         });
     }
     Ok(views)
 }
 
-/// Columns and DuckDB types from an input manifest: `schema` when present, else `columns` as VARCHAR.
+/// Columns and DuckDB types from an input manifest: the native `schema` when present, else `columns`
+/// typed by their legacy `KBC.datatype.basetype` metadata (text without one), as the real component
+/// builds its `dtype` (keboola.component reads either).
 fn input_columns(manifest: Option<&InputManifest>) -> Vec<(String, String)> {
     let Some(m) = manifest else { return Vec::new() };
     if let Some(schema) = m.schema.as_ref().filter(|s| !s.is_empty()) {
@@ -326,31 +611,71 @@ fn input_columns(manifest: Option<&InputManifest>) -> Vec<(String, String)> {
     }
     m.columns
         .iter()
-        .map(|c| (c.clone(), "VARCHAR".to_owned()))
+        .map(|c| (c.clone(), legacy_column_type(m.column_metadata.get(c))))
         .collect()
+}
+
+/// The DuckDB type from legacy column metadata (`[{"key": "KBC.datatype.basetype", "value": "INTEGER"},
+/// {"key": "KBC.datatype.length", "value": "10,2"}]`).
+fn legacy_column_type(metadata: Option<&Value>) -> String {
+    let entries = metadata
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let value = |key: &str| {
+        entries
+            .iter()
+            .rev()
+            .find(|e| e.get("key").and_then(Value::as_str) == Some(key))
+            .and_then(|e| match e.get("value") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+    };
+    let base = value("KBC.datatype.basetype");
+    if base
+        .as_deref()
+        .is_some_and(|b| b.eq_ignore_ascii_case("NUMERIC"))
+        && let Some(decimal) = value("KBC.datatype.length").and_then(|l| decimal_type(&l))
+    {
+        return decimal;
+    }
+    duckdb_type(base.as_deref()).to_owned()
+}
+
+/// `"10,2"` → `DECIMAL(10,2)` when it is a precision DuckDB accepts.
+fn decimal_type(length: &str) -> Option<String> {
+    let (p, s) = length.split_once(',')?;
+    let (p, s) = (p.trim().parse::<u8>().ok()?, s.trim().parse::<u8>().ok()?);
+    ((1..=38).contains(&p) && s <= p).then(|| format!("DECIMAL({p},{s})"))
 }
 
 /// The DuckDB type of a schema column: its base type, with the precision of a `NUMERIC` when the
 /// manifest gives a valid one (`"10,2"`), so decimals are not rounded to the default scale.
 fn column_type(column: &crate::interface::manifest::ColumnSchema) -> String {
     let base = column.base_type();
-    if base.is_some_and(|b| b.eq_ignore_ascii_case("NUMERIC")) {
-        let length = column
+    if base.is_some_and(|b| b.eq_ignore_ascii_case("NUMERIC"))
+        && let Some(decimal) = column
             .data_type
             .as_ref()
             .and_then(|d| d.base.as_ref())
-            .and_then(|b| b.length.as_deref());
-        let precision = length
-            .and_then(|l| l.split_once(','))
-            .and_then(|(p, s)| Some((p.trim().parse::<u8>().ok()?, s.trim().parse::<u8>().ok()?)));
-        if let Some((p, s)) = precision.filter(|(p, s)| (1..=38).contains(p) && s <= p) {
-            return format!("DECIMAL({p},{s})");
-        }
+            .and_then(|b| b.length.as_deref())
+            .and_then(decimal_type)
+    {
+        return decimal;
     }
     duckdb_type(base).to_owned()
 }
 
 /// Keboola base type → DuckDB type (unknown or missing: text, which never rejects a value).
+///
+/// The real component hands the base type names to DuckDB as they are, so `INTEGER` is 32-bit,
+/// `NUMERIC` is DECIMAL(18,3) and `FLOAT` is the 32-bit REAL. We read Storage's values without loss
+/// instead: Storage integers are 64-bit (an id past 2^31 fails the real component's view), NUMERIC keeps
+/// 9 decimals (or the manifest's precision) where 18,3 rounds, and FLOAT keeps a double's digits. Any
+/// value the real component reads, this reads as the same number; only wide results differ (more
+/// decimal places in text, no 32-bit overflow).
 pub fn duckdb_type(base: Option<&str>) -> &'static str {
     match base.map(|b| b.to_ascii_uppercase()).as_deref() {
         Some("INTEGER") => "BIGINT",
@@ -363,18 +688,22 @@ pub fn duckdb_type(base: Option<&str>) -> &'static str {
     }
 }
 
-/// DuckDB column type → Keboola base type, for output manifests.
+/// DuckDB column type → Keboola base type for output manifests, as the real component derives it
+/// (`component.py` `convert_base_types`): DECIMAL and the 32-bit float are NUMERIC, DOUBLE is FLOAT,
+/// only `TIMESTAMP` and `TIMESTAMP WITH TIME ZONE` are TIMESTAMP (`TIMESTAMP_NS` & co. are text). DuckDB
+/// names the 32-bit float `FLOAT` in its catalog, which the real list (`REAL`) misses and so writes
+/// STRING; we follow its evident intent and write NUMERIC for both names.
 pub fn base_type(duckdb: &str) -> &'static str {
-    let t = duckdb.to_ascii_uppercase();
+    let t = duckdb.trim().to_ascii_uppercase();
     let t = t.split('(').next().unwrap_or("").trim();
     match t {
         "TINYINT" | "SMALLINT" | "INTEGER" | "BIGINT" | "HUGEINT" | "UTINYINT" | "USMALLINT"
         | "UINTEGER" | "UBIGINT" | "UHUGEINT" => "INTEGER",
-        "DECIMAL" => "NUMERIC",
-        "FLOAT" | "DOUBLE" | "REAL" => "FLOAT",
+        "DECIMAL" | "REAL" | "FLOAT" => "NUMERIC",
+        "DOUBLE" => "FLOAT",
         "BOOLEAN" => "BOOLEAN",
         "DATE" => "DATE",
-        _ if t.starts_with("TIMESTAMP") => "TIMESTAMP",
+        "TIMESTAMP" | "TIMESTAMP WITH TIME ZONE" => "TIMESTAMP",
         _ => "STRING",
     }
 }
@@ -440,7 +769,13 @@ pub fn view_sql(view: &InputView) -> String {
         format!("max_line_size = {MAX_LINE_BYTES}"),
         format!("buffer_size = {}", MAX_LINE_BYTES + (1 << 20)),
     ];
-    if view.columns.is_empty() {
+    if view.infer {
+        // `dtypes_infer`: DuckDB detects the types; slices have no header, so the manifest names them.
+        if view.sliced {
+            let names: Vec<String> = view.columns.iter().map(|(n, _)| sql_string(n)).collect();
+            options.push(format!("names = [{}]", names.join(", ")));
+        }
+    } else if view.columns.is_empty() {
         options.push("all_varchar = true".to_owned());
     } else {
         let cols: Vec<String> = view
@@ -456,6 +791,59 @@ pub fn view_sql(view: &InputView) -> String {
         sql_string(&source),
         options.join(", ")
     )
+}
+
+/// The `CREATE VIEW` for a Parquet input (`file_type: parquet`): a folder of `*.parquet` files or one
+/// file. Columns typed INTEGER by the manifest are cast to BIGINT, as the real component does: Snowflake
+/// exports integers as DECIMAL(38,0), which is slow in DuckDB and would become NUMERIC in the output.
+fn parquet_view_sql(conn: &duckdb::Connection, view: &InputView) -> anyhow::Result<String> {
+    let source = if view.sliced {
+        let has_parquet = std::fs::read_dir(&view.path)
+            .with_context(|| format!("listing {}", view.path.display()))?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".parquet"));
+        if !has_parquet {
+            return Err(UserError::new(format!(
+                "input table {} has `file_type: parquet` but its folder holds no *.parquet file",
+                view.path.display()
+            ))
+            .into());
+        }
+        format!("{}/*.parquet", view.path.to_string_lossy())
+    } else {
+        view.path.to_string_lossy().into_owned()
+    };
+    let read = format!("read_parquet({})", sql_string(&source));
+    let present: Vec<String> = conn
+        .prepare(&format!(
+            "SELECT column_name FROM (DESCRIBE SELECT * FROM {read})"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| {
+            UserError::new(format!(
+                "cannot read input table {} as Parquet: {}",
+                view.path.display(),
+                first_paragraph(&e.to_string())
+            ))
+        })?;
+    let casts: Vec<String> = view
+        .columns
+        .iter()
+        .filter(|(name, t)| t == "BIGINT" && present.contains(name))
+        .map(|(name, _)| format!("CAST({0} AS BIGINT) AS {0}", ident(name)))
+        .collect();
+    let replace = if casts.is_empty() {
+        String::new()
+    } else {
+        format!(" REPLACE ({})", casts.join(", "))
+    };
+    Ok(format!(
+        "CREATE VIEW {} AS SELECT *{replace} FROM {read}",
+        ident(&view.name)
+    ))
 }
 
 fn is_empty_dir(path: &Path) -> bool {
@@ -620,6 +1008,7 @@ mod tests {
         TransformJob {
             in_tables: dir.join("in/tables"),
             out_tables: dir.join("out/tables"),
+            out_files: dir.join("out/files"),
             blocks: vec![Block {
                 name: "B".into(),
                 codes: vec![Code {
@@ -636,7 +1025,7 @@ mod tests {
                 .collect(),
             threads: Some(1),
             memory_limit: Some("256MB".into()),
-            schema_form: false,
+            ..Default::default()
         }
     }
 
@@ -838,6 +1227,144 @@ mod tests {
         ] {
             assert_eq!(base_type(duckdb_type(Some(base))), base);
         }
-        assert_eq!(base_type("TIMESTAMP WITH TIME ZONE"), "TIMESTAMP");
+    }
+
+    #[test]
+    fn output_base_types_follow_the_real_component() {
+        for (duckdb, base) in [
+            ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP"),
+            ("TIMESTAMP_NS", "STRING"),
+            ("TIMESTAMP_MS", "STRING"),
+            ("REAL", "NUMERIC"),
+            ("FLOAT", "NUMERIC"),
+            ("DECIMAL(18,3)", "NUMERIC"),
+            ("DOUBLE", "FLOAT"),
+            ("HUGEINT", "INTEGER"),
+            ("TIME", "STRING"),
+            ("INTERVAL", "STRING"),
+            ("VARCHAR[]", "STRING"),
+        ] {
+            assert_eq!(base_type(duckdb), base, "{duckdb}");
+        }
+    }
+
+    #[test]
+    fn legacy_metadata_types_inputs() {
+        let manifest: InputManifest = serde_json::from_str(
+            r#"{"columns": ["id", "price", "amount", "name"],
+                "column_metadata": {
+                  "id": [{"key": "KBC.datatype.basetype", "value": "INTEGER"},
+                         {"key": "KBC.datatype.nullable", "value": false}],
+                  "price": [{"key": "KBC.datatype.basetype", "value": "NUMERIC"},
+                            {"key": "KBC.datatype.length", "value": "12,2"}],
+                  "amount": [{"key": "KBC.datatype.basetype", "value": "NUMERIC"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(manifest.id, "");
+        assert_eq!(
+            input_columns(Some(&manifest)),
+            vec![
+                ("id".into(), "BIGINT".into()),
+                ("price".into(), "DECIMAL(12,2)".into()),
+                ("amount".into(), "DECIMAL(38,9)".into()),
+                ("name".into(), "VARCHAR".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn suffixed_and_plain_names_both_work() {
+        let dir = setup();
+        let t = dir.path().join("in/tables");
+        std::fs::write(t.join("days.csv"), "id,name\n1,Mon\n2,Tue\n").unwrap();
+        // `days.csv` is read by its destination (`'days.csv'`) and by its name without `.csv`.
+        run_blocking(&job(
+            dir.path(),
+            &[
+                "CREATE VIEW 'both.csv' AS SELECT d.id, o.amount FROM 'days.csv' d JOIN orders o USING (id)",
+                "CREATE TABLE plain AS SELECT count(*) AS n FROM days",
+            ],
+            &["both.csv", "plain.csv"],
+        ))
+        .unwrap();
+        let read =
+            |f: &str| std::fs::read_to_string(dir.path().join("out/tables").join(f)).unwrap();
+        assert_eq!(
+            read("both.csv"),
+            "\"id\",\"amount\"\n\"1\",\"10\"\n\"2\",\"5,5\"\n"
+        );
+        assert_eq!(read("plain.csv"), "\"n\"\n\"2\"\n");
+    }
+
+    #[test]
+    fn parallel_batch_failures_name_every_query() {
+        let dir = setup();
+        let mut j = job(
+            dir.path(),
+            &[
+                "CREATE TABLE a AS SELECT * FROM missing_one",
+                "CREATE TABLE b AS SELECT 1 AS x",
+                "CREATE TABLE c AS SELECT * FROM missing_two",
+            ],
+            &[],
+        );
+        j.threads = Some(2);
+        let err = run_blocking(&j).unwrap_err().to_string();
+        assert!(
+            err.starts_with("2 of 3 queries run in parallel failed"),
+            "{err}"
+        );
+        assert!(
+            err.contains("statement 1 of 3") && err.contains("missing_one"),
+            "{err}"
+        );
+        assert!(
+            err.contains("statement 3 of 3") && err.contains("missing_two"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parallel_queries_share_one_database() {
+        let dir = setup();
+        let mut j = job(
+            dir.path(),
+            &[
+                "CREATE TABLE a AS SELECT range AS x FROM range(1000)",
+                "CREATE TABLE b AS SELECT range AS y FROM range(10)",
+                "CREATE TABLE c AS SELECT (SELECT count(*) FROM a) AS na, (SELECT count(*) FROM b) AS nb",
+            ],
+            &["c.csv"],
+        );
+        j.threads = Some(2);
+        run_blocking(&j).unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("out/tables/c.csv")).unwrap();
+        assert_eq!(csv, "\"na\",\"nb\"\n\"1000\",\"10\"\n");
+    }
+
+    #[test]
+    fn extensions_are_linked_and_icu_fails_clearly() {
+        let dir = setup();
+        let out = dir.path().join("out/files/x.parquet");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let copy = format!(
+            "COPY (SELECT 1 AS id, '{{\"a\": \"b\"}}' AS doc) TO {} (FORMAT parquet)",
+            sql_string(&out.to_string_lossy())
+        );
+        let read = format!(
+            "CREATE TABLE j AS SELECT id, json_extract_string(doc, '$.a') AS a FROM read_parquet({})",
+            sql_string(&out.to_string_lossy())
+        );
+        run_blocking(&job(dir.path(), &[&copy, &read], &["j.csv"])).unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("out/tables/j.csv")).unwrap();
+        assert_eq!(csv, "\"id\",\"a\"\n\"1\",\"b\"\n");
+        let err = run_blocking(&job(
+            dir.path(),
+            &["CREATE TABLE z AS SELECT TIMESTAMP '2024-01-01 12:00' AT TIME ZONE 'Europe/Prague' AS t"],
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ICU"), "{err}");
     }
 }
