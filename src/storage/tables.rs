@@ -206,8 +206,8 @@ impl Client {
         let has_credentials = file.credentials.is_some()
             || file.abs_credentials.is_some()
             || file.gcs_credentials.is_some();
-        let (bytes, rows, columns) = if file.is_sliced {
-            let location = providers::for_download(
+        let located = || {
+            providers::for_download(
                 &file,
                 &self.inner.endpoints,
                 Some(self.refresher(
@@ -215,7 +215,10 @@ impl Client {
                     providers::Purpose::Download,
                     scope == ReadScope::DefaultBranch,
                 )),
-            )?;
+            )
+        };
+        let (bytes, rows, columns) = if file.is_sliced {
+            let location = located()?;
             let slices = download::read_manifest(&location).await?;
             let got = download::download_slices(
                 &location,
@@ -236,15 +239,7 @@ impl Client {
         } else {
             let _permit = self.transfer_permit().await?;
             let (stream, what) = if has_credentials {
-                let location = providers::for_download(
-                    &file,
-                    &self.inner.endpoints,
-                    Some(self.refresher(
-                        file_id,
-                        providers::Purpose::Download,
-                        scope == ReadScope::DefaultBranch,
-                    )),
-                )?;
+                let location = located()?;
                 let path = providers::object_path(&location.key);
                 (
                     download::open_object(&location, &path).await?,
