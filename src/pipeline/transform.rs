@@ -307,10 +307,7 @@ fn write_file_manifests(job: &TransformJob) -> anyhow::Result<()> {
         {
             manifest.insert("tags".into(), Value::Array(tags.clone()));
         }
-        let manifest_file = manifest_path(&path);
-        let text = serde_json::to_string_pretty(&Value::Object(manifest))?;
-        std::fs::write(&manifest_file, text)
-            .with_context(|| format!("writing {}", manifest_file.display()))?;
+        crate::interface::write_json(&manifest_path(&path), &Value::Object(manifest))?;
         tracing::info!("output file out/files/{source}: manifest written");
     }
     Ok(())
