@@ -28,14 +28,9 @@ pub struct LocalStack {
 
 impl LocalStack {
     /// Starts the emulator on a free loopback port with its store in `dir/storage`, seeding it on first use
-    /// from `data_root/local-stack`.
-    pub async fn start(dir: &Path, data_root: &Path) -> anyhow::Result<LocalStack> {
-        Self::start_with_tls(dir, data_root, None).await
-    }
-
-    /// Like [`LocalStack::start`], serving HTTPS when `tls` is given (`--tls-cert`/`--tls-key`); the run's
-    /// client then needs the certificate's CA among its roots (`SSL_CERT_FILE`).
-    pub async fn start_with_tls(
+    /// from `data_root/local-stack`; it serves HTTPS when `tls` is given (`--tls-cert`/`--tls-key`), and the
+    /// run's client then needs the certificate's CA among its roots (`SSL_CERT_FILE`).
+    pub async fn start(
         dir: &Path,
         data_root: &Path,
         tls: Option<TlsFiles>,

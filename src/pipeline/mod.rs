@@ -62,9 +62,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let result = runtime.block_on(async move {
         let local = match &args.local_stack {
-            Some(dir) => {
-                Some(local_stack::LocalStack::start_with_tls(dir, data.root(), args.tls()).await?)
-            }
+            Some(dir) => Some(local_stack::LocalStack::start(dir, data.root(), args.tls()).await?),
             None => None,
         };
         let storage = match &local {

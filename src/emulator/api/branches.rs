@@ -17,7 +17,7 @@ use super::*;
 use crate::emulator::store::DevBranch;
 
 /// The marker of a branch's ids: `in.c-main` in branch 5 is `in.c-main@branch5` inside the store.
-const MARK: &str = "@branch";
+pub(super) const MARK: &str = "@branch";
 
 /// A bucket id as stored: marked for a development branch with branch storage.
 pub(super) fn mark_bucket(bucket_id: &str, branch: Option<u64>) -> String {
@@ -39,10 +39,12 @@ pub(super) fn mark_table(table_id: &str, branch: Option<u64>) -> String {
 pub(super) fn in_scope(id: &str, branch: Option<u64>) -> bool {
     match branch {
         None => !id.contains(MARK),
-        Some(b) => {
-            let bucket = id.splitn(3, '.').take(2).collect::<Vec<_>>().join(".");
-            bucket.ends_with(&format!("{MARK}{b}"))
-        }
+        // The marker ends the bucket name: `in.c-main@branch5[.table]`.
+        Some(b) => id
+            .split('.')
+            .nth(1)
+            .and_then(|name| name.rsplit_once(MARK))
+            .is_some_and(|(_, digits)| digits.parse::<u64>() == Ok(b)),
     }
 }
 
@@ -130,12 +132,14 @@ pub(super) fn get_branch(app: &App, id: &str) -> ApiResult {
     match scope_of(app, id)? {
         Scope::Production => ok(default_branch_json()),
         Scope::Dev(b) => {
-            let meta = app.store.lock();
-            ok(meta
-                .dev_branches
-                .get(&b)
-                .map(branch_json)
-                .unwrap_or_default())
+            let branch = app.store.lock().dev_branches.get(&b).map(branch_json);
+            // Deleted since `scope_of` looked: the same 404 as an unknown id.
+            ok(branch.ok_or_else(|| {
+                ApiError::not_found(
+                    "storage.devBranches.notFound",
+                    format!("Branch \"{id}\" not found"),
+                )
+            })?)
         }
     }
 }

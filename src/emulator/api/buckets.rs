@@ -56,6 +56,14 @@ pub(super) fn insert_bucket(
     insert_bucket_in(meta, stage, name, display, description, None)
 }
 
+/// Whether the stack has `disable-legacy-bucket-prefix`: bucket names are kept as sent, without `c-`.
+pub(super) fn keeps_bucket_names(meta: &Meta) -> bool {
+    meta.project
+        .features
+        .iter()
+        .any(|f| f == "disable-legacy-bucket-prefix")
+}
+
 /// [`insert_bucket`] in a development branch with branch storage (`branch`), or production (`None`).
 /// The server adds `c-` to the name unless the stack has `disable-legacy-bucket-prefix`.
 pub(super) fn insert_bucket_in(
@@ -80,12 +88,7 @@ pub(super) fn insert_bucket_in(
             format!("Invalid stage \"{stage}\": use \"in\" or \"out\"."),
         ));
     }
-    let keep_name = meta
-        .project
-        .features
-        .iter()
-        .any(|f| f == "disable-legacy-bucket-prefix");
-    let full = if keep_name {
+    let full = if keeps_bucket_names(meta) {
         name.to_owned()
     } else {
         format!("c-{name}")

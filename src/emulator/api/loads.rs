@@ -607,13 +607,11 @@ pub(crate) async fn seed_table(
     {
         let mut meta = app.store.lock();
         if !meta.buckets.contains_key(bucket_id) {
-            // With `disable-legacy-bucket-prefix` the server keeps the name as sent.
-            let keep = meta
-                .project
-                .features
-                .iter()
-                .any(|f| f == "disable-legacy-bucket-prefix");
-            let name = if keep { bucket_name } else { short };
+            let name = if keeps_bucket_names(&meta) {
+                bucket_name
+            } else {
+                short
+            };
             insert_bucket(&mut meta, stage, name, None, String::new())?;
         }
     }
