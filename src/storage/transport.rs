@@ -294,7 +294,8 @@ impl Transport {
                             retry_after: Some(_),
                             ..
                         } => tracing::warn!(
-                            "{} {path}: {}; waiting {delay:.0?} as the server asks, then trying again                              (the run waits at most {:.0?} in all)",
+                            "{} {path}: {}; waiting {delay:.0?}, then trying again (the run waits at most \
+                             {:.0?} in all)",
                             call.method,
                             short_reason(&failure),
                             self.policy.wait_deadline
