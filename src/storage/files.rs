@@ -5,6 +5,7 @@ use super::retry::Idempotency;
 use super::transport::Call;
 use super::types::{FileInfo, UploadOptions};
 use super::{Client, Error, providers, upload};
+use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
 use std::path::{Path, PathBuf};
 
@@ -77,13 +78,16 @@ impl Client {
             .map_err(|e| Error::io("creating a temporary folder in", std::env::temp_dir(), e))?;
         if meta.is_dir() {
             let slices = upload::list_slices(path).await?;
-            let mut ready = Vec::with_capacity(slices.len());
-            let mut any_gzip = false;
-            for slice in &slices {
-                let (local, gzipped) = gzip_if_needed(slice, options.gzip, scratch.path()).await?;
-                any_gzip |= gzipped;
-                ready.push(local);
-            }
+            // Slices in flight: the shared bound, and at most 4 from one upload to keep part buffers small.
+            // Compression runs as many at once: one small slice keeps only one core busy.
+            let parallel = self.inner.max_connections.min(4);
+            let gzipped: Vec<(PathBuf, bool)> = futures::stream::iter(&slices)
+                .map(|slice| gzip_if_needed(slice, options.gzip, scratch.path()))
+                .buffered(parallel.max(1))
+                .try_collect()
+                .await?;
+            let any_gzip = gzipped.iter().any(|(_, gz)| *gz);
+            let ready: Vec<PathBuf> = gzipped.into_iter().map(|(local, _)| local).collect();
             let total = total_size(&ready).await?;
             progress.reset(total);
             let name = if any_gzip {
@@ -98,8 +102,6 @@ impl Client {
                 Some(self.refresher(prepared.id, providers::Purpose::Upload, false)),
             )?;
             tracing::debug!("uploading {} slices to file {}", ready.len(), prepared.id);
-            // Slices in flight: the shared bound, and at most 4 from one upload to keep part buffers small.
-            let parallel = self.inner.max_connections.min(4);
             upload::put_sliced(
                 &location,
                 &ready,
