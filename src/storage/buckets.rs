@@ -98,6 +98,8 @@ impl Client {
                  bucket names, so new buckets are named {stage}.c-…"
             )));
         }
+        // `create_bucket` makes the branch's name itself: give it the name as asked, so it is made once.
+        let (stage, name) = super::split_bucket_id(bucket_id)?;
         match self.create_bucket(stage, name).await {
             Ok(b) => {
                 tracing::info!("created bucket {}", b.id);
