@@ -5,13 +5,19 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild DuckDB.
 COPY Cargo.toml Cargo.lock ./
-# (Cargo.toml names tests/functional.rs explicitly, so a stand-in must exist for the manifest to load.)
-RUN mkdir -p src tests && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+COPY crates/kbc-storage/Cargo.toml crates/kbc-storage/
+COPY crates/kbc-emulator/Cargo.toml crates/kbc-emulator/
+# Stand-ins for the workspace's sources (Cargo.toml names tests/functional.rs explicitly, so that must
+# exist too for the manifest to load).
+RUN mkdir -p src tests crates/kbc-storage/src crates/kbc-emulator/src \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && touch crates/kbc-storage/src/lib.rs crates/kbc-emulator/src/lib.rs \
     && echo 'fn main() {}' > tests/functional.rs \
-    && cargo build --release --locked \
-    && rm -rf src
+    && cargo build --release --locked --bin kbc-runner \
+    && rm -rf src crates/kbc-storage/src crates/kbc-emulator/src
 COPY src ./src
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin kbc-runner
+COPY crates ./crates
+RUN touch src/main.rs src/lib.rs crates/*/src/lib.rs && cargo build --release --locked --bin kbc-runner
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -70,7 +70,7 @@ pub fn classify(err: &anyhow::Error) -> ErrorClass {
         {
             return ErrorClass::User;
         }
-        if let Some(e) = cause.downcast_ref::<crate::storage::Error>()
+        if let Some(e) = cause.downcast_ref::<kbc_storage::Error>()
             && e.is_user()
         {
             return ErrorClass::User;

@@ -15,10 +15,9 @@
 //! [`logging`] (line-flushed stdout and GELF).
 
 pub mod cli;
-pub mod emulator;
 pub mod error;
 pub mod interface;
 pub mod logging;
 pub mod pipeline;
 pub mod secrets;
-pub mod storage;
+mod shutdown;

@@ -6,7 +6,7 @@
 //! platform placed in `in/tables` for the transform. Every case also asserts: no panic, no secret in the
 //! output, and a Storage table untouched by a rejected load.
 
-use kbc_runner::emulator::{Emulator, EmulatorConfig};
+use kbc_emulator::{Emulator, EmulatorConfig};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Integration tests of the Storage API emulator: each starts it in-process on port 0 and talks to it over
 //! real HTTP, the way Keboola clients do (JSON and form bodies, files/prepare + S3 upload, async jobs).
 
-use kbc_runner::emulator::{Emulator, EmulatorConfig, EmulatorOptions, FaultRule, TlsFiles};
+use kbc_emulator::{Emulator, EmulatorConfig, EmulatorOptions, FaultRule, TlsFiles};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::Read;
@@ -1119,7 +1119,7 @@ async fn control_api_and_faults() {
     api.emu
         .add_fault(FaultRule {
             job: Some("tableExport".into()),
-            fail: Some(kbc_runner::emulator::faults::JobFailure {
+            fail: Some(kbc_emulator::faults::JobFailure {
                 code: "x.boom".into(),
                 message: "boom".into(),
             }),
@@ -2237,6 +2237,7 @@ async fn public_url_is_the_base_of_every_absolute_url() {
         EmulatorOptions {
             tls: None,
             public_url: Some(format!("{public}/")),
+            ..EmulatorOptions::default()
         },
     )
     .await
@@ -2349,6 +2350,7 @@ async fn public_url_is_the_base_of_every_absolute_url() {
             EmulatorOptions {
                 tls: None,
                 public_url: Some(bad.into()),
+                ..EmulatorOptions::default()
             },
         )
         .await
@@ -2527,6 +2529,7 @@ async fn tls_serves_https_to_clients_that_trust_its_ca() {
         EmulatorOptions {
             tls: Some(TlsFiles { cert, key }),
             public_url: None,
+            ..EmulatorOptions::default()
         },
     )
     .await
@@ -2822,7 +2825,7 @@ fn binary_reports_a_taken_port_as_a_user_error() {
 /// chosen by the project setting; the index `features` settable.
 #[tokio::test]
 async fn dev_branches_and_branch_storage() {
-    use kbc_runner::emulator::Project;
+    use kbc_emulator::Project;
     let api = start().await;
     let (s, job) = api
         .post_json(

@@ -2,7 +2,7 @@
 //! 0 (tests/conformance/kbcstorage_conformance.py), over HTTP and over HTTPS. Without `kbcstorage`
 //! installed the test fails when `CI` is set and is skipped loudly otherwise.
 
-use kbc_runner::emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
+use kbc_emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
 use std::process::Command;
 
 fn kbcstorage_installed() -> bool {
@@ -117,6 +117,7 @@ async fn official_python_client_works_over_tls() {
                 key: key_path,
             }),
             public_url: None,
+            ..EmulatorOptions::default()
         },
     )
     .await

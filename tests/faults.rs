@@ -17,8 +17,8 @@
 //! (`cargo test --test faults -- --nocapture`; `FAULTS_ONLY=import/` runs the cases whose name contains
 //! it). The SIGTERM tests and the unprivileged whole job are separate tests below.
 
-use kbc_runner::emulator::faults::JobFailure;
-use kbc_runner::emulator::{Emulator, EmulatorConfig, FaultRule};
+use kbc_emulator::faults::JobFailure;
+use kbc_emulator::{Emulator, EmulatorConfig, FaultRule};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

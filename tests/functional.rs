@@ -6,7 +6,7 @@
 //! Cases in `tests/functional/_must-fail/` carry a deliberately wrong expectation; the harness must report
 //! each of them as a failure, which proves it can fail.
 
-use kbc_runner::emulator::{Emulator, EmulatorConfig};
+use kbc_emulator::{Emulator, EmulatorConfig};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::collections::BTreeMap;
 use std::fs;

@@ -3,7 +3,7 @@
 //! left in Storage (no rows deleted for a load whose data never arrived), and a stuck job ends within
 //! `job_timeout_seconds` with a message saying so.
 
-use kbc_runner::emulator::{Emulator, EmulatorConfig, FaultRule};
+use kbc_emulator::{Emulator, EmulatorConfig, FaultRule};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use common::{fake_stack, gunzip, put_sliced_export, serve};
-use kbc_runner::storage::{
+use kbc_storage::{
     Client, ClientConfig, DownloadMode, Endpoints, Error, ExportOptions, ImportOptions,
     RetryPolicy, UploadOptions,
 };

@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use kbc_runner::storage::{
+use kbc_storage::{
     Client, ClientConfig, DownloadMode, Endpoints, ExportOptions, RetryPolicy, UploadOptions,
 };
 use std::process::{Child, Command, Stdio};

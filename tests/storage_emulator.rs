@@ -3,8 +3,8 @@
 //! paths (a 500 after the import was applied, maintenance with Retry-After, a cut slice download, failed and
 //! hanging jobs).
 
-use kbc_runner::emulator::{Emulator, EmulatorConfig, FaultRule};
-use kbc_runner::storage::{
+use kbc_emulator::{Emulator, EmulatorConfig, FaultRule};
+use kbc_storage::{
     Client, ClientConfig, CreateTableOptions, DeleteRowsOptions, DownloadMode, Endpoints, Error,
     ExportOptions, ImportOptions, RetryPolicy, UploadOptions, WhereFilter,
 };
@@ -88,11 +88,7 @@ fn hard_csv(n: usize) -> String {
     csv
 }
 
-async fn export_merged(
-    client: &Client,
-    table_id: &str,
-    dest: &Path,
-) -> kbc_runner::storage::ExportOutcome {
+async fn export_merged(client: &Client, table_id: &str, dest: &Path) -> kbc_storage::ExportOutcome {
     client
         .export_table(
             table_id,
@@ -791,7 +787,7 @@ async fn write_rows(client: &Client, table_id: &str, csv_text: &str) -> String {
             t.id
         }
         None => {
-            let (bucket, name) = kbc_runner::storage::split_table_id(table_id).unwrap();
+            let (bucket, name) = kbc_storage::split_table_id(table_id).unwrap();
             client.ensure_bucket(bucket).await.unwrap();
             client
                 .create_table(bucket, name, file_id, &CreateTableOptions::default())
@@ -861,7 +857,7 @@ async fn a_branch_without_branch_storage_writes_prefixed_buckets_and_reads_them_
     let dev = branch_client(&s.emu, &id);
     assert_eq!(
         dev.branch_mode().await.unwrap(),
-        &kbc_runner::storage::BranchMode::Prefixed { id: id.clone() }
+        &kbc_storage::BranchMode::Prefixed { id: id.clone() }
     );
     // Only production has the table: the branch reads it.
     assert_eq!(
@@ -892,7 +888,7 @@ async fn a_branch_without_branch_storage_writes_prefixed_buckets_and_reads_them_
     let main = branch_client(&s.emu, "1");
     assert_eq!(
         main.branch_mode().await.unwrap(),
-        &kbc_runner::storage::BranchMode::Production
+        &kbc_storage::BranchMode::Production
     );
     assert_eq!(
         write_rows(&main, "out.c-res.t", "v\ny\n").await,
@@ -906,7 +902,7 @@ async fn a_branch_without_branch_storage_writes_prefixed_buckets_and_reads_them_
 async fn a_branch_with_branch_storage_falls_back_to_the_default_branch_for_reads() {
     let s = stack().await;
     s.emu
-        .set_project(kbc_runner::emulator::Project {
+        .set_project(kbc_emulator::Project {
             branch_storage: true,
             ..Default::default()
         })
@@ -919,7 +915,7 @@ async fn a_branch_with_branch_storage_falls_back_to_the_default_branch_for_reads
     let dev = branch_client(&s.emu, &id);
     assert_eq!(
         dev.branch_mode().await.unwrap(),
-        &kbc_runner::storage::BranchMode::BranchStorage { id: id.clone() }
+        &kbc_storage::BranchMode::BranchStorage { id: id.clone() }
     );
     assert_eq!(
         read_rows(&dev, "in.c-main.src").await.1,
@@ -951,7 +947,7 @@ async fn a_branch_with_branch_storage_falls_back_to_the_default_branch_for_reads
 async fn buckets_keep_their_names_on_stacks_without_the_legacy_prefix() {
     let s = stack().await;
     s.emu
-        .set_project(kbc_runner::emulator::Project {
+        .set_project(kbc_emulator::Project {
             features: vec!["disable-legacy-bucket-prefix".into()],
             ..Default::default()
         })

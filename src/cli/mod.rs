@@ -1,7 +1,13 @@
-//! Command-line interface: `run` (the default, what the Docker image executes), `emulator` (a local Storage
-//! API) and `tables` (Storage tables for humans). Parsing lives here; each command calls into one module.
+//! Command-line interface and the owner of the process: `run` (the default, what the Docker image
+//! executes), `emulator` (a local Storage API) and `tables` (Storage tables for humans). Parsing lives here;
+//! each command is one module that builds its runtime and shutdown through [`process`], sets up logging,
+//! and hands plain values to the library parts (`pipeline`, `kbc_storage`, `kbc_emulator`).
 
-pub mod tables;
+mod emulator;
+mod local_stack;
+mod process;
+mod run;
+pub(crate) mod tables;
 
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
@@ -74,14 +80,14 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The local stack's TLS files, when given.
-    pub fn tls(&self) -> Option<crate::emulator::TlsFiles> {
+    pub fn tls(&self) -> Option<kbc_emulator::TlsFiles> {
         tls_files(&self.tls_cert, &self.tls_key)
     }
 }
 
-fn tls_files(cert: &Option<PathBuf>, key: &Option<PathBuf>) -> Option<crate::emulator::TlsFiles> {
+fn tls_files(cert: &Option<PathBuf>, key: &Option<PathBuf>) -> Option<kbc_emulator::TlsFiles> {
     match (cert, key) {
-        (Some(cert), Some(key)) => Some(crate::emulator::TlsFiles {
+        (Some(cert), Some(key)) => Some(kbc_emulator::TlsFiles {
             cert: cert.clone(),
             key: key.clone(),
         }),
@@ -120,7 +126,7 @@ pub struct EmulatorArgs {
 
 impl EmulatorArgs {
     /// The TLS files, when given.
-    pub fn tls(&self) -> Option<crate::emulator::TlsFiles> {
+    pub fn tls(&self) -> Option<kbc_emulator::TlsFiles> {
         tls_files(&self.tls_cert, &self.tls_key)
     }
 }
@@ -128,45 +134,10 @@ impl EmulatorArgs {
 /// Runs the parsed command. Errors are classified by the caller (`main`).
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        None => crate::pipeline::run_command(cli.run),
-        Some(Command::Run(args)) => crate::pipeline::run_command(args),
-        Some(Command::Emulator(args)) => crate::emulator::run_command(args),
+        None => run::run(cli.run),
+        Some(Command::Run(args)) => run::run(args),
+        Some(Command::Emulator(args)) => emulator::run(args),
         Some(Command::Tables(args)) => tables::run_command(args),
-    }
-}
-
-/// The run was stopped by SIGTERM or SIGINT (the platform stops containers with SIGTERM).
-#[derive(Debug, thiserror::Error)]
-#[error("stopped by {0} before finishing; nothing was published for the unfinished work")]
-pub struct Terminated(&'static str);
-
-/// Runs `work` on `runtime` until it finishes or the process gets SIGTERM/SIGINT; see [`until_terminated`].
-pub fn block_on_until_terminated<T>(
-    runtime: &tokio::runtime::Runtime,
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    runtime.block_on(until_terminated(work))
-}
-
-/// Awaits `work` unless SIGTERM/SIGINT comes first. On a signal the work future is dropped, so its
-/// temporary files (dropped guards) are removed and no success manifest or renamed output appears; the
-/// result is [`Terminated`], which exits 2 like any application error. Blocking work on other threads
-/// (a DuckDB query) is not waited for: the process exits right after.
-pub async fn until_terminated<T>(
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    use tokio::signal::unix::{SignalKind, signal};
-    // Registering can only fail when the runtime has no signal driver; then just run the work.
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return work.await;
-    };
-    tokio::select! {
-        result = work => result,
-        _ = term.recv() => Err(Terminated("SIGTERM").into()),
-        _ = int.recv() => Err(Terminated("SIGINT").into()),
     }
 }
 

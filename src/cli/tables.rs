@@ -6,12 +6,12 @@
 
 use crate::error::UserError;
 use crate::pipeline::report::human_bytes;
-use crate::storage::{
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use kbc_storage::{
     Client, ClientConfig, CreateTableOptions, DownloadMode, ExportOptions, ImportOptions, Table,
     TransferProgress, UploadOptions, split_table_id,
 };
-use anyhow::Context;
-use clap::{Args, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,12 +173,9 @@ pub fn run_command(args: TablesArgs) -> anyhow::Result<()> {
     config.job_timeout = Duration::from_secs(args.connection.job_timeout.max(1));
     config.max_connections = usize::from(args.connection.connections);
     let client = Client::new(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    super::block_on_until_terminated(&runtime, run(client, args.command))
+    super::process::run(super::process::Workload::Job, |shutdown| async move {
+        shutdown.unless_requested(run(client, args.command)).await
+    })
 }
 
 async fn run(client: Client, command: TablesCommand) -> anyhow::Result<()> {
@@ -264,7 +261,7 @@ fn render_detail(t: &Table) -> String {
 }
 
 /// Parses `COL=V1,V2` (eq) or `COL!=V1,V2` (ne).
-pub fn parse_where(filter: &str) -> Result<crate::storage::WhereFilter, UserError> {
+pub fn parse_where(filter: &str) -> Result<kbc_storage::WhereFilter, UserError> {
     let (column, operator, values) = if let Some((c, v)) = filter.split_once("!=") {
         (c, "ne", v)
     } else if let Some((c, v)) = filter.split_once('=') {
@@ -280,7 +277,7 @@ pub fn parse_where(filter: &str) -> Result<crate::storage::WhereFilter, UserErro
             "--where {filter:?}: the column name is empty"
         )));
     }
-    Ok(crate::storage::WhereFilter {
+    Ok(kbc_storage::WhereFilter {
         column: column.to_owned(),
         operator: operator.to_owned(),
         values: values.split(',').map(str::to_owned).collect(),
@@ -384,7 +381,7 @@ async fn export_gzipped(
     table_id: &str,
     options: &ExportOptions,
     dest: &Path,
-) -> anyhow::Result<crate::storage::ExportOutcome> {
+) -> anyhow::Result<kbc_storage::ExportOutcome> {
     let parent = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

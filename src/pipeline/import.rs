@@ -8,11 +8,11 @@
 use super::plan::{DeleteRule, OutputPlan, split_table_id};
 use super::report::{Step, TableReport, join};
 use crate::error::UserError;
-use crate::storage::{
-    Client, CreateTableOptions, DeleteRowsOptions, ImportOptions, Table, UploadOptions, WhereFilter,
-};
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
+use kbc_storage::{
+    Client, CreateTableOptions, DeleteRowsOptions, ImportOptions, Table, UploadOptions, WhereFilter,
+};
 use std::path::Path;
 use std::time::Instant;
 

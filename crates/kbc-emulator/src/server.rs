@@ -337,7 +337,7 @@ pub fn expire_credentials(app: &App) -> usize {
     n
 }
 
-/// The control API (see `src/emulator/README.md`).
+/// The control API (see the crate README).
 async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error::ApiError> {
     use super::error::ApiError;
     authenticate(app, req.headers())?;

@@ -13,14 +13,14 @@
 //! (or `{}` for a fresh stack), and after a successful run it keeps `out/state.json`. That is what makes
 //! `changed_since: adaptive` work when the example runs twice.
 
-use crate::emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
 use crate::interface::DataDir;
-use crate::storage::{Client, ClientConfig, ImportOptions, UploadOptions};
 use anyhow::Context as _;
+use kbc_emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
+use kbc_storage::{Client, ClientConfig, ImportOptions, UploadOptions};
 use std::path::{Path, PathBuf};
 
 /// The running local stack.
-pub struct LocalStack {
+pub(crate) struct LocalStack {
     emulator: Emulator,
     token: String,
     dir: PathBuf,
@@ -30,7 +30,7 @@ impl LocalStack {
     /// Starts the emulator on a free loopback port with its store in `dir/storage`, seeding it on first use
     /// from `data_root/local-stack`; it serves HTTPS when `tls` is given (`--tls-cert`/`--tls-key`), and the
     /// run's client then needs the certificate's CA among its roots (`SSL_CERT_FILE`).
-    pub async fn start(
+    pub(crate) async fn start(
         dir: &Path,
         data_root: &Path,
         tls: Option<TlsFiles>,
@@ -48,7 +48,7 @@ impl LocalStack {
             },
             EmulatorOptions {
                 tls,
-                public_url: None,
+                ..EmulatorOptions::default()
             },
         )
         .await
@@ -149,23 +149,23 @@ impl LocalStack {
         Ok(())
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.emulator.url()
     }
 
-    pub fn token(&self) -> &str {
+    pub(crate) fn token(&self) -> &str {
         &self.token
     }
 
     /// Keeps `out/state.json` for the next run, as the platform does after a successful job.
-    pub async fn keep_state(&self, data: &DataDir) -> anyhow::Result<()> {
+    pub(crate) async fn keep_state(&self, data: &DataDir) -> anyhow::Result<()> {
         let bytes = std::fs::read(data.out_state())
             .with_context(|| format!("reading {}", data.out_state().display()))?;
         crate::interface::write_atomic(&self.dir.join("state.json"), &bytes)?;
         Ok(())
     }
 
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.emulator.shutdown().await;
     }
 }

@@ -67,7 +67,7 @@ pub(super) fn file_json(app: &App, f: &FileMeta, federation: bool, upload: bool)
         "region": REGION,
         // A plain file's size is what was uploaded (clients may send no or a wrong sizeBytes to prepare).
         "sizeBytes": if f.is_sliced { f.size_bytes } else {
-            meta.objects.get(&crate::emulator::store::object_id(FILES_BUCKET, &f.key)).map_or(f.size_bytes, |o| o.size)
+            meta.objects.get(&crate::store::object_id(FILES_BUCKET, &f.key)).map_or(f.size_bytes, |o| o.size)
         },
         "tags": f.tags,
         "maxAgeDays": if f.is_permanent { Value::Null } else { json!(15) },

@@ -616,7 +616,7 @@ fn export_body(options: &ExportOptions) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::WhereFilter;
+    use crate::WhereFilter;
 
     #[test]
     fn export_body_uses_the_documented_shapes() {

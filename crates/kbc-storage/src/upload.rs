@@ -323,7 +323,7 @@ pub(crate) async fn put_sliced(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::download::{open_object, read_manifest, stream_to_file};
+    use crate::download::{open_object, read_manifest, stream_to_file};
     use object_store::ObjectStore;
     use object_store::memory::InMemory;
 

@@ -14,7 +14,7 @@
 //! Files are shared by all branches here (file ids are global), which is all a table transfer needs.
 
 use super::*;
-use crate::emulator::store::DevBranch;
+use crate::store::DevBranch;
 
 /// The marker of a branch's ids: `in.c-main` in branch 5 is `in.c-main@branch5` inside the store.
 pub(super) const MARK: &str = "@branch";

@@ -278,11 +278,7 @@ pub(super) fn run_export(
     }
     let manifest = serde_json::to_vec(&json!({"entries": entries})).unwrap_or_default();
     let manifest_blob = app.store.new_blob();
-    crate::emulator::store::write_atomic(
-        &app.store,
-        &app.store.blob_path(&manifest_blob),
-        &manifest,
-    )?;
+    crate::store::write_atomic(&app.store, &app.store.blob_path(&manifest_blob), &manifest)?;
     app.store.put_object(
         FILES_BUCKET,
         &format!("{key}manifest"),

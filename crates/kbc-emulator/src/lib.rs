@@ -9,7 +9,7 @@
 //! `--tls-cert`/`--tls-key` serve HTTPS ([`EmulatorOptions::tls`]); `--public-url` sets the base of every
 //! absolute URL the emulator returns, for use behind a proxy ([`EmulatorOptions::public_url`]).
 //!
-//! ## Control API (token-protected like the Storage API; see also `src/emulator/README.md`)
+//! ## Control API (token-protected like the Storage API; see also `README.md` of this crate)
 //! - `GET /_emulator/health` → `{"status":"ok"}`
 //! - `POST /_emulator/tables/{table_id}?primaryKey=a,b` with a CSV body (header row) → seeds the table
 //!   (creates bucket and table when missing, full load), like [`Emulator::seed_table`].
@@ -67,6 +67,8 @@ pub struct EmulatorOptions {
     /// The base of every absolute URL in answers (resource `uri`s, file URLs, the index's services), e.g.
     /// `https://storage.example.com` behind a proxy or TLS front. Default: the listening address.
     pub public_url: Option<String>,
+    /// Log each request (method, path, status) at info level, as `kbc-runner emulator` does.
+    pub log_requests: bool,
 }
 
 /// A running emulator (its server is a task on the runtime that started it).
@@ -81,7 +83,7 @@ pub struct Emulator {
 impl Emulator {
     /// Binds (port 0 allowed), loads the store, serves in a background tokio task of the current runtime.
     pub async fn start(config: EmulatorConfig) -> anyhow::Result<Emulator> {
-        Self::start_with(config, EmulatorOptions::default(), false).await
+        Self::start_with_options(config, EmulatorOptions::default()).await
     }
 
     /// Like [`Emulator::start`], with TLS and/or a public URL.
@@ -89,14 +91,7 @@ impl Emulator {
         config: EmulatorConfig,
         options: EmulatorOptions,
     ) -> anyhow::Result<Emulator> {
-        Self::start_with(config, options, false).await
-    }
-
-    async fn start_with(
-        config: EmulatorConfig,
-        options: EmulatorOptions,
-        log_requests: bool,
-    ) -> anyhow::Result<Emulator> {
+        let log_requests = options.log_requests;
         if config.tokens.iter().all(|t| t.trim().is_empty()) {
             anyhow::bail!("the emulator needs at least one non-empty token");
         }
@@ -307,42 +302,6 @@ impl Emulator {
     }
 }
 
-/// `kbc-runner emulator`: serves until SIGINT/SIGTERM.
-pub fn run_command(args: crate::cli::EmulatorArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let options = EmulatorOptions {
-            tls: args.tls(),
-            public_url: args.public_url.clone(),
-        };
-        let config = EmulatorConfig {
-            listen: args.listen,
-            store: args.store,
-            tokens: args.tokens,
-        };
-        // A taken port, an unusable store folder or a bad certificate is the user's to fix (exit 1), with
-        // the cause spelled out.
-        let emulator = Emulator::start_with(config, options, true)
-            .await
-            .map_err(|e| {
-                crate::error::UserError::new(format!("cannot start the emulator: {e:#}"))
-            })?;
-        {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on {}", emulator.local_url())
-                .context("cannot write to stdout")?;
-            out.flush().context("cannot write to stdout")?;
-        }
-        wait_for_signal().await;
-        emulator.shutdown().await;
-        Ok(())
-    })
-}
-
 /// `--public-url`: an absolute http(s) URL without query or fragment; kept without its trailing slash.
 fn parse_public_url(text: &str) -> anyhow::Result<String> {
     let url = url::Url::parse(text.trim())
@@ -354,26 +313,4 @@ fn parse_public_url(text: &str) -> anyhow::Result<String> {
         anyhow::bail!("the public URL {text:?} must not have a query or fragment");
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
