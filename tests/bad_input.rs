@@ -6,53 +6,30 @@
 //! platform placed in `in/tables` for the transform. Every case also asserts: no panic, no secret in the
 //! output, and a Storage table untouched by a rejected load.
 
-use kbc_emulator::{Emulator, EmulatorConfig};
+mod common;
+
+use common::binary::{Ran, kbc_runner};
+use common::rows::{self, Rows};
+use common::stack::{runtime, start_emulator};
+use kbc_emulator::Emulator;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const TOKEN: &str = "kbc-bad-input-token-93c1f0";
 const DST: &str = "out.c-bad.dst";
 const DST_SEED_CSV: &str = "id,name,note\n1,ann,first\n2,ben,second\n";
 
 fn start(rt: &tokio::runtime::Runtime, store: &Path) -> Emulator {
-    let emu = rt
-        .block_on(Emulator::start(EmulatorConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store: store.to_owned(),
-            tokens: vec![TOKEN.into()],
-        }))
-        .unwrap();
+    let emu = rt.block_on(start_emulator(store, TOKEN)).unwrap();
     rt.block_on(emu.seed_table(DST, DST_SEED_CSV.as_bytes(), &["id".to_owned()]))
         .unwrap();
     emu
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(mut command: Command) -> Ran {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary starts");
-    let ran = Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert_ne!(ran.code, Some(101), "panicked: {}", ran.stderr);
+/// A run of the binary: never a panic, never the token in its output.
+fn run(command: Command) -> Ran {
+    let ran = common::binary::run(command);
     assert!(!ran.stderr.contains("panic"), "panicked: {}", ran.stderr);
     assert!(
         !ran.stdout.contains(TOKEN) && !ran.stderr.contains(TOKEN),
@@ -74,10 +51,8 @@ fn each<T>(cases: impl IntoIterator<Item = T>, name: impl Fn(&T) -> String, body
 }
 
 fn binary(tmp: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kbc-runner"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("TMPDIR", tmp);
+    let mut c = kbc_runner();
+    c.env("TMPDIR", tmp);
     c
 }
 
@@ -253,16 +228,8 @@ fn bad_csv_files_for_tables_import() {
     );
 }
 
-fn table_rows(csv_text: &str) -> Vec<Vec<String>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(csv_text.as_bytes());
-    let mut rows: Vec<Vec<String>> = reader
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
-        .collect();
-    rows.sort();
-    rows
+fn table_rows(csv_text: &str) -> Rows {
+    rows::table(csv_text.as_bytes()).1
 }
 
 // ---------------------------------------------------------------------------------------------------------

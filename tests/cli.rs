@@ -1,6 +1,9 @@
 //! Tests of the binary as the platform and the Docker image run it: exit codes of the command line itself,
 //! GELF logging over TCP, and a run as an unprivileged user without `HOME`.
 
+mod common;
+
+use common::binary::{kbc_runner, open_up};
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -22,10 +25,8 @@ fn data_dir(config: &str) -> tempfile::TempDir {
 }
 
 fn run(data: &Path, extra_env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("KBC_DATADIR", format!("{}/", data.display()));
+    let mut cmd = kbc_runner();
+    cmd.env("KBC_DATADIR", format!("{}/", data.display()));
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -187,7 +188,7 @@ fn runs_as_unprivileged_user_without_home() {
     std::fs::create_dir_all(data.join("in")).unwrap();
     std::fs::write(data.join("config.json"), r#"{"parameters": {}}"#).unwrap();
     std::fs::write(data.join("in/state.json"), r#"{"cursor": 7}"#).unwrap();
-    chmod_tree(work.path());
+    open_up(work.path());
     let out = Command::new(setpriv)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
@@ -213,15 +214,4 @@ fn runs_as_unprivileged_user_without_home() {
             .uid(),
         65534
     );
-}
-
-fn chmod_tree(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = if path.is_dir() { 0o777 } else { 0o755 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            chmod_tree(&entry.unwrap().path());
-        }
-    }
 }

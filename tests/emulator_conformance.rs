@@ -2,6 +2,8 @@
 //! 0 (tests/conformance/kbcstorage_conformance.py), over HTTP and over HTTPS. Without `kbcstorage`
 //! installed the test fails when `CI` is set and is skipped loudly otherwise.
 
+mod common;
+
 use kbc_emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
 use std::process::Command;
 
@@ -61,13 +63,9 @@ async fn official_python_client_works_unmodified() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: dir.path().to_owned(),
-        tokens: vec!["conformance-token".into()],
-    })
-    .await
-    .unwrap();
+    let emu = common::stack::start_emulator(dir.path(), "conformance-token")
+        .await
+        .unwrap();
     conformance(emu, Vec::new()).await;
 }
 
@@ -75,35 +73,11 @@ async fn official_python_client_works_unmodified() {
 /// `AWS_CA_BUNDLE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_client_works_over_tls() {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
     if !kbcstorage_installed() {
         return;
     }
     let certs = tempfile::tempdir().unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "kbcstorage conformance CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    // Python 3.13's strict X.509 checks want the authority key identifier.
-    leaf.use_authority_key_identifier_extension = true;
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    let (ca_path, cert_path, key_path) = (
-        certs.path().join("ca.pem"),
-        certs.path().join("cert.pem"),
-        certs.path().join("key.pem"),
-    );
-    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (ca_path, cert_path, key_path) = common::tls::test_ca(certs.path());
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start_with_options(
         EmulatorConfig {

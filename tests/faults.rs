@@ -17,8 +17,11 @@
 //! (`cargo test --test faults -- --nocapture`; `FAULTS_ONLY=import/` runs the cases whose name contains
 //! it). The SIGTERM tests and the unprivileged whole job are separate tests below.
 
+mod common;
+
+use common::binary::open_up;
 use kbc_emulator::faults::JobFailure;
-use kbc_emulator::{Emulator, EmulatorConfig, FaultRule};
+use kbc_emulator::{Emulator, FaultRule};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -56,25 +59,11 @@ const LOAD_CSV: &str = "id,name,note\n\
 type Row = Vec<String>;
 
 fn rows(csv_text: &str) -> Vec<Row> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(csv_text.as_bytes());
-    reader
-        .records()
-        .map(|r| r.expect("valid CSV").iter().map(str::to_owned).collect())
-        .collect()
+    common::rows::table(csv_text.as_bytes()).1
 }
 
 fn header(csv_text: &str) -> Row {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(csv_text.as_bytes());
-    reader
-        .headers()
-        .expect("a header")
-        .iter()
-        .map(str::to_owned)
-        .collect()
+    common::rows::table(csv_text.as_bytes()).0
 }
 
 /// Rows missing from `actual` and rows present more often than expected (doubled or spurious).
@@ -613,21 +602,14 @@ struct Stack {
 
 impl Stack {
     fn new() -> Stack {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        Stack { rt }
+        Stack {
+            rt: common::stack::runtime(),
+        }
     }
 
     fn emulator(&self, store: &Path) -> Emulator {
         self.rt
-            .block_on(Emulator::start(EmulatorConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                store: store.to_owned(),
-                tokens: vec![TOKEN.into()],
-            }))
+            .block_on(common::stack::start_emulator(store, TOKEN))
             .expect("the emulator starts")
     }
 
@@ -1567,7 +1549,7 @@ fn whole_job_as_unprivileged_user() {
     fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
     let data = work.path().join("data");
-    chmod_tree(&data);
+    open_up(&data);
     let out = Command::new(setpriv)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
@@ -1601,15 +1583,4 @@ fn whole_job_as_unprivileged_user() {
         .collect();
     siblings.sort();
     assert_eq!(siblings, ["data", "files", "kbc-runner", "tmp"]);
-}
-
-fn chmod_tree(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = if path.is_dir() { 0o777 } else { 0o666 };
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-    if path.is_dir() {
-        for entry in fs::read_dir(path).unwrap() {
-            chmod_tree(&entry.unwrap().path());
-        }
-    }
 }

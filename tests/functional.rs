@@ -6,7 +6,10 @@
 //! Cases in `tests/functional/_must-fail/` carry a deliberately wrong expectation; the harness must report
 //! each of them as a failure, which proves it can fail.
 
-use kbc_emulator::{Emulator, EmulatorConfig};
+mod common;
+
+use common::rows::try_table;
+use common::stack::Stack;
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::collections::BTreeMap;
 use std::fs;
@@ -78,37 +81,6 @@ fn steps(case: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// A Storage API emulator living as long as the case, on its own runtime.
-struct Stack {
-    runtime: tokio::runtime::Runtime,
-    emulator: Emulator,
-    _store: tempfile::TempDir,
-}
-
-impl Stack {
-    fn start() -> Result<Stack, Failed> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("starting a runtime: {e}"))?;
-        let store = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let config = EmulatorConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store: store.path().to_owned(),
-            tokens: vec![TOKEN.to_owned()],
-        };
-        let emulator = runtime
-            .block_on(Emulator::start(config))
-            .map_err(|e| format!("starting the emulator: {e:#}"))?;
-        Ok(Stack {
-            runtime,
-            emulator,
-            _store: store,
-        })
-    }
-}
-
 /// Runs a case; `normalise`: with each step's config.json normalised as the platform writes it.
 fn run_case(case: &Path, normalise: bool) -> Result<(), Failed> {
     let steps = steps(case);
@@ -116,7 +88,7 @@ fn run_case(case: &Path, normalise: bool) -> Result<(), Failed> {
         .iter()
         .any(|s| s.join("source/storage").is_dir() || s.join("expected/storage").is_dir());
     let stack = if needs_storage {
-        Some(Stack::start()?)
+        Some(Stack::try_start(TOKEN)?)
     } else {
         None
     };
@@ -179,13 +151,10 @@ fn run_step(
         }
     }
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kbc-runner"));
+    let mut command = common::binary::kbc_runner();
     command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("KBC_DATADIR", format!("{}/", data.display()))
         .env("TMPDIR", work.path())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(stack) = stack {
@@ -477,8 +446,8 @@ fn compare_file(name: &str, expected: &[u8], actual: &[u8]) -> Result<(), String
         return Ok(());
     }
     if name.ends_with(".csv") {
-        let (e_head, e_rows) = csv_rows(expected)?;
-        let (a_head, a_rows) = csv_rows(actual)?;
+        let (e_head, e_rows) = try_table(expected)?;
+        let (a_head, a_rows) = try_table(actual)?;
         if e_head != a_head {
             return Err(format!("header {a_head:?}, expected {e_head:?}"));
         }
@@ -495,26 +464,6 @@ fn compare_file(name: &str, expected: &[u8], actual: &[u8]) -> Result<(), String
         return Err(format!("text differs\nexpected:\n{e}\nactual:\n{a}"));
     }
     Ok(())
-}
-
-type Rows = Vec<Vec<String>>;
-
-fn csv_rows(bytes: &[u8]) -> Result<(Vec<String>, Rows), String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(bytes);
-    let mut records = reader
-        .records()
-        .map(|r| r.map(|r| r.iter().map(str::to_owned).collect::<Vec<_>>()))
-        .collect::<Result<Rows, _>>()
-        .map_err(|e| format!("not CSV: {e}"))?;
-    if records.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let header = records.remove(0);
-    records.sort();
-    Ok((header, records))
 }
 
 fn compare_storage(stack: &Stack, expected: &Path) -> Result<(), String> {

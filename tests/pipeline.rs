@@ -3,8 +3,10 @@
 //! row and creates the output table; the second exports only the rows the "source system" changed in
 //! between (adaptive) and upserts them.
 
+mod common;
+
+use common::binary::Ran;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -30,26 +32,18 @@ fn example_copy(root: &Path) -> PathBuf {
 }
 
 fn run(data: &Path, stack: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
+    let mut command = common::binary::kbc_runner();
+    command
         .args(["run", "--data-dir"])
         .arg(data)
         .arg("--local-stack")
-        .arg(stack)
-        .env_remove("KBC_TOKEN")
-        .env_remove("KBC_URL")
-        .env_remove("KBC_RUNID")
-        .env_remove("KBC_DATADIR")
-        .env_remove("KEBOOLA_TOKEN")
-        .env_remove("KEBOOLA_STACK_URL")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status.code()
-    );
+        .arg(stack);
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = common::binary::run(command);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
         stderr.trim().is_empty(),
         "stderr must stay empty on success:\n{stderr}"
@@ -59,12 +53,7 @@ fn run(data: &Path, stack: &Path) -> String {
 
 /// The CSV rows of a file, header first, data rows sorted.
 fn rows(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let header = lines.remove(0);
-    lines.sort();
-    lines.insert(0, header);
-    lines
+    common::rows::sorted_lines(&std::fs::read_to_string(path).unwrap())
 }
 
 #[test]

@@ -3,7 +3,11 @@
 //! paths (a 500 after the import was applied, maintenance with Retry-After, a cut slice download, failed and
 //! hanging jobs).
 
-use kbc_emulator::{Emulator, EmulatorConfig, FaultRule};
+mod common;
+
+use common::rows::table as rows;
+use common::stack::{fault, start_emulator};
+use kbc_emulator::Emulator;
 use kbc_storage::{
     Client, ClientConfig, CreateTableOptions, DeleteRowsOptions, DownloadMode, Endpoints, Error,
     ExportOptions, ImportOptions, RetryPolicy, UploadOptions, WhereFilter,
@@ -21,13 +25,7 @@ struct Stack {
 
 async fn stack() -> Stack {
     let store = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: store.path().to_owned(),
-        tokens: vec![TOKEN.into()],
-    })
-    .await
-    .unwrap();
+    let emu = start_emulator(store.path(), TOKEN).await.unwrap();
     let client = client_for(&emu, Duration::from_secs(60));
     Stack {
         emu,
@@ -49,27 +47,6 @@ fn client_for(emu: &Emulator, job_timeout: Duration) -> Client {
         ..RetryPolicy::default()
     };
     Client::new(config).unwrap()
-}
-
-fn fault(rule: serde_json::Value) -> FaultRule {
-    serde_json::from_value(rule).unwrap()
-}
-
-/// The data rows of a CSV with a header, as a sorted list of records (a row set).
-fn rows(csv_text: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut reader = csv::Reader::from_reader(csv_text);
-    let header = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    let mut rows: Vec<Vec<String>> = reader
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
-        .collect();
-    rows.sort();
-    (header, rows)
 }
 
 /// Hard content: quotes, embedded newlines and commas, unicode, empty values.

@@ -13,17 +13,8 @@ use std::process::{Command, Output};
 const TOKEN: &str = "cli-test-token-9876543210";
 
 async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kbc-runner"));
+    let mut cmd = common::binary::kbc_runner();
     cmd.arg("tables").args(args);
-    for var in [
-        "KBC_URL",
-        "KBC_TOKEN",
-        "KEBOOLA_STACK_URL",
-        "KEBOOLA_TOKEN",
-        "KBC_BRANCHID",
-    ] {
-        cmd.env_remove(var);
-    }
     for (k, v) in env {
         cmd.env(k, v);
     }
