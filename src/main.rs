@@ -39,6 +39,9 @@ fn main() {
     let _ = std::io::stdout().flush();
     let code = match outcome {
         Ok(()) => 0,
+        // `kbc-runner tables list | head`: the reader has what it wanted; stopping is success, as for
+        // any Unix tool.
+        Err(err) if is_broken_pipe(&err) => 0,
         Err(err) => {
             let class = classify(&err);
             let text = render(&err);
@@ -53,4 +56,13 @@ fn main() {
     };
     kbc_runner::logging::flush();
     std::process::exit(code);
+}
+
+/// Whether the failure is stdout's reader having gone away (Rust ignores SIGPIPE, so a write fails).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

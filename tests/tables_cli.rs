@@ -104,6 +104,34 @@ async fn preview_and_list_print_data_on_stdout() {
     assert_eq!(tables[0]["rowsCount"], 2);
 }
 
+/// `kbc-runner tables list | head -1`: the reader leaving early ends the command with success, quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_is_not_a_failure() {
+    let base = stack().await;
+    for args in [
+        &["list", "in.c-main"][..],
+        &["preview", "in.c-main.t", "--limit", "2"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // every write to stdout now fails with EPIPE
+        let mut cmd = common::binary::kbc_runner();
+        cmd.arg("tables")
+            .args(args)
+            .env("KBC_URL", &base)
+            .env("KBC_TOKEN", TOKEN)
+            .stdout(writer);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("error"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_token_and_missing_table_are_plain_user_errors() {
     let base = stack().await;
