@@ -130,10 +130,11 @@ fn dependencies(manifest: &Path) -> BTreeSet<String> {
         let line = line.trim();
         if line.starts_with('[') {
             in_deps = line.ends_with("dependencies]");
-        } else if in_deps && !line.starts_with('#') {
-            if let Some((name, _)) = line.split_once('=') {
-                names.insert(name.trim().to_owned());
-            }
+        } else if in_deps
+            && !line.starts_with('#')
+            && let Some((name, _)) = line.split_once('=')
+        {
+            names.insert(name.trim().to_owned());
         }
     }
     names
