@@ -66,6 +66,19 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer of a request that ran a job's work itself (the deprecated sync endpoints): the job's
+    /// error as a 400 (500 for the emulator's own failures), with its `results`.
+    pub fn from_job(e: JobError) -> Self {
+        let mut a = ApiError::bad_request(&e.code, e.message);
+        if e.code == "applicationError" {
+            a.status = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        a.extra = e.results.map(|r| Box::new(json!({"results": r})));
+        a
+    }
+}
+
 /// Splits `in.c-main.t` into (`in.c-main`, `t`); an id without two dots yields an empty bucket.
 pub fn split_table_id(table_id: &str) -> (&str, &str) {
     match table_id.rfind('.') {
@@ -140,6 +153,18 @@ impl From<ApiError> for JobError {
             message: e.message,
             results: None,
         }
+    }
+}
+
+impl From<crate::store::PersistError> for ApiError {
+    fn from(e: crate::store::PersistError) -> Self {
+        ApiError::internal(format!("cannot persist the emulator store: {e}"))
+    }
+}
+
+impl From<crate::store::PersistError> for JobError {
+    fn from(e: crate::store::PersistError) -> Self {
+        e.0.into()
     }
 }
 

@@ -30,6 +30,7 @@
 //!   `<key>manifest`, and cached per table generation and parameters (`cacheHit: true`).
 
 mod api;
+mod app;
 mod body;
 mod error;
 pub mod faults;
@@ -46,7 +47,7 @@ pub use store::Project;
 pub use tls::TlsFiles;
 
 use anyhow::Context;
-use server::App;
+use app::App;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -262,21 +263,24 @@ impl Emulator {
 
     /// The project's settings: stack and project features, branch storage (kept in the store).
     pub fn project(&self) -> Project {
-        self.app.store.lock().project.clone()
+        self.app.store.read().project.clone()
     }
 
     /// Sets the project's settings (see [`Project`]) and saves them in the store.
     pub fn set_project(&self, project: Project) -> anyhow::Result<()> {
-        self.app.store.lock().project = project;
         self.app
             .store
-            .persist()
+            .update(|meta| meta.project = project)
             .context("saving the emulator store")
     }
 
     /// Expires every S3 access key issued so far (a client must fetch fresh credentials from Storage).
+    /// Returns how many keys were live, or 0 when the change could not be saved (logged as an error).
     pub fn expire_credentials(&self) -> usize {
-        server::expire_credentials(&self.app)
+        self.app.expire_credentials().unwrap_or_else(|e| {
+            tracing::error!("emulator: cannot save the expired S3 keys: {e}");
+            0
+        })
     }
 
     /// Removes every fault rule.

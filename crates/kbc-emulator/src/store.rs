@@ -144,7 +144,7 @@ pub struct Meta {
     pub buckets: BTreeMap<String, Bucket>,
     pub tables: BTreeMap<String, TableMeta>,
     pub files: BTreeMap<u64, FileMeta>,
-    pub jobs: BTreeMap<u64, serde_json::Value>,
+    pub jobs: BTreeMap<u64, JobRecord>,
     pub access_keys: BTreeMap<String, AccessKey>,
     /// `bucket/key` → object.
     pub objects: BTreeMap<String, ObjectMeta>,
@@ -156,6 +156,91 @@ pub struct Meta {
     /// Development branches by id (the default branch is implicit).
     #[serde(default)]
     pub dev_branches: BTreeMap<u64, DevBranch>,
+}
+
+/// A Storage job as the store keeps it and `jobs/{id}` shows it: the fields are in the wire's order, and
+/// `meta.json` holds the same JSON (so stores written before jobs were typed still load).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    pub id: u64,
+    pub status: JobStatus,
+    pub url: String,
+    pub table_id: Option<String>,
+    pub operation_name: String,
+    pub operation_params: serde_json::Value,
+    pub created_time: String,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub run_id: Option<String>,
+    /// What the operation returned: `null` until it succeeds (or fails with results).
+    #[serde(default)]
+    pub results: serde_json::Value,
+    pub creator_token: CreatorToken,
+    pub metrics: JobMetrics,
+    /// Only on failed jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobErrorRecord>,
+}
+
+impl JobRecord {
+    /// The job as the API answers it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// Ends the job in `error`.
+    pub fn fail(&mut self, code: &str, message: String) {
+        self.status = JobStatus::Error;
+        self.error = Some(JobErrorRecord {
+            code: code.to_owned(),
+            message,
+            exception_id: super::error::exception_id(),
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Waiting,
+    Processing,
+    Success,
+    Error,
+}
+
+impl JobStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Success | JobStatus::Error)
+    }
+}
+
+/// The token a job names as its creator (the emulator has one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatorToken {
+    pub id: String,
+    pub description: String,
+}
+
+/// A job's transfer metrics; the emulator reports none (all zero).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetrics {
+    pub in_compressed: bool,
+    pub in_bytes: u64,
+    pub in_bytes_uncompressed: u64,
+    pub out_compressed: bool,
+    pub out_bytes: u64,
+    pub out_bytes_uncompressed: u64,
+}
+
+/// The `error` of a failed job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobErrorRecord {
+    pub code: String,
+    pub message: String,
+    pub exception_id: String,
 }
 
 /// How the emulated project and stack are set up.
@@ -191,7 +276,48 @@ impl Meta {
         self.next_id += 1;
         self.next_id
     }
+
+    /// Issues a new S3 access key (temporary-credentials style) valid for 12 hours; returns its id.
+    pub fn issue_access_key(&mut self) -> String {
+        let id = format!(
+            "ASIAEMU{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..13].to_ascii_uppercase()
+        );
+        self.access_keys.insert(
+            id.clone(),
+            AccessKey {
+                secret: uuid::Uuid::new_v4().simple().to_string(),
+                session_token: format!("emulator-session-{}", uuid::Uuid::new_v4().simple()),
+                expiration: super::timefmt::now_secs() + 12 * 3600,
+            },
+        );
+        id
+    }
+
+    /// Registers a finished blob (already in `objects/`) as `bucket/key`. Returns the blob it replaced, for
+    /// the caller to remove once the change is saved.
+    pub fn put_object(&mut self, bucket: &str, key: &str, obj: ObjectMeta) -> Option<String> {
+        self.objects
+            .insert(object_id(bucket, key), obj)
+            .map(|old| old.blob)
+    }
 }
+
+/// Read access to the metadata: derefs to [`Meta`] but cannot change it (changes go through
+/// [`Store::update`], which saves them).
+pub struct MetaRef<'a>(MutexGuard<'a, Meta>);
+
+impl std::ops::Deref for MetaRef<'_> {
+    type Target = Meta;
+    fn deref(&self) -> &Meta {
+        &self.0
+    }
+}
+
+/// The metadata could not be saved (the change stays in memory, unsaved).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PersistError(#[from] pub std::io::Error);
 
 /// The store: metadata behind a mutex plus the folder layout.
 pub struct Store {
@@ -221,14 +347,11 @@ impl Store {
             Err(e) => return Err(e),
         };
         for job in meta.jobs.values_mut() {
-            let status = job.get("status").and_then(|s| s.as_str()).unwrap_or("");
-            if status == "waiting" || status == "processing" {
-                job["status"] = "error".into();
-                job["error"] = serde_json::json!({
-                    "code": "applicationError",
-                    "message": "The emulator was restarted while the job was running.",
-                    "exceptionId": super::error::exception_id(),
-                });
+            if !job.status.is_finished() {
+                job.fail(
+                    "applicationError",
+                    "The emulator was restarted while the job was running.".into(),
+                );
             }
         }
         remove_leftovers(root, &meta);
@@ -244,15 +367,45 @@ impl Store {
         &self.root
     }
 
-    /// Locks the metadata. Never hold the guard across I/O on table data or an `.await`.
-    pub fn lock(&self) -> MutexGuard<'_, Meta> {
+    /// Locks the metadata for reading. Never hold the guard across I/O on table data or an `.await`.
+    pub fn read(&self) -> MetaRef<'_> {
+        MetaRef(self.guard())
+    }
+
+    fn guard(&self) -> MutexGuard<'_, Meta> {
         self.meta.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the metadata snapshot atomically.
-    pub fn persist(&self) -> std::io::Result<()> {
+    /// The one way to change the metadata: locks it, applies `change`, and saves the snapshot. A change that
+    /// is not saved is reported, never dropped: the caller answers 500 or logs it.
+    pub fn update<T>(&self, change: impl FnOnce(&mut Meta) -> T) -> Result<T, PersistError> {
+        let out = change(&mut self.guard());
+        self.persist()?;
+        Ok(out)
+    }
+
+    /// [`Store::update`] for a change that may be refused: when `change` fails nothing is saved, so it must
+    /// fail before it changes anything.
+    pub fn try_update<T, E: From<PersistError>>(
+        &self,
+        change: impl FnOnce(&mut Meta) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let out = change(&mut self.guard())?;
+        self.persist()?;
+        Ok(out)
+    }
+
+    /// A fresh id (see [`Meta::next_id`]) without saving: anything named by it is saved later together with
+    /// the counter, and what a crash leaves unsaved is removed at the next start.
+    pub fn next_id(&self) -> u64 {
+        self.guard().next_id()
+    }
+
+    /// Writes the metadata snapshot atomically. Takes the metadata lock after the writer lock (never the
+    /// other way round), so callers must not hold the metadata lock.
+    fn persist(&self) -> Result<(), PersistError> {
         let _writer = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes = serde_json::to_vec(&*self.lock()).map_err(|e| {
+        let bytes = serde_json::to_vec(&*self.guard()).map_err(|e| {
             std::io::Error::other(format!("cannot serialise the emulator metadata: {e}"))
         })?;
         let tmp = self.tmp_path("meta");
@@ -261,7 +414,8 @@ impl Store {
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, self.root.join("meta.json"))
+        std::fs::rename(&tmp, self.root.join("meta.json"))?;
+        Ok(())
     }
 
     /// A unique temp path inside the store (same file system, so rename is atomic).
@@ -291,41 +445,23 @@ impl Store {
 
     /// Path of an object's bytes, if the object exists.
     pub fn object_path(&self, bucket: &str, key: &str) -> Option<(PathBuf, ObjectMeta)> {
-        let meta = self.lock();
+        let meta = self.read();
         meta.objects
             .get(&object_id(bucket, key))
             .map(|o| (self.blob_path(&o.blob), o.clone()))
     }
 
-    /// Registers a finished blob (already in `objects/`) as `bucket/key`, replacing and deleting any previous
-    /// blob of that key. Does not persist; the caller does, once per batch.
-    pub fn put_object(&self, bucket: &str, key: &str, obj: ObjectMeta) {
-        let old = self.lock().objects.insert(object_id(bucket, key), obj);
-        if let Some(old) = old {
-            let _ = std::fs::remove_file(self.blob_path(&old.blob));
+    /// Deletes the bytes of blobs that saved metadata no longer names (after the [`Store::update`] that
+    /// dropped them: a crash before it keeps them, one after it leaves only leftovers for the next start).
+    pub fn remove_blobs(&self, blobs: impl IntoIterator<Item = String>) {
+        for b in blobs {
+            let _ = std::fs::remove_file(self.blob_path(&b));
         }
     }
 
     /// A fresh blob name under `objects/`.
     pub fn new_blob(&self) -> String {
         uuid::Uuid::new_v4().simple().to_string()
-    }
-
-    /// Issues a new S3 access key (temporary-credentials style) valid for 12 hours.
-    pub fn issue_access_key(meta: &mut Meta) -> String {
-        let id = format!(
-            "ASIAEMU{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..13].to_ascii_uppercase()
-        );
-        meta.access_keys.insert(
-            id.clone(),
-            AccessKey {
-                secret: uuid::Uuid::new_v4().simple().to_string(),
-                session_token: format!("emulator-session-{}", uuid::Uuid::new_v4().simple()),
-                expiration: super::timefmt::now_secs() + 12 * 3600,
-            },
-        );
-        id
     }
 }
 
