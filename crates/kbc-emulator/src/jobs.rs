@@ -126,6 +126,8 @@ impl Drop for Running<'_> {
         self.0
             .jobs_running
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        // Shutdown waits for the count to reach zero.
+        self.0.job_done.notify_waiters();
     }
 }
 

@@ -292,16 +292,18 @@ impl Emulator {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
-        // Let running jobs finish their writes (bounded: a job is a few seconds at most here).
+        // Let running jobs finish their writes (bounded: a job is a few seconds at most here). Each job
+        // notifies `job_done` when it stops counting as running.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while self
-            .app
-            .jobs_running
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        loop {
+            let stopped = self.app.job_done.notified();
+            let running = self
+                .app
+                .jobs_running
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if running == 0 || tokio::time::timeout_at(deadline, stopped).await.is_err() {
+                break;
+            }
         }
     }
 }
