@@ -4,7 +4,7 @@
 
 use crate::error::{ApiError, JobError};
 use crate::faults::Faults;
-use crate::store::{PersistError, Store, TableMeta};
+use crate::store::{PersistError, Store, TableRecord};
 use crate::timefmt::now_secs;
 use axum::http::{HeaderMap, StatusCode, header};
 use std::sync::Arc;
@@ -12,27 +12,27 @@ use std::sync::atomic::AtomicUsize;
 use tokio::sync::{Notify, Semaphore};
 
 /// Shared state of a running emulator.
-pub struct App {
-    pub store: Store,
-    pub tokens: Vec<String>,
+pub(crate) struct App {
+    pub(crate) store: Store,
+    pub(crate) tokens: Vec<String>,
     /// `http://HOST:PORT` (or the public URL), used in `uri`/`url` fields.
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// Lower-case host names of the emulator itself: `<bucket>.<host>` addresses a bucket.
-    pub hosts: Vec<String>,
-    pub faults: Faults,
-    pub job_slots: Arc<Semaphore>,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) faults: Faults,
+    pub(crate) job_slots: Arc<Semaphore>,
     /// Notified whenever a job finishes (waiters re-check what they wait for).
-    pub job_done: Notify,
+    pub(crate) job_done: Notify,
     /// Print one line per request on stdout (binary mode).
-    pub log_requests: bool,
+    pub(crate) log_requests: bool,
     /// Jobs started and not yet finished (hung jobs excluded): shutdown waits for them, so no job writes to
     /// the store after the emulator has stopped.
-    pub jobs_running: AtomicUsize,
+    pub(crate) jobs_running: AtomicUsize,
 }
 
 impl App {
     /// A copy of a table's metadata, for a job that works on it; a missing table fails the job.
-    pub fn table_snapshot(&self, table_id: &str) -> Result<TableMeta, JobError> {
+    pub(crate) fn table_snapshot(&self, table_id: &str) -> Result<TableRecord, JobError> {
         self.store
             .read()
             .tables
@@ -42,7 +42,7 @@ impl App {
     }
 
     /// Whether the request carries one of the emulator's tokens. Errors are the real API's 401s.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let token = headers
             .get("x-storageapi-token")
             .and_then(|v| v.to_str().ok())
@@ -74,7 +74,7 @@ impl App {
 
     /// Expires every issued S3 access key (S3 then answers 400 `ExpiredToken`; asking Storage for the file's
     /// credentials again issues fresh ones). Returns how many keys were live.
-    pub fn expire_credentials(&self) -> Result<usize, PersistError> {
+    pub(crate) fn expire_credentials(&self) -> Result<usize, PersistError> {
         let now = now_secs();
         self.store.update(|meta| {
             let mut n = 0;

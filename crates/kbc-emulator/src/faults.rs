@@ -100,19 +100,19 @@ pub struct JobFailure {
 
 /// What to do to one request.
 #[derive(Debug, Clone, Default)]
-pub struct RequestFault {
-    pub status: Option<u16>,
-    pub retry_after: Option<u64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    pub after_apply: bool,
-    pub delay_ms: Option<u64>,
-    pub cut_after_bytes: Option<u64>,
+pub(crate) struct RequestFault {
+    pub(crate) status: Option<u16>,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) code: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) after_apply: bool,
+    pub(crate) delay_ms: Option<u64>,
+    pub(crate) cut_after_bytes: Option<u64>,
 }
 
 /// What to do to one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobFault {
+pub(crate) enum JobFault {
     Fail {
         code: String,
         message: String,
@@ -125,15 +125,15 @@ pub enum JobFault {
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid fault rule: {0}")]
-pub struct InvalidRule(String);
+pub(crate) struct InvalidRule(String);
 
 #[derive(Default)]
-pub struct Faults {
+pub(crate) struct Faults {
     rules: Mutex<Vec<FaultRule>>,
 }
 
 impl Faults {
-    pub fn add(&self, rule: FaultRule) -> Result<(), InvalidRule> {
+    pub(crate) fn add(&self, rule: FaultRule) -> Result<(), InvalidRule> {
         if rule.times == 0 {
             return Err(InvalidRule("`times` must be at least 1".into()));
         }
@@ -174,16 +174,16 @@ impl Faults {
         Ok(())
     }
 
-    pub fn list(&self) -> Vec<FaultRule> {
+    pub(crate) fn list(&self) -> Vec<FaultRule> {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Consumes the first request rule matching `method path?query`, if any.
-    pub fn take_request_fault(
+    pub(crate) fn take_request_fault(
         &self,
         method: &str,
         path: &str,
@@ -224,7 +224,7 @@ impl Faults {
     }
 
     /// Consumes the first job rule for `operation`, if any.
-    pub fn take_job_fault(&self, operation: &str) -> Option<JobFault> {
+    pub(crate) fn take_job_fault(&self, operation: &str) -> Option<JobFault> {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let idx = rules
             .iter()
@@ -255,7 +255,7 @@ impl Faults {
 }
 
 /// `*` matches any run of bytes (including `/`); everything else literally.
-pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while t < text.len() {

@@ -12,13 +12,13 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// At most this many jobs do work at the same time (the machine is small; table locks serialise further).
-pub const MAX_PARALLEL_JOBS: usize = 4;
+pub(crate) const MAX_PARALLEL_JOBS: usize = 4;
 
 /// What a job's work returns on success: its `results`.
-pub type JobResult = Result<Value, JobError>;
+pub(crate) type JobResult = Result<Value, JobError>;
 
 /// Creates a job record in `waiting` (the 202 body). A record that cannot be saved fails the request.
-pub fn create(
+pub(crate) fn create(
     app: &App,
     operation: &str,
     table_id: Option<&str>,
@@ -52,7 +52,7 @@ pub fn create(
 }
 
 /// Starts a job's work in the background. `lock_key` names the table whose lock it needs (if any).
-pub fn spawn<F>(app: &Arc<App>, job: &JobRecord, lock_key: Option<String>, work: F)
+pub(crate) fn spawn<F>(app: &Arc<App>, job: &JobRecord, lock_key: Option<String>, work: F)
 where
     F: FnOnce(&App, Option<JobFault>) -> JobResult + Send + 'static,
 {
@@ -144,12 +144,12 @@ fn update(app: &App, id: u64, f: impl FnOnce(&mut JobRecord)) {
 }
 
 /// The job's current record.
-pub fn get(app: &App, id: u64) -> Option<JobRecord> {
+pub(crate) fn get(app: &App, id: u64) -> Option<JobRecord> {
     app.store.read().jobs.get(&id).cloned()
 }
 
 /// Waits until the job is finished (used by "fail after applying" faults and by the seeding helpers).
-pub async fn wait(app: &App, id: u64) -> Option<JobRecord> {
+pub(crate) async fn wait(app: &App, id: u64) -> Option<JobRecord> {
     loop {
         let notified = app.job_done.notified();
         let job = get(app, id)?;

@@ -29,6 +29,8 @@
 //! - Exports are sliced (`<key>NNNN_part_00[.gz]`, about 250k rows per slice), header-less, with a manifest at
 //!   `<key>manifest`, and cached per table generation and parameters (`cacheHit: true`).
 
+#![warn(unreachable_pub)]
+
 mod api;
 mod app;
 mod body;

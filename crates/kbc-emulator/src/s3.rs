@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>{}</RequestId></Error>",
         xml_escape(code),
@@ -42,7 +42,7 @@ fn xml_response(body: String) -> Response {
         .into_response()
 }
 
-pub fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -95,7 +95,11 @@ fn authorise(app: &App, headers: &HeaderMap, query: &[(String, String)]) -> Resu
 }
 
 /// Serves one request; `virtual_bucket` is the bucket named by a virtual-hosted request's `Host`.
-pub async fn dispatch(app: &Arc<App>, req: Request, virtual_bucket: Option<String>) -> Response {
+pub(crate) async fn dispatch(
+    app: &Arc<App>,
+    req: Request,
+    virtual_bucket: Option<String>,
+) -> Response {
     let query: Vec<(String, String)> = req
         .uri()
         .query()
@@ -166,7 +170,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 /// Decodes `Content-Encoding: aws-chunked` bodies: `<hex>[;chunk-signature=..]\r\n<data>\r\n` … `0\r\n`
 /// followed by optional trailer lines and a blank line.
 #[derive(Default)]
-pub struct AwsChunkedDecoder {
+pub(crate) struct AwsChunkedDecoder {
     buf: Vec<u8>,
     remaining: usize,
     state: ChunkState,
@@ -184,7 +188,7 @@ enum ChunkState {
 
 impl AwsChunkedDecoder {
     /// Feeds raw bytes; appends decoded payload to `out`.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         self.buf.extend_from_slice(input);
         let mut pos = 0;
         loop {
@@ -248,7 +252,7 @@ impl AwsChunkedDecoder {
     }
 
     /// Whether the terminating chunk was seen (trailers may be cut off by clients that send none).
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         matches!(self.state, ChunkState::Done | ChunkState::Trailers)
             && self.buf.iter().all(|b| b.is_ascii_whitespace())
     }
@@ -271,7 +275,7 @@ fn is_aws_chunked(headers: &HeaderMap) -> bool {
 }
 
 /// Streams a request body to `path`, decoding aws-chunked framing when asked. Returns (size, md5 hex).
-pub async fn body_to_file(
+pub(crate) async fn body_to_file(
     body: Body,
     path: &Path,
     aws_chunked: bool,

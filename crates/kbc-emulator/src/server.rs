@@ -16,7 +16,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub fn router(app: Arc<App>) -> axum::Router {
+pub(crate) fn router(app: Arc<App>) -> axum::Router {
     // Multipart bodies (deprecated sync uploads) may be large; S3 bodies are streamed and not limited here.
     axum::Router::new()
         .fallback(handle)
@@ -73,7 +73,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
 
 /// The emulator's own host names for `base_url`: its host, and `localhost` (which resolvers map, with any
 /// subdomain, to loopback).
-pub fn own_hosts(base_url: &str) -> Vec<String> {
+pub(crate) fn own_hosts(base_url: &str) -> Vec<String> {
     let mut hosts = vec!["localhost".to_owned()];
     if let Some(host) = url::Url::parse(base_url)
         .ok()
@@ -103,10 +103,10 @@ fn request_host(req: &Request) -> Option<String> {
 /// The bucket a virtual-hosted S3 request addresses: `<bucket>.s3.amazonaws.com`,
 /// `<bucket>.s3.<region>.amazonaws.com`, `<bucket>.s3-<region>.amazonaws.com`, or `<bucket>.<own host>`.
 /// None for path-style requests (`s3.<region>.amazonaws.com`, the emulator's own host, an IP address).
-pub fn virtual_bucket(own_hosts: &[String], host: &str) -> Option<String> {
+pub(crate) fn virtual_bucket(own_hosts: &[String], host: &str) -> Option<String> {
     let host = host.trim_end_matches('.');
     if let Some(rest) = host.strip_suffix(".amazonaws.com") {
-        // Bucket names may contain dots: the bucket is everything before the `s3` label.
+        // BucketRecord names may contain dots: the bucket is everything before the `s3` label.
         let labels: Vec<&str> = rest.split('.').collect();
         let at = labels
             .iter()
@@ -122,7 +122,7 @@ pub fn virtual_bucket(own_hosts: &[String], host: &str) -> Option<String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Storage,
     Control,
     S3,

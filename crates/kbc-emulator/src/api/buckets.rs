@@ -9,7 +9,7 @@ use crate::body::Params;
 use crate::error::ApiError;
 use crate::faults::JobFault;
 use crate::jobs::{self, JobResult};
-use crate::store::{Bucket, Meta, TableMeta};
+use crate::store::{BucketRecord, Meta, TableRecord};
 use crate::timefmt::{iso, now_secs};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
@@ -71,7 +71,7 @@ fn list_tables(app: &App, id: &str, params: &Params) -> ApiResult {
     ok(tables_of(&app.base_url, &meta, id, cols, bucket))
 }
 
-pub(super) fn bucket_json(base: &str, meta: &Meta, b: &Bucket) -> Value {
+pub(super) fn bucket_json(base: &str, meta: &Meta, b: &BucketRecord) -> Value {
     let tables = meta.tables.values().filter(|t| t.bucket_id == b.id);
     let (rows, bytes) = tables.fold((0u64, 0u64), |(r, s), t| {
         (r + t.rows_count, s + t.data_size_bytes)
@@ -121,7 +121,7 @@ pub(super) fn insert_bucket(
     name: &str,
     display: Option<String>,
     description: String,
-) -> Result<Bucket, ApiError> {
+) -> Result<BucketRecord, ApiError> {
     insert_bucket_in(meta, stage, name, display, description, None)
 }
 
@@ -142,7 +142,7 @@ fn insert_bucket_in(
     display: Option<String>,
     description: String,
     branch: Option<u64>,
-) -> Result<Bucket, ApiError> {
+) -> Result<BucketRecord, ApiError> {
     if !valid_name(name) {
         return Err(ApiError::bad_request(
             "storage.buckets.validation",
@@ -169,7 +169,7 @@ fn insert_bucket_in(
             format!("The bucket \"{id}\" already exists."),
         ));
     }
-    let b = Bucket {
+    let b = BucketRecord {
         id: id.clone(),
         name: full,
         display_name: display.unwrap_or_else(|| name.to_owned()),
@@ -238,7 +238,7 @@ fn delete_bucket(app: &Arc<App>, id: &str, params: &Params) -> ApiResult {
     }
     let bucket_id = id.to_owned();
     let work = move |app: &App, _: Option<JobFault>| -> JobResult {
-        let gone: Vec<TableMeta> = app.store.update(|meta| {
+        let gone: Vec<TableRecord> = app.store.update(|meta| {
             let ids: Vec<String> = meta
                 .tables
                 .values()

@@ -10,7 +10,7 @@ use crate::body::{Params, scalar_string};
 use crate::error::{ApiError, JobError, split_table_id, worker_failed};
 use crate::faults::JobFault;
 use crate::jobs::{self, JobResult};
-use crate::store::{FILES_BUCKET, FileMeta, ObjectMeta, TableMeta};
+use crate::store::{FILES_BUCKET, FileRecord, ObjectMeta, TableRecord};
 use crate::table::{self, Filter, Op, Selection};
 use crate::timefmt::{now_secs, parse_point};
 use axum::http::header;
@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub(super) fn column_index(t: &TableMeta, name: &str) -> Result<usize, ApiError> {
+pub(super) fn column_index(t: &TableRecord, name: &str) -> Result<usize, ApiError> {
     t.columns.iter().position(|c| c == name).ok_or_else(|| {
         ApiError::bad_request(
             "storage.tables.validation.columnNotExists",
@@ -31,7 +31,7 @@ pub(super) fn column_index(t: &TableMeta, name: &str) -> Result<usize, ApiError>
     })
 }
 
-pub(super) fn parse_selection(t: &TableMeta, params: &Params) -> Result<Selection, ApiError> {
+pub(super) fn parse_selection(t: &TableRecord, params: &Params) -> Result<Selection, ApiError> {
     let now = now_secs();
     let point = |key: &str| -> Result<Option<i64>, ApiError> {
         match params.nonempty(key) {
@@ -130,7 +130,7 @@ pub(super) fn parse_selection(t: &TableMeta, params: &Params) -> Result<Selectio
     Ok(sel)
 }
 
-pub(super) fn selected_columns(t: &TableMeta, params: &Params) -> Result<Vec<usize>, ApiError> {
+pub(super) fn selected_columns(t: &TableRecord, params: &Params) -> Result<Vec<usize>, ApiError> {
     let names = params.list("columns");
     if names.is_empty() {
         return Ok((0..t.columns.len()).collect());
@@ -310,7 +310,7 @@ pub(super) fn run_export(
         let access_key_id = meta.issue_access_key();
         meta.files.insert(
             file_id,
-            FileMeta {
+            FileRecord {
                 id: file_id,
                 name: format!("{}.csv{}", table_id, suffix),
                 key,
@@ -403,7 +403,7 @@ pub(super) async fn preview(app: &Arc<App>, table_id: &str, params: &Params) -> 
 
 /// `orderBy[]` = `{column, order: ASC|DESC, dataType?}` (preview only).
 pub(super) fn parse_order_by(
-    t: &TableMeta,
+    t: &TableRecord,
     params: &Params,
 ) -> Result<Vec<table::OrderKey>, ApiError> {
     let items = match params.get("orderBy") {

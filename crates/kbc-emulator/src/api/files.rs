@@ -5,7 +5,7 @@ use super::{ApiResult, Call, json_response, ok};
 use crate::app::App;
 use crate::body::Params;
 use crate::error::ApiError;
-use crate::store::{FILES_BUCKET, FileMeta, Meta, REGION, object_id};
+use crate::store::{FILES_BUCKET, FileRecord, Meta, REGION, object_id};
 use crate::timefmt::{iso, iso_colon, now_secs};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
@@ -106,7 +106,7 @@ fn credentials_json(meta: &Meta, access_key_id: &str) -> Value {
     }
 }
 
-fn file_json(app: &App, f: &FileMeta, federation: bool, upload: bool) -> Value {
+fn file_json(app: &App, f: &FileRecord, federation: bool, upload: bool) -> Value {
     let meta = app.store.read();
     let url_key = if f.is_sliced {
         format!("{}manifest", f.key)
@@ -184,7 +184,7 @@ fn prepare_file(app: &App, params: &Params) -> ApiResult {
                 }
             })
             .collect();
-        let f = FileMeta {
+        let f = FileRecord {
             id,
             name: name.clone(),
             key: format!("exp-15/1/files/{day}/{id}.{safe}"),
@@ -212,7 +212,7 @@ fn prepare_file(app: &App, params: &Params) -> ApiResult {
 
 /// The file, with a newly issued access key when its key has expired (as asking Storage again for federated
 /// credentials gives fresh ones).
-fn fresh_credentials(app: &App, id: &str) -> Result<FileMeta, ApiError> {
+fn fresh_credentials(app: &App, id: &str) -> Result<FileRecord, ApiError> {
     let f = find_file(app, id)?;
     let expired = app
         .store
@@ -237,7 +237,7 @@ fn fresh_credentials(app: &App, id: &str) -> Result<FileMeta, ApiError> {
     })
 }
 
-fn find_file(app: &App, id: &str) -> Result<FileMeta, ApiError> {
+fn find_file(app: &App, id: &str) -> Result<FileRecord, ApiError> {
     id.parse::<u64>()
         .ok()
         .and_then(|id| app.store.read().files.get(&id).cloned())
@@ -252,7 +252,7 @@ fn list_files(app: &App, params: &Params) -> ApiResult {
     let tags = params.array("tags");
     let since_id = params.int("sinceId")?;
     let max_id = params.int("maxId")?;
-    let files: Vec<FileMeta> = {
+    let files: Vec<FileRecord> = {
         let meta = app.store.read();
         meta.files
             .values()
@@ -293,7 +293,7 @@ fn delete_file(app: &App, id: &str) -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn edit_file(app: &App, id: &str, f: impl FnOnce(&mut FileMeta)) -> ApiResult {
+fn edit_file(app: &App, id: &str, f: impl FnOnce(&mut FileRecord)) -> ApiResult {
     let file = find_file(app, id)?;
     app.store.update(|meta| {
         if let Some(m) = meta.files.get_mut(&file.id) {

@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::body::{Params, scalar_string};
 use crate::error::{ApiError, JobError, split_table_id, worker_failed};
 use crate::jobs::{self, JobResult};
-use crate::store::{FILES_BUCKET, Store, TableMeta};
+use crate::store::{FILES_BUCKET, Store, TableRecord};
 use crate::table::{self, Dialect};
 use crate::timefmt::now_secs;
 use axum::http::StatusCode;
@@ -227,7 +227,7 @@ pub(super) fn apply_load(
     let now = now_secs();
     let committed = app.store.try_update(|meta| {
         let mut t = match (&new, current) {
-            (Some(n), _) => TableMeta::new(
+            (Some(n), _) => TableRecord::new(
                 table_id,
                 &n.bucket_id,
                 &n.name,
@@ -483,9 +483,9 @@ pub(super) fn create_table_definition(
                 .unwrap_or_default();
             meta.tables.insert(
                 tid.clone(),
-                TableMeta {
+                TableRecord {
                     definition: Some(definition),
-                    ..TableMeta::new(
+                    ..TableRecord::new(
                         &tid,
                         &target.bucket_id,
                         &target.name,

@@ -12,7 +12,7 @@ use crate::body::{Params, as_bool, scalar_string};
 use crate::error::{ApiError, JobError};
 use crate::faults::JobFault;
 use crate::jobs::{self, JobResult};
-use crate::store::{Meta, TableMeta};
+use crate::store::{Meta, TableRecord};
 use crate::table;
 use crate::timefmt::{iso, now_secs};
 use axum::http::{Method, StatusCode};
@@ -89,7 +89,7 @@ pub(super) fn list_includes(params: &Params) -> (bool, bool) {
 pub(super) fn table_json(
     base: &str,
     meta: &Meta,
-    t: &TableMeta,
+    t: &TableRecord,
     with_columns: bool,
     with_bucket: bool,
 ) -> Value {
@@ -254,7 +254,7 @@ pub(super) fn tables_of(
     )
 }
 
-pub(super) fn table_meta(app: &App, id: &str) -> Result<TableMeta, ApiError> {
+pub(super) fn table_meta(app: &App, id: &str) -> Result<TableRecord, ApiError> {
     app.store
         .read()
         .tables
@@ -306,8 +306,8 @@ fn delete_table(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
 fn rewrite_table(
     app: &App,
     table_id: &str,
-    write: impl FnOnce(Option<&Path>, &Path, &TableMeta) -> Result<(u64, TableMeta), JobError>,
-) -> Result<TableMeta, JobError> {
+    write: impl FnOnce(Option<&Path>, &Path, &TableRecord) -> Result<(u64, TableRecord), JobError>,
+) -> Result<TableRecord, JobError> {
     let t = app.table_snapshot(table_id)?;
     let gen_ = app.store.next_id();
     let old = (t.data_gen > 0).then(|| app.store.table_data_path(table_id, t.data_gen));
@@ -359,7 +359,7 @@ fn delete_rows(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
             deleted = d;
             Ok((
                 size,
-                TableMeta {
+                TableRecord {
                     rows_count: kept,
                     ..t.clone()
                 },
