@@ -1,28 +1,7 @@
 //! Fault injection: rules that make the next matching requests or jobs misbehave, so clients' retry, resume
-//! and no-double-load logic can be tested against a server that fails on cue.
-//!
-//! A rule is posted as JSON to `POST /_emulator/faults` (or added with [`super::Emulator::add_fault`]):
-//!
-//! | key | meaning |
-//! |---|---|
-//! | `method` | HTTP method to match (absent or `*` = any) |
-//! | `path` | path glob, `*` matches any run of characters incl. `/` (absent = any) |
-//! | `query` | glob on the raw query string (absent = any), e.g. `*partNumber=2*` for one S3 part upload |
-//! | `times` | how many matching requests/jobs the rule applies to (default 1) |
-//! | `skip` | let this many matching requests pass first (default 0) |
-//! | `status` | answer with this status instead of handling the request (Storage JSON or S3 XML error body) |
-//! | `retryAfter` | with `status`: the `Retry-After` header, in seconds |
-//! | `code`, `message` | with `status`: the error code and message of the body |
-//! | `afterApply` | with `status`: handle the request first (and wait for the job it started), then answer `status` |
-//! | `delayMs` | wait this long before handling |
-//! | `cutAfterBytes` | send only this many bytes of the response body, then reset the connection |
-//! | `job` | instead of a request: the next job(s) of this operation (`tableImport`, `tableExport`, ..., `*` = any) |
-//! | `fail` | with `job`: `{code, message}`, the job ends in `error` |
-//! | `hang` | with `job`: the job stays `waiting` forever |
-//! | `delayMs` | with `job`: the job stays `processing` this long before its work (jobs of a fixed duration) |
-//! | `truncateSliceBytes` | with `job: tableExport`: the first slice of the export is cut to this many bytes |
-//!
-//! `GET /_emulator/faults` lists the active rules, `DELETE /_emulator/faults` removes them all.
+//! and no-double-load logic can be tested against a server that fails on cue. A rule is posted as JSON to
+//! `POST /_emulator/faults` or added with [`super::Emulator::add_fault`]; its keys and their effects are
+//! described in this crate's `README.md` ("Fault rules").
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;

@@ -2,32 +2,14 @@
 //! async jobs, import/export, files), its own S3-compatible file storage at the same base URL, a persistent
 //! store, and fault injection. It stands for Keboola, so it shares nothing with the runner but the wire format.
 //!
-//! Start it with `kbc-runner emulator --listen 127.0.0.1:0 --store DIR --token T` (first stdout line:
-//! `listening on http://HOST:PORT`), or in-process with [`Emulator::start`]. Point a client at the URL with
-//! the token; point an AWS SDK at it with `AWS_ENDPOINT_URL_S3=http://HOST:PORT` (path-style, or
-//! virtual-hosted: a `Host` of `<bucket>.s3.<region>.amazonaws.com` or `<bucket>.<emulator host>`).
-//! `--tls-cert`/`--tls-key` serve HTTPS ([`EmulatorOptions::tls`]); `--public-url` sets the base of every
-//! absolute URL the emulator returns, for use behind a proxy ([`EmulatorOptions::public_url`]).
+//! Start it with `kbc-runner emulator --listen 127.0.0.1:0 --store DIR --token T`, or in-process with
+//! [`Emulator::start`] / [`Emulator::start_with_options`]. What it implements and how it behaves, the
+//! control API (`/_emulator/...`) and the fault rules ([`FaultRule`]) are described once, in this crate's
+//! `README.md`.
 //!
-//! ## Control API (token-protected like the Storage API; see also `README.md` of this crate)
-//! - `GET /_emulator/health` → `{"status":"ok"}`
-//! - `POST /_emulator/tables/{table_id}?primaryKey=a,b` with a CSV body (header row) → seeds the table
-//!   (creates bucket and table when missing, full load), like [`Emulator::seed_table`].
-//! - `GET /_emulator/tables/{table_id}` → the rows as CSV, like [`Emulator::dump_table`]; 404 when missing.
-//! - `POST /_emulator/faults` with one rule or an array (see [`faults`]); `GET` lists; `DELETE` clears.
-//! - `POST /_emulator/credentials/expire` → every issued S3 key expires (S3 answers `ExpiredToken`); file
-//!   detail with `federationToken` then issues fresh credentials.
-//!
-//! ## Semantics worth knowing
-//! - Duplicate primary keys inside one load: the last occurrence wins.
-//! - Each load of a table gets an import stamp (unix seconds): the next whole second after it started and
-//!   strictly greater than the previous load's, and
-//!   `lastImportDate` is that stamp; `changedSince` selects rows with a stamp **greater** than it and
-//!   `changedUntil` rows with a stamp **smaller**, so `changedSince = lastImportDate` selects nothing from
-//!   the last load (adaptive input mapping is exact). Rows whose values an upsert leaves unchanged keep their
-//!   stamp.
-//! - Exports are sliced (`<key>NNNN_part_00[.gz]`, about 250k rows per slice), header-less, with a manifest at
-//!   `<key>manifest`, and cached per table generation and parameters (`cacheHit: true`).
+//! Inside: `server` is the HTTP front (logging, faults, routing), `api` the Storage API (one router per
+//! resource), `s3` the file storage, `jobs` the job runner, `table` the table engine, `store` the
+//! persistent state, `app` the state they share.
 
 #![warn(unreachable_pub)]
 
