@@ -21,7 +21,7 @@ use crate::faults::JobFault;
 use crate::jobs::{self, JobResult};
 use crate::store::DevBranch;
 use crate::timefmt::{iso, now_secs};
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -49,7 +49,7 @@ pub(super) fn mark_bucket(bucket_id: &str, branch: Option<u64>) -> String {
 }
 
 /// A table id as stored (`in.c-main.t` → `in.c-main@branch5.t`).
-pub(super) fn mark_table(table_id: &str, branch: Option<u64>) -> String {
+fn mark_table(table_id: &str, branch: Option<u64>) -> String {
     match (branch, table_id.rsplit_once('.')) {
         (Some(_), Some((bucket, name))) => format!("{}.{name}", mark_bucket(bucket, branch)),
         _ => table_id.to_owned(),
@@ -89,8 +89,48 @@ pub(super) fn unmark(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Removes a `branch/{id}/` prefix from the request's path segments and returns the development branch
+/// with its own storage that the request works in (None: production, or a branch route that is not about
+/// buckets and tables).
+pub(super) fn strip_branch_prefix(
+    app: &App,
+    headers: &HeaderMap,
+    segs: &mut Vec<String>,
+) -> Result<Option<u64>, ApiError> {
+    if segs.first().map(String::as_str) != Some("branch") || segs.len() < 2 {
+        return Ok(None);
+    }
+    // The default branch's index needs no token, as production's does not; any other branch id is only
+    // looked up for a caller with a token.
+    if segs[1] != "default" && segs[1] != DEFAULT_BRANCH_ID.to_string() {
+        app.authenticate(headers)?;
+    }
+    let mut branch = None;
+    if let Scope::Dev(id) = scope_of(app, &segs[1])? {
+        let storage_route = matches!(segs.get(2).map(String::as_str), Some("buckets" | "tables"));
+        if storage_route {
+            if !has_branch_storage(app) {
+                return Err(no_branch_storage(id));
+            }
+            branch = Some(id);
+        }
+    }
+    segs.drain(..2);
+    Ok(branch)
+}
+
+/// Marks the bucket or table id of a branch-scoped request's path (`buckets/{id}`, `tables/{id}`) as stored.
+pub(super) fn mark_ids(segs: &mut [String], branch: Option<u64>) {
+    if branch.is_some() && segs.len() >= 2 {
+        segs[1] = match segs[0].as_str() {
+            "buckets" => mark_bucket(&segs[1], branch),
+            _ => mark_table(&segs[1], branch),
+        };
+    }
+}
+
 /// The branch a `branch/{id}/` request addresses.
-pub(super) enum Scope {
+enum Scope {
     /// Production (no prefix, `default`, or the default branch's id).
     Production,
     /// A development branch.
@@ -98,7 +138,7 @@ pub(super) enum Scope {
 }
 
 /// Finds the branch of a `branch/{id}` prefix; an unknown branch is 404.
-pub(super) fn scope_of(app: &App, branch: &str) -> Result<Scope, ApiError> {
+fn scope_of(app: &App, branch: &str) -> Result<Scope, ApiError> {
     if branch == "default" || branch == DEFAULT_BRANCH_ID.to_string() {
         return Ok(Scope::Production);
     }
@@ -115,12 +155,12 @@ pub(super) fn scope_of(app: &App, branch: &str) -> Result<Scope, ApiError> {
 }
 
 /// Whether development branches have their own storage in this project.
-pub(super) fn has_branch_storage(app: &App) -> bool {
+fn has_branch_storage(app: &App) -> bool {
     app.store.read().project.branch_storage
 }
 
 /// The refusal of a branch-scoped storage request in a project without branch storage.
-pub(super) fn no_branch_storage(branch: u64) -> ApiError {
+fn no_branch_storage(branch: u64) -> ApiError {
     ApiError::bad_request(
         "storage.devBranches.noBranchStorage",
         format!(

@@ -12,9 +12,7 @@ use crate::store::JobRecord;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use branches::{
-    MARK, Scope, has_branch_storage, mark_bucket, mark_table, no_branch_storage, scope_of, unmark,
-};
+use branches::{MARK, mark_ids, strip_branch_prefix, unmark};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -99,38 +97,12 @@ async fn dispatch_scoped(app: &Arc<App>, req: Request) -> ApiResult {
     let full_path = req.uri().path().to_owned();
     let rest = full_path.strip_prefix("/v2/storage").unwrap_or("");
     let mut decoded = path_segments(rest);
-    // The development branch with its own storage that the request works in (None: production).
-    let mut branch: Option<u64> = None;
-    if decoded.first().map(String::as_str) == Some("branch") && decoded.len() >= 2 {
-        // The default branch's index needs no token, as production's does not; any other branch id is
-        // only looked up for a caller with a token.
-        if decoded[1] != "default" && decoded[1] != DEFAULT_BRANCH_ID.to_string() {
-            app.authenticate(req.headers())?;
-        }
-        if let Scope::Dev(id) = scope_of(app, &decoded[1])? {
-            let storage_route = matches!(
-                decoded.get(2).map(String::as_str),
-                Some("buckets" | "tables")
-            );
-            if storage_route {
-                if !has_branch_storage(app) {
-                    return Err(no_branch_storage(id));
-                }
-                branch = Some(id);
-            }
-        }
-        decoded.drain(..2);
-    }
+    let branch = strip_branch_prefix(app, req.headers(), &mut decoded)?;
     if decoded.iter().any(|s| s.contains(MARK)) {
         // Internal ids of branch storage are not addressable.
         return Err(ApiError::route_not_found(method.as_str(), &full_path));
     }
-    if branch.is_some() && decoded.len() >= 2 {
-        decoded[1] = match decoded[0].as_str() {
-            "buckets" => mark_bucket(&decoded[1], branch),
-            _ => mark_table(&decoded[1], branch),
-        };
-    }
+    mark_ids(&mut decoded, branch);
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if method == Method::GET && segs.is_empty() {
         return index::index(app, req.uri().query());
