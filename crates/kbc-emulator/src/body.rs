@@ -6,7 +6,7 @@ use super::error::ApiError;
 use serde_json::{Map, Value};
 
 /// Parses a query string (PHP bracket rules) into an object.
-pub fn parse_query(query: Option<&str>) -> Map<String, Value> {
+pub(crate) fn parse_query(query: Option<&str>) -> Map<String, Value> {
     let pairs: Vec<(String, String)> = query
         .map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
         .unwrap_or_default();
@@ -15,7 +15,10 @@ pub fn parse_query(query: Option<&str>) -> Map<String, Value> {
 
 /// Parses a request body according to its content type. Multipart is handled by the caller (it needs the
 /// request), which passes its fields through [`from_pairs`].
-pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn parse_body(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Map<String, Value>, ApiError> {
     let ct = content_type.unwrap_or("").to_ascii_lowercase();
     let trimmed = body.iter().position(|b| !b.is_ascii_whitespace());
     let Some(start) = trimmed else {
@@ -55,7 +58,7 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Map<String,
 
 /// Builds a nested object from flat `key[..][..]` pairs: `a[]` appends, `a[0][b]` nests, and objects whose
 /// keys are all numbers become arrays (in numeric order).
-pub fn from_pairs(pairs: impl Iterator<Item = (String, Value)>) -> Map<String, Value> {
+pub(crate) fn from_pairs(pairs: impl Iterator<Item = (String, Value)>) -> Map<String, Value> {
     let mut root = Map::new();
     for (key, value) in pairs {
         let (base, segments) = split_key(&key);
@@ -126,25 +129,25 @@ fn arrays_from_numeric(v: Value) -> Value {
 
 /// Typed, lenient access to merged parameters.
 #[derive(Debug, Default, Clone)]
-pub struct Params(pub Map<String, Value>);
+pub(crate) struct Params(pub Map<String, Value>);
 
 impl Params {
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
 
     /// A scalar as a string (numbers and booleans included); None when absent or null.
-    pub fn str(&self, key: &str) -> Option<String> {
+    pub(crate) fn str(&self, key: &str) -> Option<String> {
         self.get(key).and_then(scalar_string)
     }
 
     /// A non-empty string.
-    pub fn nonempty(&self, key: &str) -> Option<String> {
+    pub(crate) fn nonempty(&self, key: &str) -> Option<String> {
         self.str(key).filter(|s| !s.is_empty())
     }
 
     /// `true`/`false`, `1`/`0`, `"1"`/`"0"`, `"true"`/`"True"`; absent → `default`.
-    pub fn bool(&self, key: &str, default: bool) -> Result<bool, ApiError> {
+    pub(crate) fn bool(&self, key: &str, default: bool) -> Result<bool, ApiError> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => as_bool(v).ok_or_else(|| {
@@ -156,7 +159,7 @@ impl Params {
         }
     }
 
-    pub fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
         match self.str(key) {
             None => Ok(None),
             Some(s) if s.is_empty() => Ok(None),
@@ -170,7 +173,7 @@ impl Params {
     }
 
     /// A list given as an array or as a comma-separated string.
-    pub fn list(&self, key: &str) -> Vec<String> {
+    pub(crate) fn list(&self, key: &str) -> Vec<String> {
         match self.get(key) {
             Some(Value::Array(items)) => items.iter().filter_map(scalar_string).collect(),
             Some(v) => scalar_string(v)
@@ -186,7 +189,7 @@ impl Params {
     }
 
     /// A list that must be an array (`key[]` in forms); a plain string is one element.
-    pub fn array(&self, key: &str) -> Vec<String> {
+    pub(crate) fn array(&self, key: &str) -> Vec<String> {
         match self.get(key) {
             Some(Value::Array(items)) => items.iter().filter_map(scalar_string).collect(),
             Some(v) => scalar_string(v).into_iter().collect(),
@@ -195,7 +198,7 @@ impl Params {
     }
 }
 
-pub fn scalar_string(v: &Value) -> Option<String> {
+pub(crate) fn scalar_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -204,7 +207,7 @@ pub fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
-pub fn as_bool(v: &Value) -> Option<bool> {
+pub(crate) fn as_bool(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         Value::Number(n) => n.as_i64().map(|i| i != 0),
@@ -219,7 +222,7 @@ pub fn as_bool(v: &Value) -> Option<bool> {
 }
 
 /// The percent-decoded, non-empty segments of a URL path (`/a/in.c-x%2Ey/` → `["a", "in.c-x.y"]`).
-pub fn path_segments(path: &str) -> Vec<String> {
+pub(crate) fn path_segments(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .map(|s| {

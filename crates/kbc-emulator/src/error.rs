@@ -9,16 +9,16 @@ use serde_json::json;
 /// (a missing token).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status} {code}: {message}")]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: String,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: String,
+    pub(crate) message: String,
     /// Extra top-level keys (e.g. `results` of a failed sync import); boxed to keep the error small.
-    pub extra: Option<Box<serde_json::Value>>,
+    pub(crate) extra: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
             code: code.to_owned(),
@@ -26,27 +26,27 @@ impl ApiError {
             extra: None,
         }
     }
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "applicationError",
             message,
         )
     }
-    pub fn route_not_found(method: &str, path: &str) -> Self {
+    pub(crate) fn route_not_found(method: &str, path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "notFound",
             format!("Route {method} {path} is not supported by the emulator"),
         )
     }
-    pub fn table_not_found(table_id: &str) -> Self {
+    pub(crate) fn table_not_found(table_id: &str) -> Self {
         let (bucket, name) = split_table_id(table_id);
         Self::not_found(
             "storage.tables.notFound",
@@ -55,19 +55,32 @@ impl ApiError {
             ),
         )
     }
-    pub fn bucket_not_found(bucket_id: &str) -> Self {
+    pub(crate) fn bucket_not_found(bucket_id: &str) -> Self {
         Self::not_found(
             "storage.buckets.notFound",
             format!("The bucket \"{bucket_id}\" was not found in the project \"1\""),
         )
     }
-    pub fn validation(message: impl Into<String>) -> Self {
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
         Self::bad_request("storage.tables.validation", message)
     }
 }
 
+impl ApiError {
+    /// The answer of a request that ran a job's work itself (the deprecated sync endpoints): the job's
+    /// error as a 400 (500 for the emulator's own failures), with its `results`.
+    pub(crate) fn from_job(e: JobError) -> Self {
+        let mut a = ApiError::bad_request(&e.code, e.message);
+        if e.code == "applicationError" {
+            a.status = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        a.extra = e.results.map(|r| Box::new(json!({"results": r})));
+        a
+    }
+}
+
 /// Splits `in.c-main.t` into (`in.c-main`, `t`); an id without two dots yields an empty bucket.
-pub fn split_table_id(table_id: &str) -> (&str, &str) {
+pub(crate) fn split_table_id(table_id: &str) -> (&str, &str) {
     match table_id.rfind('.') {
         Some(i) if table_id[..i].contains('.') => (&table_id[..i], &table_id[i + 1..]),
         _ => ("", table_id),
@@ -76,7 +89,7 @@ pub fn split_table_id(table_id: &str) -> (&str, &str) {
 
 /// The error for a blocking worker that did not finish: cancelled (the emulator is shutting down, 503) or
 /// panicked (a bug, 500).
-pub fn worker_failed(e: tokio::task::JoinError, what: &str) -> ApiError {
+pub(crate) fn worker_failed(e: tokio::task::JoinError, what: &str) -> ApiError {
     if e.is_cancelled() {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -91,7 +104,7 @@ pub fn worker_failed(e: tokio::task::JoinError, what: &str) -> ApiError {
 }
 
 /// A fresh `exception-<hex>` id, as Keboola's error library emits.
-pub fn exception_id() -> String {
+pub(crate) fn exception_id() -> String {
     format!("exception-{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -117,14 +130,14 @@ impl IntoResponse for ApiError {
 /// An error of a job: lands in the job's `error` object (and optionally its `results`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {message}")]
-pub struct JobError {
-    pub code: String,
-    pub message: String,
-    pub results: Option<serde_json::Value>,
+pub(crate) struct JobError {
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) results: Option<serde_json::Value>,
 }
 
 impl JobError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.to_owned(),
             message: message.into(),
@@ -140,6 +153,18 @@ impl From<ApiError> for JobError {
             message: e.message,
             results: None,
         }
+    }
+}
+
+impl From<crate::store::PersistError> for ApiError {
+    fn from(e: crate::store::PersistError) -> Self {
+        ApiError::internal(format!("cannot persist the emulator store: {e}"))
+    }
+}
+
+impl From<crate::store::PersistError> for JobError {
+    fn from(e: crate::store::PersistError) -> Self {
+        e.0.into()
     }
 }
 

@@ -1,28 +1,7 @@
 //! Fault injection: rules that make the next matching requests or jobs misbehave, so clients' retry, resume
-//! and no-double-load logic can be tested against a server that fails on cue.
-//!
-//! A rule is posted as JSON to `POST /_emulator/faults` (or added with [`super::Emulator::add_fault`]):
-//!
-//! | key | meaning |
-//! |---|---|
-//! | `method` | HTTP method to match (absent or `*` = any) |
-//! | `path` | path glob, `*` matches any run of characters incl. `/` (absent = any) |
-//! | `query` | glob on the raw query string (absent = any), e.g. `*partNumber=2*` for one S3 part upload |
-//! | `times` | how many matching requests/jobs the rule applies to (default 1) |
-//! | `skip` | let this many matching requests pass first (default 0) |
-//! | `status` | answer with this status instead of handling the request (Storage JSON or S3 XML error body) |
-//! | `retryAfter` | with `status`: the `Retry-After` header, in seconds |
-//! | `code`, `message` | with `status`: the error code and message of the body |
-//! | `afterApply` | with `status`: handle the request first (and wait for the job it started), then answer `status` |
-//! | `delayMs` | wait this long before handling |
-//! | `cutAfterBytes` | send only this many bytes of the response body, then reset the connection |
-//! | `job` | instead of a request: the next job(s) of this operation (`tableImport`, `tableExport`, ..., `*` = any) |
-//! | `fail` | with `job`: `{code, message}`, the job ends in `error` |
-//! | `hang` | with `job`: the job stays `waiting` forever |
-//! | `delayMs` | with `job`: the job stays `processing` this long before its work (jobs of a fixed duration) |
-//! | `truncateSliceBytes` | with `job: tableExport`: the first slice of the export is cut to this many bytes |
-//!
-//! `GET /_emulator/faults` lists the active rules, `DELETE /_emulator/faults` removes them all.
+//! and no-double-load logic can be tested against a server that fails on cue. A rule is posted as JSON to
+//! `POST /_emulator/faults` or added with [`super::Emulator::add_fault`]; its keys and their effects are
+//! described in this crate's `README.md` ("Fault rules").
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -100,19 +79,19 @@ pub struct JobFailure {
 
 /// What to do to one request.
 #[derive(Debug, Clone, Default)]
-pub struct RequestFault {
-    pub status: Option<u16>,
-    pub retry_after: Option<u64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    pub after_apply: bool,
-    pub delay_ms: Option<u64>,
-    pub cut_after_bytes: Option<u64>,
+pub(crate) struct RequestFault {
+    pub(crate) status: Option<u16>,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) code: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) after_apply: bool,
+    pub(crate) delay_ms: Option<u64>,
+    pub(crate) cut_after_bytes: Option<u64>,
 }
 
 /// What to do to one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobFault {
+pub(crate) enum JobFault {
     Fail {
         code: String,
         message: String,
@@ -125,15 +104,15 @@ pub enum JobFault {
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid fault rule: {0}")]
-pub struct InvalidRule(String);
+pub(crate) struct InvalidRule(String);
 
 #[derive(Default)]
-pub struct Faults {
+pub(crate) struct Faults {
     rules: Mutex<Vec<FaultRule>>,
 }
 
 impl Faults {
-    pub fn add(&self, rule: FaultRule) -> Result<(), InvalidRule> {
+    pub(crate) fn add(&self, rule: FaultRule) -> Result<(), InvalidRule> {
         if rule.times == 0 {
             return Err(InvalidRule("`times` must be at least 1".into()));
         }
@@ -174,16 +153,16 @@ impl Faults {
         Ok(())
     }
 
-    pub fn list(&self) -> Vec<FaultRule> {
+    pub(crate) fn list(&self) -> Vec<FaultRule> {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Consumes the first request rule matching `method path?query`, if any.
-    pub fn take_request_fault(
+    pub(crate) fn take_request_fault(
         &self,
         method: &str,
         path: &str,
@@ -224,7 +203,7 @@ impl Faults {
     }
 
     /// Consumes the first job rule for `operation`, if any.
-    pub fn take_job_fault(&self, operation: &str) -> Option<JobFault> {
+    pub(crate) fn take_job_fault(&self, operation: &str) -> Option<JobFault> {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let idx = rules
             .iter()
@@ -255,7 +234,7 @@ impl Faults {
 }
 
 /// `*` matches any run of bytes (including `/`); everything else literally.
-pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while t < text.len() {

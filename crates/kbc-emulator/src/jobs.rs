@@ -3,52 +3,61 @@
 //! slot of the bounded job pool, runs the blocking work off the async threads, and ends in `success` with the
 //! operation's `results` or `error` with `error{code,message,exceptionId}`.
 
-use super::error::{JobError, exception_id};
+use super::app::App;
+use super::error::{ApiError, JobError};
 use super::faults::JobFault;
-use super::server::App;
+use super::store::{CreatorToken, JobMetrics, JobRecord, JobStatus};
 use super::timefmt::{iso, now_secs};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// At most this many jobs do work at the same time (the machine is small; table locks serialise further).
-pub const MAX_PARALLEL_JOBS: usize = 4;
+pub(crate) const MAX_PARALLEL_JOBS: usize = 4;
 
 /// What a job's work returns on success: its `results`.
-pub type JobResult = Result<Value, JobError>;
+pub(crate) type JobResult = Result<Value, JobError>;
 
-/// Creates a job record in `waiting` and returns its JSON (the 202 body).
-pub fn create(app: &App, operation: &str, table_id: Option<&str>, params: Value) -> Value {
-    let mut meta = app.store.lock();
-    let id = meta.next_id();
-    let job = json!({
-        "id": id,
-        "status": "waiting",
-        "url": format!("{}/v2/storage/jobs/{id}", app.base_url),
-        "tableId": table_id,
-        "operationName": operation,
-        "operationParams": params,
-        "createdTime": iso(now_secs()),
-        "startTime": null,
-        "endTime": null,
-        "runId": null,
-        "results": null,
-        "creatorToken": {"id": "1", "description": "emulator token"},
-        "metrics": {"inCompressed": false, "inBytes": 0, "inBytesUncompressed": 0,
-                    "outCompressed": false, "outBytes": 0, "outBytesUncompressed": 0},
-    });
-    meta.jobs.insert(id, job.clone());
-    drop(meta);
-    let _ = app.store.persist();
-    job
+/// Creates a job record in `waiting` (the 202 body). A record that cannot be saved fails the request.
+pub(crate) fn create(
+    app: &App,
+    operation: &str,
+    table_id: Option<&str>,
+    params: Value,
+) -> Result<JobRecord, ApiError> {
+    let created_time = iso(now_secs());
+    Ok(app.store.update(|meta| {
+        let id = meta.next_id();
+        let job = JobRecord {
+            id,
+            status: JobStatus::Waiting,
+            url: format!("{}/v2/storage/jobs/{id}", app.base_url),
+            table_id: table_id.map(str::to_owned),
+            operation_name: operation.to_owned(),
+            operation_params: params,
+            created_time,
+            start_time: None,
+            end_time: None,
+            run_id: None,
+            results: Value::Null,
+            creator_token: CreatorToken {
+                id: "1".into(),
+                description: "emulator token".into(),
+            },
+            metrics: JobMetrics::default(),
+            error: None,
+        };
+        meta.jobs.insert(id, job.clone());
+        job
+    })?)
 }
 
 /// Starts a job's work in the background. `lock_key` names the table whose lock it needs (if any).
-pub fn spawn<F>(app: &Arc<App>, job: &Value, lock_key: Option<String>, work: F)
+pub(crate) fn spawn<F>(app: &Arc<App>, job: &JobRecord, lock_key: Option<String>, work: F)
 where
     F: FnOnce(&App, Option<JobFault>) -> JobResult + Send + 'static,
 {
-    let id = job["id"].as_u64().unwrap_or(0);
-    let operation = job["operationName"].as_str().unwrap_or("").to_owned();
+    let id = job.id;
+    let operation = job.operation_name.clone();
     let app = app.clone();
     tokio::spawn(async move {
         let fault = app.faults.take_job_fault(&operation);
@@ -65,8 +74,8 @@ where
             return;
         };
         update(&app, id, |j| {
-            j["status"] = "processing".into();
-            j["startTime"] = iso(now_secs()).into();
+            j.status = JobStatus::Processing;
+            j.start_time = Some(iso(now_secs()));
         });
         if let Some(JobFault::Delay(ms)) = fault {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -85,16 +94,15 @@ where
             }
         };
         update(&app, id, |j| {
-            j["endTime"] = iso(now_secs()).into();
+            j.end_time = Some(iso(now_secs()));
             match result {
                 Ok(results) => {
-                    j["status"] = "success".into();
-                    j["results"] = results;
+                    j.status = JobStatus::Success;
+                    j.results = results;
                 }
                 Err(e) => {
-                    j["status"] = "error".into();
-                    j["results"] = e.results.unwrap_or(Value::Null);
-                    j["error"] = json!({"code": e.code, "message": e.message, "exceptionId": exception_id()});
+                    j.results = e.results.unwrap_or(Value::Null);
+                    j.fail(&e.code, e.message);
                 }
             }
         });
@@ -118,32 +126,34 @@ impl Drop for Running<'_> {
         self.0
             .jobs_running
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        // Shutdown waits for the count to reach zero.
+        self.0.job_done.notify_waiters();
     }
 }
 
-fn update(app: &App, id: u64, f: impl FnOnce(&mut Value)) {
-    {
-        let mut meta = app.store.lock();
+/// Changes a job's record. A background job has nobody to answer, so a failure to save is logged.
+fn update(app: &App, id: u64, f: impl FnOnce(&mut JobRecord)) {
+    let changed = app.store.update(|meta| {
         if let Some(j) = meta.jobs.get_mut(&id) {
             f(j);
         }
-    }
-    if let Err(e) = app.store.persist() {
+    });
+    if let Err(e) = changed {
         tracing::warn!("emulator: cannot persist job {id}: {e}");
     }
 }
 
-/// The job's current JSON.
-pub fn get(app: &App, id: u64) -> Option<Value> {
-    app.store.lock().jobs.get(&id).cloned()
+/// The job's current record.
+pub(crate) fn get(app: &App, id: u64) -> Option<JobRecord> {
+    app.store.read().jobs.get(&id).cloned()
 }
 
 /// Waits until the job is finished (used by "fail after applying" faults and by the seeding helpers).
-pub async fn wait(app: &App, id: u64) -> Option<Value> {
+pub(crate) async fn wait(app: &App, id: u64) -> Option<JobRecord> {
     loop {
         let notified = app.job_done.notified();
         let job = get(app, id)?;
-        if matches!(job["status"].as_str(), Some("success" | "error")) {
+        if job.status.is_finished() {
             return Some(job);
         }
         let _ = tokio::time::timeout(std::time::Duration::from_millis(200), notified).await;

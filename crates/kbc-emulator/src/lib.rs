@@ -2,34 +2,19 @@
 //! async jobs, import/export, files), its own S3-compatible file storage at the same base URL, a persistent
 //! store, and fault injection. It stands for Keboola, so it shares nothing with the runner but the wire format.
 //!
-//! Start it with `kbc-runner emulator --listen 127.0.0.1:0 --store DIR --token T` (first stdout line:
-//! `listening on http://HOST:PORT`), or in-process with [`Emulator::start`]. Point a client at the URL with
-//! the token; point an AWS SDK at it with `AWS_ENDPOINT_URL_S3=http://HOST:PORT` (path-style, or
-//! virtual-hosted: a `Host` of `<bucket>.s3.<region>.amazonaws.com` or `<bucket>.<emulator host>`).
-//! `--tls-cert`/`--tls-key` serve HTTPS ([`EmulatorOptions::tls`]); `--public-url` sets the base of every
-//! absolute URL the emulator returns, for use behind a proxy ([`EmulatorOptions::public_url`]).
+//! Start it with `kbc-runner emulator --listen 127.0.0.1:0 --store DIR --token T`, or in-process with
+//! [`Emulator::start`] / [`Emulator::start_with_options`]. What it implements and how it behaves, the
+//! control API (`/_emulator/...`) and the fault rules ([`FaultRule`]) are described once, in this crate's
+//! `README.md`.
 //!
-//! ## Control API (token-protected like the Storage API; see also `README.md` of this crate)
-//! - `GET /_emulator/health` → `{"status":"ok"}`
-//! - `POST /_emulator/tables/{table_id}?primaryKey=a,b` with a CSV body (header row) → seeds the table
-//!   (creates bucket and table when missing, full load), like [`Emulator::seed_table`].
-//! - `GET /_emulator/tables/{table_id}` → the rows as CSV, like [`Emulator::dump_table`]; 404 when missing.
-//! - `POST /_emulator/faults` with one rule or an array (see [`faults`]); `GET` lists; `DELETE` clears.
-//! - `POST /_emulator/credentials/expire` → every issued S3 key expires (S3 answers `ExpiredToken`); file
-//!   detail with `federationToken` then issues fresh credentials.
-//!
-//! ## Semantics worth knowing
-//! - Duplicate primary keys inside one load: the last occurrence wins.
-//! - Each load of a table gets an import stamp (unix seconds): the next whole second after it started and
-//!   strictly greater than the previous load's, and
-//!   `lastImportDate` is that stamp; `changedSince` selects rows with a stamp **greater** than it and
-//!   `changedUntil` rows with a stamp **smaller**, so `changedSince = lastImportDate` selects nothing from
-//!   the last load (adaptive input mapping is exact). Rows whose values an upsert leaves unchanged keep their
-//!   stamp.
-//! - Exports are sliced (`<key>NNNN_part_00[.gz]`, about 250k rows per slice), header-less, with a manifest at
-//!   `<key>manifest`, and cached per table generation and parameters (`cacheHit: true`).
+//! Inside: `server` is the HTTP front (logging, faults, routing), `api` the Storage API (one router per
+//! resource), `s3` the file storage, `jobs` the job runner, `table` the table engine, `store` the
+//! persistent state, `app` the state they share.
+
+#![warn(unreachable_pub)]
 
 mod api;
+mod app;
 mod body;
 mod error;
 pub mod faults;
@@ -46,7 +31,7 @@ pub use store::Project;
 pub use tls::TlsFiles;
 
 use anyhow::Context;
-use server::App;
+use app::App;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -262,21 +247,24 @@ impl Emulator {
 
     /// The project's settings: stack and project features, branch storage (kept in the store).
     pub fn project(&self) -> Project {
-        self.app.store.lock().project.clone()
+        self.app.store.read().project.clone()
     }
 
     /// Sets the project's settings (see [`Project`]) and saves them in the store.
     pub fn set_project(&self, project: Project) -> anyhow::Result<()> {
-        self.app.store.lock().project = project;
         self.app
             .store
-            .persist()
+            .update(|meta| meta.project = project)
             .context("saving the emulator store")
     }
 
     /// Expires every S3 access key issued so far (a client must fetch fresh credentials from Storage).
+    /// Returns how many keys were live, or 0 when the change could not be saved (logged as an error).
     pub fn expire_credentials(&self) -> usize {
-        server::expire_credentials(&self.app)
+        self.app.expire_credentials().unwrap_or_else(|e| {
+            tracing::error!("emulator: cannot save the expired S3 keys: {e}");
+            0
+        })
     }
 
     /// Removes every fault rule.
@@ -288,16 +276,18 @@ impl Emulator {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
-        // Let running jobs finish their writes (bounded: a job is a few seconds at most here).
+        // Let running jobs finish their writes (bounded: a job is a few seconds at most here). Each job
+        // notifies `job_done` when it stops counting as running.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while self
-            .app
-            .jobs_running
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        loop {
+            let stopped = self.app.job_done.notified();
+            let running = self
+                .app
+                .jobs_running
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if running == 0 || tokio::time::timeout_at(deadline, stopped).await.is_err() {
+                break;
+            }
         }
     }
 }

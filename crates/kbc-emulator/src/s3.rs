@@ -10,8 +10,8 @@
 // add an allocation.
 #![allow(clippy::result_large_err)]
 
-use super::server::App;
-use super::store::{FILES_BUCKET, MultipartUpload, ObjectMeta};
+use super::app::App;
+use super::store::{FILES_BUCKET, MultipartUpload, ObjectMeta, object_id};
 use super::timefmt::{http_date, now_secs, s3_date};
 use axum::body::Body;
 use axum::extract::Request;
@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>{}</RequestId></Error>",
         xml_escape(code),
@@ -42,7 +42,7 @@ fn xml_response(body: String) -> Response {
         .into_response()
 }
 
-pub fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -78,7 +78,7 @@ fn authorise(app: &App, headers: &HeaderMap, query: &[(String, String)]) -> Resu
             "Access Denied: the request is not signed",
         ));
     };
-    let meta = app.store.lock();
+    let meta = app.store.read();
     match meta.access_keys.get(&id) {
         None => Err(error_response(
             StatusCode::FORBIDDEN,
@@ -95,7 +95,11 @@ fn authorise(app: &App, headers: &HeaderMap, query: &[(String, String)]) -> Resu
 }
 
 /// Serves one request; `virtual_bucket` is the bucket named by a virtual-hosted request's `Host`.
-pub async fn dispatch(app: &Arc<App>, req: Request, virtual_bucket: Option<String>) -> Response {
+pub(crate) async fn dispatch(
+    app: &Arc<App>,
+    req: Request,
+    virtual_bucket: Option<String>,
+) -> Response {
     let query: Vec<(String, String)> = req
         .uri()
         .query()
@@ -135,17 +139,17 @@ pub async fn dispatch(app: &Arc<App>, req: Request, virtual_bucket: Option<Strin
             _ => put_object(app, &key, req).await,
         },
         (Method::POST, false) if q("uploads").is_some() => {
-            Ok(create_multipart(app, &key, req.headers()))
+            create_multipart(app, &key, req.headers())
         }
         (Method::POST, false) if q("uploadId").is_some() => {
             complete_multipart(app, &key, &q("uploadId").unwrap_or_default(), req).await
         }
         (Method::DELETE, false) if q("uploadId").is_some() => {
-            Ok(abort_multipart(app, &q("uploadId").unwrap_or_default()))
+            abort_multipart(app, &q("uploadId").unwrap_or_default())
         }
         (Method::GET, false) => get_object(app, &key, req.headers(), true).await,
         (Method::HEAD, false) => get_object(app, &key, req.headers(), false).await,
-        (Method::DELETE, false) => Ok(delete_object(app, &key)),
+        (Method::DELETE, false) => delete_object(app, &key),
         (m, _) => Err(error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -166,7 +170,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 /// Decodes `Content-Encoding: aws-chunked` bodies: `<hex>[;chunk-signature=..]\r\n<data>\r\n` … `0\r\n`
 /// followed by optional trailer lines and a blank line.
 #[derive(Default)]
-pub struct AwsChunkedDecoder {
+pub(crate) struct AwsChunkedDecoder {
     buf: Vec<u8>,
     remaining: usize,
     state: ChunkState,
@@ -184,7 +188,7 @@ enum ChunkState {
 
 impl AwsChunkedDecoder {
     /// Feeds raw bytes; appends decoded payload to `out`.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         self.buf.extend_from_slice(input);
         let mut pos = 0;
         loop {
@@ -248,7 +252,7 @@ impl AwsChunkedDecoder {
     }
 
     /// Whether the terminating chunk was seen (trailers may be cut off by clients that send none).
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         matches!(self.state, ChunkState::Done | ChunkState::Trailers)
             && self.buf.iter().all(|b| b.is_ascii_whitespace())
     }
@@ -271,7 +275,7 @@ fn is_aws_chunked(headers: &HeaderMap) -> bool {
 }
 
 /// Streams a request body to `path`, decoding aws-chunked framing when asked. Returns (size, md5 hex).
-pub async fn body_to_file(
+pub(crate) async fn body_to_file(
     body: Body,
     path: &Path,
     aws_chunked: bool,
@@ -348,19 +352,19 @@ async fn put_object(app: &Arc<App>, key: &str, req: Request) -> Result<Response,
         .await
         .map_err(internal)?;
     let etag = format!("\"{md5}\"");
-    app.store.put_object(
-        FILES_BUCKET,
-        key,
-        ObjectMeta {
-            blob,
-            size,
-            etag: etag.clone(),
-            content_type: header_string(&headers, "content-type"),
-            content_disposition: header_string(&headers, "content-disposition"),
-            last_modified: now_secs(),
-        },
-    );
-    app.store.persist().map_err(internal)?;
+    let object = ObjectMeta {
+        blob,
+        size,
+        etag: etag.clone(),
+        content_type: header_string(&headers, "content-type"),
+        content_disposition: header_string(&headers, "content-disposition"),
+        last_modified: now_secs(),
+    };
+    let replaced = app
+        .store
+        .update(|meta| meta.put_object(FILES_BUCKET, key, object))
+        .map_err(internal)?;
+    app.store.remove_blobs(replaced);
     Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response())
 }
 
@@ -450,17 +454,13 @@ async fn get_object(
     builder.body(body).map_err(internal)
 }
 
-fn delete_object(app: &App, key: &str) -> Response {
+fn delete_object(app: &App, key: &str) -> Result<Response, Response> {
     let removed = app
         .store
-        .lock()
-        .objects
-        .remove(&super::store::object_id(FILES_BUCKET, key));
-    if let Some(o) = removed {
-        let _ = std::fs::remove_file(app.store.blob_path(&o.blob));
-        let _ = app.store.persist();
-    }
-    StatusCode::NO_CONTENT.into_response()
+        .update(|meta| meta.objects.remove(&object_id(FILES_BUCKET, key)))
+        .map_err(internal)?;
+    app.store.remove_blobs(removed.map(|o| o.blob));
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn list_objects(app: &App, query: &[(String, String)]) -> Response {
@@ -486,7 +486,7 @@ fn list_objects(app: &App, query: &[(String, String)]) -> Response {
         Object(String, ObjectMeta),
         Prefix(String),
     }
-    let meta = app.store.lock();
+    let meta = app.store.read();
     let mut entries = Vec::new();
     let mut truncated = false;
     let mut last_token = String::new();
@@ -562,22 +562,21 @@ fn list_objects(app: &App, query: &[(String, String)]) -> Response {
     xml_response(body)
 }
 
-fn create_multipart(app: &App, key: &str, headers: &HeaderMap) -> Response {
+fn create_multipart(app: &App, key: &str, headers: &HeaderMap) -> Result<Response, Response> {
     let upload_id = uuid::Uuid::new_v4().simple().to_string();
-    app.store.lock().uploads.insert(
-        upload_id.clone(),
-        MultipartUpload {
-            bucket: FILES_BUCKET.into(),
-            key: key.to_owned(),
-            content_type: header_string(headers, "content-type"),
-            parts: Default::default(),
-        },
-    );
-    let _ = app.store.persist();
-    xml_response(format!(
+    let upload = MultipartUpload {
+        bucket: FILES_BUCKET.into(),
+        key: key.to_owned(),
+        content_type: header_string(headers, "content-type"),
+        parts: Default::default(),
+    };
+    app.store
+        .update(|meta| meta.uploads.insert(upload_id.clone(), upload))
+        .map_err(internal)?;
+    Ok(xml_response(format!(
         "<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{FILES_BUCKET}</Bucket><Key>{}</Key><UploadId>{upload_id}</UploadId></InitiateMultipartUploadResult>",
         xml_escape(key)
-    ))
+    )))
 }
 
 fn no_such_upload() -> Response {
@@ -605,7 +604,7 @@ async fn upload_part(
                 "partNumber must be 1..10000",
             )
         })?;
-    if !app.store.lock().uploads.contains_key(upload_id) {
+    if !app.store.read().uploads.contains_key(upload_id) {
         return Err(no_such_upload());
     }
     let chunked = is_aws_chunked(req.headers());
@@ -613,19 +612,21 @@ async fn upload_part(
     let path = app.store.blob_path(&blob);
     let (size, md5) = receive(req.into_body(), &path, chunked, "part").await?;
     let etag = format!("\"{md5}\"");
-    let old = {
-        let mut meta = app.store.lock();
-        let Some(u) = meta.uploads.get_mut(upload_id) else {
-            drop(meta);
-            let _ = std::fs::remove_file(&path);
-            return Err(no_such_upload());
-        };
-        u.parts.insert(number, (blob, size, etag.clone()))
+    let part = (blob, size, etag.clone());
+    let added = app
+        .store
+        .update(|meta| {
+            let upload = meta.uploads.get_mut(upload_id)?;
+            Some(upload.parts.insert(number, part))
+        })
+        .map_err(internal)?;
+    let Some(replaced) = added else {
+        // Completed or aborted while the part was on its way.
+        let _ = std::fs::remove_file(&path);
+        return Err(no_such_upload());
     };
-    if let Some((old_blob, _, _)) = old {
-        let _ = std::fs::remove_file(app.store.blob_path(&old_blob));
-    }
-    let _ = app.store.persist();
+    app.store
+        .remove_blobs(replaced.map(|(old_blob, _, _)| old_blob));
     Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response())
 }
 
@@ -647,7 +648,7 @@ async fn complete_multipart(
         .collect();
     let upload = app
         .store
-        .lock()
+        .read()
         .uploads
         .get(upload_id)
         .cloned()
@@ -706,26 +707,24 @@ async fn complete_multipart(
         .map(|b| format!("{b:02x}"))
         .collect();
     let etag = format!("\"{digest}-{}\"", parts.len());
-    app.store.put_object(
-        FILES_BUCKET,
-        key,
-        ObjectMeta {
-            blob,
-            size,
-            etag: etag.clone(),
-            content_type: upload.content_type.clone(),
-            content_disposition: None,
-            last_modified: now_secs(),
-        },
-    );
-    let removed = app.store.lock().uploads.remove(upload_id);
-    for (b, _, _) in removed
-        .map(|u| u.parts.into_values().collect::<Vec<_>>())
-        .unwrap_or_default()
-    {
-        let _ = std::fs::remove_file(app.store.blob_path(&b));
-    }
-    app.store.persist().map_err(internal)?;
+    let object = ObjectMeta {
+        blob,
+        size,
+        etag: etag.clone(),
+        content_type: upload.content_type.clone(),
+        content_disposition: None,
+        last_modified: now_secs(),
+    };
+    let (replaced, finished) = app
+        .store
+        .update(|meta| {
+            let replaced = meta.put_object(FILES_BUCKET, key, object);
+            (replaced, meta.uploads.remove(upload_id))
+        })
+        .map_err(internal)?;
+    let parts = finished.into_iter().flat_map(|u| u.parts.into_values());
+    app.store
+        .remove_blobs(replaced.into_iter().chain(parts.map(|(b, _, _)| b)));
     Ok(xml_response(format!(
         "<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Location>{}/{FILES_BUCKET}/{}</Location><Bucket>{FILES_BUCKET}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
         app.base_url,
@@ -735,17 +734,18 @@ async fn complete_multipart(
     )))
 }
 
-fn abort_multipart(app: &App, upload_id: &str) -> Response {
-    let removed = app.store.lock().uploads.remove(upload_id);
+fn abort_multipart(app: &App, upload_id: &str) -> Result<Response, Response> {
+    let removed = app
+        .store
+        .update(|meta| meta.uploads.remove(upload_id))
+        .map_err(internal)?;
     match removed {
         Some(u) => {
-            for (b, _, _) in u.parts.into_values() {
-                let _ = std::fs::remove_file(app.store.blob_path(&b));
-            }
-            let _ = app.store.persist();
-            StatusCode::NO_CONTENT.into_response()
+            app.store
+                .remove_blobs(u.parts.into_values().map(|(b, _, _)| b));
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
-        None => no_such_upload(),
+        None => Err(no_such_upload()),
     }
 }
 

@@ -3,8 +3,9 @@
 //! or `<bucket>.<emulator host>`) to the file storage; otherwise by path prefix, `/v2/storage` to the
 //! Storage API, `/_emulator` to the control API, everything else to the file storage (path-style).
 
-use super::faults::{FaultRule, Faults, RequestFault};
-use super::store::Store;
+use super::app::App;
+use super::faults::{FaultRule, RequestFault};
+use super::store::JobRecord;
 use super::{api, s3};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -14,42 +15,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{Notify, Semaphore};
 
-/// Shared state of a running emulator.
-pub struct App {
-    pub store: Store,
-    pub tokens: Vec<String>,
-    /// `http://HOST:PORT` (or the public URL), used in `uri`/`url` fields.
-    pub base_url: String,
-    /// Lower-case host names of the emulator itself: `<bucket>.<host>` addresses a bucket.
-    pub hosts: Vec<String>,
-    pub faults: Faults,
-    pub job_slots: Arc<Semaphore>,
-    pub job_done: Notify,
-    /// Print one line per request on stdout (binary mode).
-    pub log_requests: bool,
-    /// Jobs started and not yet finished (hung jobs excluded): shutdown waits for them, so no job writes to
-    /// the store after the emulator has stopped.
-    pub jobs_running: std::sync::atomic::AtomicUsize,
-}
-
-impl App {
-    /// A copy of a table's metadata, for a job that works on it; a missing table fails the job.
-    pub(crate) fn table_snapshot(
-        &self,
-        table_id: &str,
-    ) -> Result<super::store::TableMeta, super::error::JobError> {
-        self.store
-            .lock()
-            .tables
-            .get(table_id)
-            .cloned()
-            .ok_or_else(|| super::error::ApiError::table_not_found(table_id).into())
-    }
-}
-
-pub fn router(app: Arc<App>) -> axum::Router {
+pub(crate) fn router(app: Arc<App>) -> axum::Router {
     // Multipart bodies (deprecated sync uploads) may be large; S3 bodies are streamed and not limited here.
     axum::Router::new()
         .fallback(handle)
@@ -106,7 +73,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
 
 /// The emulator's own host names for `base_url`: its host, and `localhost` (which resolvers map, with any
 /// subdomain, to loopback).
-pub fn own_hosts(base_url: &str) -> Vec<String> {
+pub(crate) fn own_hosts(base_url: &str) -> Vec<String> {
     let mut hosts = vec!["localhost".to_owned()];
     if let Some(host) = url::Url::parse(base_url)
         .ok()
@@ -136,10 +103,10 @@ fn request_host(req: &Request) -> Option<String> {
 /// The bucket a virtual-hosted S3 request addresses: `<bucket>.s3.amazonaws.com`,
 /// `<bucket>.s3.<region>.amazonaws.com`, `<bucket>.s3-<region>.amazonaws.com`, or `<bucket>.<own host>`.
 /// None for path-style requests (`s3.<region>.amazonaws.com`, the emulator's own host, an IP address).
-pub fn virtual_bucket(own_hosts: &[String], host: &str) -> Option<String> {
+pub(crate) fn virtual_bucket(own_hosts: &[String], host: &str) -> Option<String> {
     let host = host.trim_end_matches('.');
     if let Some(rest) = host.strip_suffix(".amazonaws.com") {
-        // Bucket names may contain dots: the bucket is everything before the `s3` label.
+        // BucketRecord names may contain dots: the bucket is everything before the `s3` label.
         let labels: Vec<&str> = rest.split('.').collect();
         let at = labels
             .iter()
@@ -155,7 +122,7 @@ pub fn virtual_bucket(own_hosts: &[String], host: &str) -> Option<String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Storage,
     Control,
     S3,
@@ -202,10 +169,8 @@ async fn serve(
         let bytes = axum::body::to_bytes(std::mem::take(response.body_mut()), 64 << 20)
             .await
             .unwrap_or_default();
-        if let Ok(job) = serde_json::from_slice::<serde_json::Value>(&bytes)
-            && let (Some(id), Some(_)) = (job["id"].as_u64(), job.get("operationName"))
-        {
-            super::jobs::wait(app, id).await;
+        if let Ok(job) = serde_json::from_slice::<JobRecord>(&bytes) {
+            super::jobs::wait(app, job.id).await;
         }
         return fault_response(kind, status, &fault);
     }
@@ -286,61 +251,10 @@ fn cut_body(response: Response, limit: u64) -> Response {
     Response::from_parts(parts, Body::from_stream(stream))
 }
 
-/// Whether the request carries one of the emulator's tokens. Errors are the real API's 401s.
-pub fn authenticate(
-    app: &App,
-    headers: &axum::http::HeaderMap,
-) -> Result<(), super::error::ApiError> {
-    let token = headers
-        .get("x-storageapi-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    if token.trim().is_empty() {
-        return Err(super::error::ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "",
-            "Access token must be set",
-        ));
-    }
-    if !app.tokens.iter().any(|t| t == &token) {
-        return Err(super::error::ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "storage.tokenInvalid",
-            "Invalid access token",
-        ));
-    }
-    Ok(())
-}
-
-/// Expires every issued S3 access key (S3 then answers 400 `ExpiredToken`; asking Storage for the file's
-/// credentials again issues fresh ones). Returns how many keys were live.
-pub fn expire_credentials(app: &App) -> usize {
-    let now = super::timefmt::now_secs();
-    let n = {
-        let mut meta = app.store.lock();
-        let mut n = 0;
-        for k in meta.access_keys.values_mut().filter(|k| k.expiration > now) {
-            k.expiration = now - 1;
-            n += 1;
-        }
-        n
-    };
-    let _ = app.store.persist();
-    n
-}
-
 /// The control API (see the crate README).
 async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error::ApiError> {
     use super::error::ApiError;
-    authenticate(app, req.headers())?;
+    app.authenticate(req.headers())?;
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let query = super::body::Params(super::body::parse_query(req.uri().query()));
@@ -353,7 +267,7 @@ async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error:
         }
         (Method::GET, ["faults"]) => Ok(axum::Json(app.faults.list()).into_response()),
         (Method::POST, ["credentials", "expire"]) => {
-            let n = expire_credentials(app);
+            let n = app.expire_credentials()?;
             Ok(axum::Json(serde_json::json!({"expired": n})).into_response())
         }
         (Method::DELETE, ["faults"]) => {

@@ -10,56 +10,56 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Name of the single S3 bucket that holds every file.
-pub const FILES_BUCKET: &str = "kbc-sapi-files";
-pub const REGION: &str = "us-east-1";
+pub(crate) const FILES_BUCKET: &str = "kbc-sapi-files";
+pub(crate) const REGION: &str = "us-east-1";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Bucket {
-    pub id: String,
-    pub name: String,
-    pub display_name: String,
-    pub stage: String,
-    pub description: String,
-    pub created: i64,
-    pub last_change_date: Option<i64>,
+pub(crate) struct BucketRecord {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) display_name: String,
+    pub(crate) stage: String,
+    pub(crate) description: String,
+    pub(crate) created: i64,
+    pub(crate) last_change_date: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TableMeta {
-    pub id: String,
-    pub bucket_id: String,
-    pub name: String,
-    pub display_name: String,
-    pub columns: Vec<String>,
-    pub primary_key: Vec<String>,
-    pub created: i64,
-    pub last_import_date: Option<i64>,
-    pub last_change_date: Option<i64>,
-    pub rows_count: u64,
-    pub data_size_bytes: u64,
+pub(crate) struct TableRecord {
+    pub(crate) id: String,
+    pub(crate) bucket_id: String,
+    pub(crate) name: String,
+    pub(crate) display_name: String,
+    pub(crate) columns: Vec<String>,
+    pub(crate) primary_key: Vec<String>,
+    pub(crate) created: i64,
+    pub(crate) last_import_date: Option<i64>,
+    pub(crate) last_change_date: Option<i64>,
+    pub(crate) rows_count: u64,
+    pub(crate) data_size_bytes: u64,
     /// Generation of the data file `tables/<id>/data.<gen>.csv`; 0 = no file yet (empty table).
-    pub data_gen: u64,
+    pub(crate) data_gen: u64,
     /// Import stamp (unix seconds) of the newest load; each load of this table gets a strictly greater one.
-    pub last_stamp: i64,
+    pub(crate) last_stamp: i64,
     /// Export cache: canonical export parameters → file id, valid for the current `data_gen` only.
     #[serde(default)]
-    pub export_cache: BTreeMap<String, u64>,
+    pub(crate) export_cache: BTreeMap<String, u64>,
     /// Table metadata entries `{id, key, value, provider, timestamp}`.
     #[serde(default)]
-    pub metadata: Vec<serde_json::Value>,
+    pub(crate) metadata: Vec<serde_json::Value>,
     /// Column name → metadata entries.
     #[serde(default)]
-    pub column_metadata: BTreeMap<String, Vec<serde_json::Value>>,
+    pub(crate) column_metadata: BTreeMap<String, Vec<serde_json::Value>>,
     /// The `definition` of a typed table (created with `tables-definition`); None for string tables.
     #[serde(default)]
-    pub definition: Option<serde_json::Value>,
+    pub(crate) definition: Option<serde_json::Value>,
 }
 
-impl TableMeta {
+impl TableRecord {
     /// A new, empty table: no data file, no loads yet.
-    pub fn new(
+    pub(crate) fn new(
         id: &str,
         bucket_id: &str,
         name: &str,
@@ -67,7 +67,7 @@ impl TableMeta {
         primary_key: Vec<String>,
         created: i64,
     ) -> Self {
-        TableMeta {
+        TableRecord {
             id: id.to_owned(),
             bucket_id: bucket_id.to_owned(),
             name: name.to_owned(),
@@ -91,71 +91,156 @@ impl TableMeta {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct FileMeta {
-    pub id: u64,
-    pub name: String,
-    pub key: String,
-    pub is_sliced: bool,
-    pub is_encrypted: bool,
-    pub is_public: bool,
-    pub is_permanent: bool,
-    pub size_bytes: u64,
-    pub tags: Vec<String>,
-    pub created: i64,
-    pub run_id: Option<String>,
-    pub access_key_id: String,
-    pub content_type: String,
+pub(crate) struct FileRecord {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) is_sliced: bool,
+    pub(crate) is_encrypted: bool,
+    pub(crate) is_public: bool,
+    pub(crate) is_permanent: bool,
+    pub(crate) size_bytes: u64,
+    pub(crate) tags: Vec<String>,
+    pub(crate) created: i64,
+    pub(crate) run_id: Option<String>,
+    pub(crate) access_key_id: String,
+    pub(crate) content_type: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AccessKey {
-    pub secret: String,
-    pub session_token: String,
-    pub expiration: i64,
+pub(crate) struct AccessKey {
+    pub(crate) secret: String,
+    pub(crate) session_token: String,
+    pub(crate) expiration: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ObjectMeta {
+pub(crate) struct ObjectMeta {
     /// File name under `objects/`.
-    pub blob: String,
-    pub size: u64,
-    pub etag: String,
-    pub content_type: Option<String>,
-    pub content_disposition: Option<String>,
-    pub last_modified: i64,
+    pub(crate) blob: String,
+    pub(crate) size: u64,
+    pub(crate) etag: String,
+    pub(crate) content_type: Option<String>,
+    pub(crate) content_disposition: Option<String>,
+    pub(crate) last_modified: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MultipartUpload {
-    pub bucket: String,
-    pub key: String,
-    pub content_type: Option<String>,
+pub(crate) struct MultipartUpload {
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) content_type: Option<String>,
     /// part number → (blob name, size, etag)
-    pub parts: BTreeMap<u32, (String, u64, String)>,
+    pub(crate) parts: BTreeMap<u32, (String, u64, String)>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Meta {
-    pub next_id: u64,
-    pub buckets: BTreeMap<String, Bucket>,
-    pub tables: BTreeMap<String, TableMeta>,
-    pub files: BTreeMap<u64, FileMeta>,
-    pub jobs: BTreeMap<u64, serde_json::Value>,
-    pub access_keys: BTreeMap<String, AccessKey>,
+pub(crate) struct Meta {
+    pub(crate) next_id: u64,
+    pub(crate) buckets: BTreeMap<String, BucketRecord>,
+    pub(crate) tables: BTreeMap<String, TableRecord>,
+    pub(crate) files: BTreeMap<u64, FileRecord>,
+    pub(crate) jobs: BTreeMap<u64, JobRecord>,
+    pub(crate) access_keys: BTreeMap<String, AccessKey>,
     /// `bucket/key` → object.
-    pub objects: BTreeMap<String, ObjectMeta>,
-    pub uploads: BTreeMap<String, MultipartUpload>,
+    pub(crate) objects: BTreeMap<String, ObjectMeta>,
+    pub(crate) uploads: BTreeMap<String, MultipartUpload>,
     /// The project's settings (features, branch storage); edit `meta.json` or use
     /// `Emulator::set_project` to choose them.
     #[serde(default)]
-    pub project: Project,
+    pub(crate) project: Project,
     /// Development branches by id (the default branch is implicit).
     #[serde(default)]
-    pub dev_branches: BTreeMap<u64, DevBranch>,
+    pub(crate) dev_branches: BTreeMap<u64, DevBranch>,
+}
+
+/// A Storage job as the store keeps it and `jobs/{id}` shows it: the fields are in the wire's order, and
+/// `meta.json` holds the same JSON (so stores written before jobs were typed still load).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JobRecord {
+    pub(crate) id: u64,
+    pub(crate) status: JobStatus,
+    pub(crate) url: String,
+    pub(crate) table_id: Option<String>,
+    pub(crate) operation_name: String,
+    pub(crate) operation_params: serde_json::Value,
+    pub(crate) created_time: String,
+    pub(crate) start_time: Option<String>,
+    pub(crate) end_time: Option<String>,
+    pub(crate) run_id: Option<String>,
+    /// What the operation returned: `null` until it succeeds (or fails with results).
+    #[serde(default)]
+    pub(crate) results: serde_json::Value,
+    pub(crate) creator_token: CreatorToken,
+    pub(crate) metrics: JobMetrics,
+    /// Only on failed jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<JobErrorRecord>,
+}
+
+impl JobRecord {
+    /// The job as the API answers it.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// Ends the job in `error`.
+    pub(crate) fn fail(&mut self, code: &str, message: String) {
+        self.status = JobStatus::Error;
+        self.error = Some(JobErrorRecord {
+            code: code.to_owned(),
+            message,
+            exception_id: super::error::exception_id(),
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum JobStatus {
+    Waiting,
+    Processing,
+    Success,
+    Error,
+}
+
+impl JobStatus {
+    pub(crate) fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Success | JobStatus::Error)
+    }
+}
+
+/// The token a job names as its creator (the emulator has one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CreatorToken {
+    pub(crate) id: String,
+    pub(crate) description: String,
+}
+
+/// A job's transfer metrics; the emulator reports none (all zero).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JobMetrics {
+    pub(crate) in_compressed: bool,
+    pub(crate) in_bytes: u64,
+    pub(crate) in_bytes_uncompressed: u64,
+    pub(crate) out_compressed: bool,
+    pub(crate) out_bytes: u64,
+    pub(crate) out_bytes_uncompressed: u64,
+}
+
+/// The `error` of a failed job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JobErrorRecord {
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) exception_id: String,
 }
 
 /// How the emulated project and stack are set up.
@@ -178,23 +263,69 @@ pub struct Project {
 /// A development branch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DevBranch {
-    pub id: u64,
-    pub name: String,
-    pub description: String,
-    pub created: i64,
+pub(crate) struct DevBranch {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) created: i64,
 }
 
 impl Meta {
     /// A fresh id, unique across every kind of object (files, jobs, blobs).
-    pub fn next_id(&mut self) -> u64 {
+    pub(crate) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
     }
+
+    /// Issues a new S3 access key (temporary-credentials style) valid for 12 hours; returns its id.
+    pub(crate) fn issue_access_key(&mut self) -> String {
+        let id = format!(
+            "ASIAEMU{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..13].to_ascii_uppercase()
+        );
+        self.access_keys.insert(
+            id.clone(),
+            AccessKey {
+                secret: uuid::Uuid::new_v4().simple().to_string(),
+                session_token: format!("emulator-session-{}", uuid::Uuid::new_v4().simple()),
+                expiration: super::timefmt::now_secs() + 12 * 3600,
+            },
+        );
+        id
+    }
+
+    /// Registers a finished blob (already in `objects/`) as `bucket/key`. Returns the blob it replaced, for
+    /// the caller to remove once the change is saved.
+    pub(crate) fn put_object(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        obj: ObjectMeta,
+    ) -> Option<String> {
+        self.objects
+            .insert(object_id(bucket, key), obj)
+            .map(|old| old.blob)
+    }
 }
 
+/// Read access to the metadata: derefs to [`Meta`] but cannot change it (changes go through
+/// [`Store::update`], which saves them).
+pub(crate) struct MetaRef<'a>(MutexGuard<'a, Meta>);
+
+impl std::ops::Deref for MetaRef<'_> {
+    type Target = Meta;
+    fn deref(&self) -> &Meta {
+        &self.0
+    }
+}
+
+/// The metadata could not be saved (the change stays in memory, unsaved).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct PersistError(#[from] pub std::io::Error);
+
 /// The store: metadata behind a mutex plus the folder layout.
-pub struct Store {
+pub(crate) struct Store {
     root: PathBuf,
     meta: Mutex<Meta>,
     table_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -205,7 +336,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `root`. Jobs that were unfinished when the previous process stopped
     /// are marked failed, since their work died with it.
-    pub fn open(root: &Path) -> std::io::Result<Store> {
+    pub(crate) fn open(root: &Path) -> std::io::Result<Store> {
         for sub in ["tables", "objects", "tmp"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
@@ -221,14 +352,11 @@ impl Store {
             Err(e) => return Err(e),
         };
         for job in meta.jobs.values_mut() {
-            let status = job.get("status").and_then(|s| s.as_str()).unwrap_or("");
-            if status == "waiting" || status == "processing" {
-                job["status"] = "error".into();
-                job["error"] = serde_json::json!({
-                    "code": "applicationError",
-                    "message": "The emulator was restarted while the job was running.",
-                    "exceptionId": super::error::exception_id(),
-                });
+            if !job.status.is_finished() {
+                job.fail(
+                    "applicationError",
+                    "The emulator was restarted while the job was running.".into(),
+                );
             }
         }
         remove_leftovers(root, &meta);
@@ -240,19 +368,49 @@ impl Store {
         })
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Locks the metadata. Never hold the guard across I/O on table data or an `.await`.
-    pub fn lock(&self) -> MutexGuard<'_, Meta> {
+    /// Locks the metadata for reading. Never hold the guard across I/O on table data or an `.await`.
+    pub(crate) fn read(&self) -> MetaRef<'_> {
+        MetaRef(self.guard())
+    }
+
+    fn guard(&self) -> MutexGuard<'_, Meta> {
         self.meta.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the metadata snapshot atomically.
-    pub fn persist(&self) -> std::io::Result<()> {
+    /// The one way to change the metadata: locks it, applies `change`, and saves the snapshot. A change that
+    /// is not saved is reported, never dropped: the caller answers 500 or logs it.
+    pub(crate) fn update<T>(&self, change: impl FnOnce(&mut Meta) -> T) -> Result<T, PersistError> {
+        let out = change(&mut self.guard());
+        self.persist()?;
+        Ok(out)
+    }
+
+    /// [`Store::update`] for a change that may be refused: when `change` fails nothing is saved, so it must
+    /// fail before it changes anything.
+    pub(crate) fn try_update<T, E: From<PersistError>>(
+        &self,
+        change: impl FnOnce(&mut Meta) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let out = change(&mut self.guard())?;
+        self.persist()?;
+        Ok(out)
+    }
+
+    /// A fresh id (see [`Meta::next_id`]) without saving: anything named by it is saved later together with
+    /// the counter, and what a crash leaves unsaved is removed at the next start.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.guard().next_id()
+    }
+
+    /// Writes the metadata snapshot atomically. Takes the metadata lock after the writer lock (never the
+    /// other way round), so callers must not hold the metadata lock.
+    fn persist(&self) -> Result<(), PersistError> {
         let _writer = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes = serde_json::to_vec(&*self.lock()).map_err(|e| {
+        let bytes = serde_json::to_vec(&*self.guard()).map_err(|e| {
             std::io::Error::other(format!("cannot serialise the emulator metadata: {e}"))
         })?;
         let tmp = self.tmp_path("meta");
@@ -261,71 +419,54 @@ impl Store {
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, self.root.join("meta.json"))
+        std::fs::rename(&tmp, self.root.join("meta.json"))?;
+        Ok(())
     }
 
     /// A unique temp path inside the store (same file system, so rename is atomic).
-    pub fn tmp_path(&self, hint: &str) -> PathBuf {
+    pub(crate) fn tmp_path(&self, hint: &str) -> PathBuf {
         self.root
             .join("tmp")
             .join(format!("{hint}-{}", uuid::Uuid::new_v4().simple()))
     }
 
-    pub fn table_dir(&self, table_id: &str) -> PathBuf {
+    pub(crate) fn table_dir(&self, table_id: &str) -> PathBuf {
         self.root.join("tables").join(table_id)
     }
 
-    pub fn table_data_path(&self, table_id: &str, gen_: u64) -> PathBuf {
+    pub(crate) fn table_data_path(&self, table_id: &str, gen_: u64) -> PathBuf {
         self.table_dir(table_id).join(format!("data.{gen_}.csv"))
     }
 
-    pub fn blob_path(&self, blob: &str) -> PathBuf {
+    pub(crate) fn blob_path(&self, blob: &str) -> PathBuf {
         self.root.join("objects").join(blob)
     }
 
     /// The lock that serialises jobs on one table.
-    pub fn table_lock(&self, table_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn table_lock(&self, table_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.table_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(table_id.to_owned()).or_default().clone()
     }
 
     /// Path of an object's bytes, if the object exists.
-    pub fn object_path(&self, bucket: &str, key: &str) -> Option<(PathBuf, ObjectMeta)> {
-        let meta = self.lock();
+    pub(crate) fn object_path(&self, bucket: &str, key: &str) -> Option<(PathBuf, ObjectMeta)> {
+        let meta = self.read();
         meta.objects
             .get(&object_id(bucket, key))
             .map(|o| (self.blob_path(&o.blob), o.clone()))
     }
 
-    /// Registers a finished blob (already in `objects/`) as `bucket/key`, replacing and deleting any previous
-    /// blob of that key. Does not persist; the caller does, once per batch.
-    pub fn put_object(&self, bucket: &str, key: &str, obj: ObjectMeta) {
-        let old = self.lock().objects.insert(object_id(bucket, key), obj);
-        if let Some(old) = old {
-            let _ = std::fs::remove_file(self.blob_path(&old.blob));
+    /// Deletes the bytes of blobs that saved metadata no longer names (after the [`Store::update`] that
+    /// dropped them: a crash before it keeps them, one after it leaves only leftovers for the next start).
+    pub(crate) fn remove_blobs(&self, blobs: impl IntoIterator<Item = String>) {
+        for b in blobs {
+            let _ = std::fs::remove_file(self.blob_path(&b));
         }
     }
 
     /// A fresh blob name under `objects/`.
-    pub fn new_blob(&self) -> String {
+    pub(crate) fn new_blob(&self) -> String {
         uuid::Uuid::new_v4().simple().to_string()
-    }
-
-    /// Issues a new S3 access key (temporary-credentials style) valid for 12 hours.
-    pub fn issue_access_key(meta: &mut Meta) -> String {
-        let id = format!(
-            "ASIAEMU{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..13].to_ascii_uppercase()
-        );
-        meta.access_keys.insert(
-            id.clone(),
-            AccessKey {
-                secret: uuid::Uuid::new_v4().simple().to_string(),
-                session_token: format!("emulator-session-{}", uuid::Uuid::new_v4().simple()),
-                expiration: super::timefmt::now_secs() + 12 * 3600,
-            },
-        );
-        id
     }
 }
 
@@ -361,12 +502,12 @@ fn remove_leftovers(root: &Path, meta: &Meta) {
     remove_unlisted(root.join("objects"), &|name| blobs.contains(name));
 }
 
-pub fn object_id(bucket: &str, key: &str) -> String {
+pub(crate) fn object_id(bucket: &str, key: &str) -> String {
     format!("{bucket}/{key}")
 }
 
 /// Writes `bytes` to `path` atomically through a temp file in the store.
-pub fn write_atomic(store: &Store, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(store: &Store, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = store.tmp_path("w");
     {
         let mut f = std::fs::File::create(&tmp)?;

@@ -5,12 +5,12 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 /// Unix seconds now.
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     Utc::now().timestamp()
 }
 
 /// `2017-02-13T12:01:05+0000` for unix seconds.
-pub fn iso(secs: i64) -> String {
+pub(crate) fn iso(secs: i64) -> String {
     Utc.timestamp_opt(secs, 0)
         .single()
         .unwrap_or_default()
@@ -19,7 +19,7 @@ pub fn iso(secs: i64) -> String {
 }
 
 /// `2017-02-13T12:01:05+00:00` (the `Expiration` style of AWS credentials).
-pub fn iso_colon(secs: i64) -> String {
+pub(crate) fn iso_colon(secs: i64) -> String {
     Utc.timestamp_opt(secs, 0)
         .single()
         .unwrap_or_default()
@@ -28,7 +28,7 @@ pub fn iso_colon(secs: i64) -> String {
 }
 
 /// RFC 7231 date for `Last-Modified`.
-pub fn http_date(secs: i64) -> String {
+pub(crate) fn http_date(secs: i64) -> String {
     Utc.timestamp_opt(secs, 0)
         .single()
         .unwrap_or_default()
@@ -37,7 +37,7 @@ pub fn http_date(secs: i64) -> String {
 }
 
 /// `2017-02-13T12:01:05.000Z` for S3 XML listings.
-pub fn s3_date(secs: i64) -> String {
+pub(crate) fn s3_date(secs: i64) -> String {
     Utc.timestamp_opt(secs, 0)
         .single()
         .unwrap_or_default()
@@ -46,7 +46,7 @@ pub fn s3_date(secs: i64) -> String {
 }
 
 /// Parses a point in time relative to `now` (unix seconds). None when the text is not understood.
-pub fn parse_point(text: &str, now: i64) -> Option<i64> {
+pub(crate) fn parse_point(text: &str, now: i64) -> Option<i64> {
     let t = text.trim();
     if t.is_empty() {
         return None;

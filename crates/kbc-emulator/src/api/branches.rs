@@ -13,8 +13,29 @@
 //!
 //! Files are shared by all branches here (file ids are global), which is all a table transfer needs.
 
-use super::*;
+use super::{ApiResult, Call, DEFAULT_BRANCH_ID, accepted, ok};
+use crate::app::App;
+use crate::body::Params;
+use crate::error::ApiError;
+use crate::faults::JobFault;
+use crate::jobs::{self, JobResult};
 use crate::store::DevBranch;
+use crate::timefmt::{iso, now_secs};
+use axum::http::{HeaderMap, Method};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The `dev-branches/…` routes.
+pub(super) fn route(call: &Call<'_>, rest: &[&str]) -> Option<ApiResult> {
+    let app = call.app;
+    Some(match (&call.method, rest) {
+        (&Method::GET, []) => list_branches(app),
+        (&Method::POST, []) => create_branch(app, &call.params),
+        (&Method::GET, [id]) => get_branch(app, id),
+        (&Method::DELETE, [id]) => delete_branch(app, id),
+        _ => return None,
+    })
+}
 
 /// The marker of a branch's ids: `in.c-main` in branch 5 is `in.c-main@branch5` inside the store.
 pub(super) const MARK: &str = "@branch";
@@ -28,7 +49,7 @@ pub(super) fn mark_bucket(bucket_id: &str, branch: Option<u64>) -> String {
 }
 
 /// A table id as stored (`in.c-main.t` → `in.c-main@branch5.t`).
-pub(super) fn mark_table(table_id: &str, branch: Option<u64>) -> String {
+fn mark_table(table_id: &str, branch: Option<u64>) -> String {
     match (branch, table_id.rsplit_once('.')) {
         (Some(_), Some((bucket, name))) => format!("{}.{name}", mark_bucket(bucket, branch)),
         _ => table_id.to_owned(),
@@ -68,8 +89,48 @@ pub(super) fn unmark(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Removes a `branch/{id}/` prefix from the request's path segments and returns the development branch
+/// with its own storage that the request works in (None: production, or a branch route that is not about
+/// buckets and tables).
+pub(super) fn strip_branch_prefix(
+    app: &App,
+    headers: &HeaderMap,
+    segs: &mut Vec<String>,
+) -> Result<Option<u64>, ApiError> {
+    if segs.first().map(String::as_str) != Some("branch") || segs.len() < 2 {
+        return Ok(None);
+    }
+    // The default branch's index needs no token, as production's does not; any other branch id is only
+    // looked up for a caller with a token.
+    if segs[1] != "default" && segs[1] != DEFAULT_BRANCH_ID.to_string() {
+        app.authenticate(headers)?;
+    }
+    let mut branch = None;
+    if let Scope::Dev(id) = scope_of(app, &segs[1])? {
+        let storage_route = matches!(segs.get(2).map(String::as_str), Some("buckets" | "tables"));
+        if storage_route {
+            if !has_branch_storage(app) {
+                return Err(no_branch_storage(id));
+            }
+            branch = Some(id);
+        }
+    }
+    segs.drain(..2);
+    Ok(branch)
+}
+
+/// Marks the bucket or table id of a branch-scoped request's path (`buckets/{id}`, `tables/{id}`) as stored.
+pub(super) fn mark_ids(segs: &mut [String], branch: Option<u64>) {
+    if branch.is_some() && segs.len() >= 2 {
+        segs[1] = match segs[0].as_str() {
+            "buckets" => mark_bucket(&segs[1], branch),
+            _ => mark_table(&segs[1], branch),
+        };
+    }
+}
+
 /// The branch a `branch/{id}/` request addresses.
-pub(super) enum Scope {
+enum Scope {
     /// Production (no prefix, `default`, or the default branch's id).
     Production,
     /// A development branch.
@@ -77,14 +138,14 @@ pub(super) enum Scope {
 }
 
 /// Finds the branch of a `branch/{id}` prefix; an unknown branch is 404.
-pub(super) fn scope_of(app: &App, branch: &str) -> Result<Scope, ApiError> {
+fn scope_of(app: &App, branch: &str) -> Result<Scope, ApiError> {
     if branch == "default" || branch == DEFAULT_BRANCH_ID.to_string() {
         return Ok(Scope::Production);
     }
     let known = branch
         .parse::<u64>()
         .ok()
-        .filter(|id| app.store.lock().dev_branches.contains_key(id));
+        .filter(|id| app.store.read().dev_branches.contains_key(id));
     known.map(Scope::Dev).ok_or_else(|| {
         ApiError::not_found(
             "storage.devBranches.notFound",
@@ -94,12 +155,12 @@ pub(super) fn scope_of(app: &App, branch: &str) -> Result<Scope, ApiError> {
 }
 
 /// Whether development branches have their own storage in this project.
-pub(super) fn has_branch_storage(app: &App) -> bool {
-    app.store.lock().project.branch_storage
+fn has_branch_storage(app: &App) -> bool {
+    app.store.read().project.branch_storage
 }
 
 /// The refusal of a branch-scoped storage request in a project without branch storage.
-pub(super) fn no_branch_storage(branch: u64) -> ApiError {
+fn no_branch_storage(branch: u64) -> ApiError {
     ApiError::bad_request(
         "storage.devBranches.noBranchStorage",
         format!(
@@ -109,30 +170,30 @@ pub(super) fn no_branch_storage(branch: u64) -> ApiError {
     )
 }
 
-pub(super) fn branch_json(b: &DevBranch) -> Value {
+fn branch_json(b: &DevBranch) -> Value {
     json!({"id": b.id, "name": b.name, "description": b.description, "created": iso(b.created),
            "isDefault": false, "creatorToken": {"id": 1, "description": "emulator token"}})
 }
 
-pub(super) fn default_branch_json() -> Value {
+fn default_branch_json() -> Value {
     json!({"id": DEFAULT_BRANCH_ID, "name": "Main", "description": "", "created": iso(0),
            "isDefault": true, "creatorToken": {"id": 1, "description": "emulator token"}})
 }
 
 /// `GET dev-branches`: the development branches, then the default branch (the blueprint's order).
-pub(super) fn list_branches(app: &App) -> ApiResult {
-    let meta = app.store.lock();
+fn list_branches(app: &App) -> ApiResult {
+    let meta = app.store.read();
     let mut all: Vec<Value> = meta.dev_branches.values().map(branch_json).collect();
     all.push(default_branch_json());
     ok(Value::Array(all))
 }
 
 /// `GET dev-branches/{id}`.
-pub(super) fn get_branch(app: &App, id: &str) -> ApiResult {
+fn get_branch(app: &App, id: &str) -> ApiResult {
     match scope_of(app, id)? {
         Scope::Production => ok(default_branch_json()),
         Scope::Dev(b) => {
-            let branch = app.store.lock().dev_branches.get(&b).map(branch_json);
+            let branch = app.store.read().dev_branches.get(&b).map(branch_json);
             // Deleted since `scope_of` looked: the same 404 as an unknown id.
             ok(branch.ok_or_else(|| {
                 ApiError::not_found(
@@ -145,7 +206,7 @@ pub(super) fn get_branch(app: &App, id: &str) -> ApiResult {
 }
 
 /// `POST dev-branches {name, description}`: a `devBranchCreate` job whose results are the branch.
-pub(super) fn create_branch(app: &Arc<App>, params: &Params) -> ApiResult {
+fn create_branch(app: &Arc<App>, params: &Params) -> ApiResult {
     let name = params.nonempty("name").ok_or_else(|| {
         ApiError::bad_request(
             "storage.devBranches.validation",
@@ -154,7 +215,7 @@ pub(super) fn create_branch(app: &Arc<App>, params: &Params) -> ApiResult {
     })?;
     let description = params.str("description").unwrap_or_default();
     {
-        let meta = app.store.lock();
+        let meta = app.store.read();
         if name == "Main" || meta.dev_branches.values().any(|b| b.name == name) {
             return Err(ApiError::bad_request(
                 "storage.devBranches.alreadyExists",
@@ -167,10 +228,9 @@ pub(super) fn create_branch(app: &Arc<App>, params: &Params) -> ApiResult {
         "devBranchCreate",
         None,
         json!({"values": {"name": name, "description": description}}),
-    );
+    )?;
     let work = move |app: &App, _: Option<JobFault>| -> JobResult {
-        let branch = {
-            let mut meta = app.store.lock();
+        let branch = app.store.update(|meta| {
             let id = meta.next_id();
             let branch = DevBranch {
                 id,
@@ -180,26 +240,24 @@ pub(super) fn create_branch(app: &Arc<App>, params: &Params) -> ApiResult {
             };
             meta.dev_branches.insert(id, branch.clone());
             branch
-        };
-        app.store.persist()?;
+        })?;
         Ok(branch_json(&branch))
     };
     jobs::spawn(app, &job, None, work);
-    accepted(job)
+    accepted(&job)
 }
 
 /// `DELETE dev-branches/{id}`: a `devBranchDelete` job; the branch's own buckets and tables go with it.
-pub(super) fn delete_branch(app: &Arc<App>, id: &str) -> ApiResult {
+fn delete_branch(app: &Arc<App>, id: &str) -> ApiResult {
     let Scope::Dev(branch) = scope_of(app, id)? else {
         return Err(ApiError::bad_request(
             "storage.devBranches.cannotDeleteDefaultBranch",
             "The default branch cannot be deleted.",
         ));
     };
-    let job = jobs::create(app, "devBranchDelete", None, json!({"branchId": branch}));
+    let job = jobs::create(app, "devBranchDelete", None, json!({"branchId": branch}))?;
     let work = move |app: &App, _: Option<JobFault>| -> JobResult {
-        let gone: Vec<String> = {
-            let mut meta = app.store.lock();
+        let gone: Vec<String> = app.store.update(|meta| {
             meta.dev_branches.remove(&branch);
             let scope = Some(branch);
             meta.buckets.retain(|id, _| !in_scope(id, scope));
@@ -213,15 +271,14 @@ pub(super) fn delete_branch(app: &Arc<App>, id: &str) -> ApiResult {
                 meta.tables.remove(t);
             }
             tables
-        };
-        app.store.persist()?;
+        })?;
         for t in gone {
             let _ = std::fs::remove_dir_all(app.store.table_dir(&t));
         }
         Ok(Value::Null)
     };
     jobs::spawn(app, &job, None, work);
-    accepted(job)
+    accepted(&job)
 }
 
 #[cfg(test)]

@@ -1,8 +1,77 @@
-//! Buckets: list, create (with the `c-` prefix), detail, update, delete (`force`, `async`).
+//! Buckets: list, create (with the `c-` prefix), detail, update, delete (`force`, `async`); the router of
+//! `buckets/…` also sends table creation in a bucket to `loads`.
 
-use super::*;
+use super::branches::{in_scope, mark_bucket};
+use super::tables::{list_includes, tables_of};
+use super::{ApiResult, Call, DEFAULT_BRANCH_ID, accepted, json_response, loads, ok};
+use crate::app::App;
+use crate::body::Params;
+use crate::error::ApiError;
+use crate::faults::JobFault;
+use crate::jobs::{self, JobResult};
+use crate::store::{BucketRecord, Meta, TableRecord};
+use crate::timefmt::{iso, now_secs};
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use std::sync::Arc;
 
-pub(super) fn bucket_json(base: &str, meta: &Meta, b: &Bucket) -> Value {
+/// The `buckets/…` routes.
+pub(super) async fn route(call: &Call<'_>, rest: &[&str]) -> Option<ApiResult> {
+    let (app, params) = (call.app, &call.params);
+    Some(match (&call.method, rest) {
+        (&Method::GET, []) => list_buckets(app, call.branch),
+        (&Method::POST, []) => create_bucket(app, params, call.branch),
+        (&Method::GET, [id]) => get_bucket(app, id, params),
+        (&Method::PUT, [id]) => update_bucket(app, id, params),
+        (&Method::DELETE, [id]) => delete_bucket(app, id, params),
+        (&Method::GET, [id, "tables"]) => list_tables(app, id, params),
+        (&Method::POST, [id, "tables-async"]) => loads::create_table_async(app, id, params),
+        (&Method::POST, [id, "tables-definition"]) => {
+            loads::create_table_definition(app, id, params)
+        }
+        (&Method::POST, [id, "tables"]) => loads::create_table_sync(app, id, params).await,
+        _ => return None,
+    })
+}
+
+/// `GET buckets`: the buckets of the request's branch scope.
+fn list_buckets(app: &App, branch: Option<u64>) -> ApiResult {
+    let meta = app.store.read();
+    ok(Value::Array(
+        meta.buckets
+            .values()
+            .filter(|b| in_scope(&b.id, branch))
+            .map(|b| bucket_json(&app.base_url, &meta, b))
+            .collect(),
+    ))
+}
+
+/// `GET buckets/{id}` (`include=columns` adds its tables with their columns).
+fn get_bucket(app: &App, id: &str, params: &Params) -> ApiResult {
+    let meta = app.store.read();
+    let b = meta
+        .buckets
+        .get(id)
+        .ok_or_else(|| ApiError::bucket_not_found(id))?;
+    let mut v = bucket_json(&app.base_url, &meta, b);
+    if params.str("include").is_some_and(|i| i.contains("columns")) {
+        v["tables"] = tables_of(&app.base_url, &meta, id, true, false);
+    }
+    ok(v)
+}
+
+/// `GET buckets/{id}/tables`.
+fn list_tables(app: &App, id: &str, params: &Params) -> ApiResult {
+    let meta = app.store.read();
+    if !meta.buckets.contains_key(id) {
+        return Err(ApiError::bucket_not_found(id));
+    }
+    let (cols, bucket) = list_includes(params);
+    ok(tables_of(&app.base_url, &meta, id, cols, bucket))
+}
+
+pub(super) fn bucket_json(base: &str, meta: &Meta, b: &BucketRecord) -> Value {
     let tables = meta.tables.values().filter(|t| t.bucket_id == b.id);
     let (rows, bytes) = tables.fold((0u64, 0u64), |(r, s), t| {
         (r + t.rows_count, s + t.data_size_bytes)
@@ -52,7 +121,7 @@ pub(super) fn insert_bucket(
     name: &str,
     display: Option<String>,
     description: String,
-) -> Result<Bucket, ApiError> {
+) -> Result<BucketRecord, ApiError> {
     insert_bucket_in(meta, stage, name, display, description, None)
 }
 
@@ -66,14 +135,14 @@ pub(super) fn keeps_bucket_names(meta: &Meta) -> bool {
 
 /// [`insert_bucket`] in a development branch with branch storage (`branch`), or production (`None`).
 /// The server adds `c-` to the name unless the stack has `disable-legacy-bucket-prefix`.
-pub(super) fn insert_bucket_in(
+fn insert_bucket_in(
     meta: &mut Meta,
     stage: &str,
     name: &str,
     display: Option<String>,
     description: String,
     branch: Option<u64>,
-) -> Result<Bucket, ApiError> {
+) -> Result<BucketRecord, ApiError> {
     if !valid_name(name) {
         return Err(ApiError::bad_request(
             "storage.buckets.validation",
@@ -93,14 +162,14 @@ pub(super) fn insert_bucket_in(
     } else {
         format!("c-{name}")
     };
-    let id = branches::mark_bucket(&format!("{stage}.{full}"), branch);
+    let id = mark_bucket(&format!("{stage}.{full}"), branch);
     if meta.buckets.contains_key(&id) {
         return Err(ApiError::bad_request(
             "storage.buckets.alreadyExists",
             format!("The bucket \"{id}\" already exists."),
         ));
     }
-    let b = Bucket {
+    let b = BucketRecord {
         id: id.clone(),
         name: full,
         display_name: display.unwrap_or_else(|| name.to_owned()),
@@ -113,7 +182,7 @@ pub(super) fn insert_bucket_in(
     Ok(b)
 }
 
-pub(super) fn create_bucket(app: &App, params: &Params, branch: Option<u64>) -> ApiResult {
+fn create_bucket(app: &App, params: &Params, branch: Option<u64>) -> ApiResult {
     let name = params.nonempty("name").ok_or_else(|| {
         ApiError::bad_request(
             "storage.buckets.validation",
@@ -121,25 +190,22 @@ pub(super) fn create_bucket(app: &App, params: &Params, branch: Option<u64>) -> 
         )
     })?;
     let stage = params.nonempty("stage").unwrap_or_else(|| "in".into());
-    let v = {
-        let mut meta = app.store.lock();
+    let v = app.store.try_update(|meta| {
         let b = insert_bucket_in(
-            &mut meta,
+            meta,
             &stage,
             &name,
             params.nonempty("displayName"),
             params.str("description").unwrap_or_default(),
             branch,
         )?;
-        bucket_json(&app.base_url, &meta, &b)
-    };
-    persist(app)?;
+        Ok::<_, ApiError>(bucket_json(&app.base_url, meta, &b))
+    })?;
     Ok(json_response(StatusCode::CREATED, v))
 }
 
-pub(super) fn update_bucket(app: &App, id: &str, params: &Params) -> ApiResult {
-    let v = {
-        let mut meta = app.store.lock();
+fn update_bucket(app: &App, id: &str, params: &Params) -> ApiResult {
+    let v = app.store.try_update(|meta| {
         let b = meta
             .buckets
             .get_mut(id)
@@ -149,17 +215,16 @@ pub(super) fn update_bucket(app: &App, id: &str, params: &Params) -> ApiResult {
         }
         b.last_change_date = Some(now_secs());
         let b = b.clone();
-        bucket_json(&app.base_url, &meta, &b)
-    };
-    persist(app)?;
+        Ok::<_, ApiError>(bucket_json(&app.base_url, meta, &b))
+    })?;
     ok(v)
 }
 
-pub(super) fn delete_bucket(app: &Arc<App>, id: &str, params: &Params) -> ApiResult {
+fn delete_bucket(app: &Arc<App>, id: &str, params: &Params) -> ApiResult {
     let force = params.bool("force", false)?;
     let is_async = params.bool("async", false)?;
     {
-        let meta = app.store.lock();
+        let meta = app.store.read();
         if !meta.buckets.contains_key(id) {
             return Err(ApiError::bucket_not_found(id));
         }
@@ -173,8 +238,7 @@ pub(super) fn delete_bucket(app: &Arc<App>, id: &str, params: &Params) -> ApiRes
     }
     let bucket_id = id.to_owned();
     let work = move |app: &App, _: Option<JobFault>| -> JobResult {
-        let gone: Vec<TableMeta> = {
-            let mut meta = app.store.lock();
+        let gone: Vec<TableRecord> = app.store.update(|meta| {
             let ids: Vec<String> = meta
                 .tables
                 .values()
@@ -183,8 +247,7 @@ pub(super) fn delete_bucket(app: &Arc<App>, id: &str, params: &Params) -> ApiRes
                 .collect();
             meta.buckets.remove(&bucket_id);
             ids.iter().filter_map(|t| meta.tables.remove(t)).collect()
-        };
-        app.store.persist()?;
+        })?;
         for t in gone {
             let _ = std::fs::remove_dir_all(app.store.table_dir(&t.id));
         }
@@ -196,9 +259,9 @@ pub(super) fn delete_bucket(app: &Arc<App>, id: &str, params: &Params) -> ApiRes
             "bucketDelete",
             None,
             json!({"bucketId": id, "force": force}),
-        );
+        )?;
         jobs::spawn(app, &job, None, work);
-        accepted(job)
+        accepted(&job)
     } else {
         work(app, None).map_err(|e| ApiError::internal(e.message))?;
         Ok(StatusCode::NO_CONTENT.into_response())

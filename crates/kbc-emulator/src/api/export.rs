@@ -1,9 +1,24 @@
 //! Reading tables: row selection (`whereFilters`, the deprecated `whereColumn` trio, `changedSince`/
-//! `changedUntil`), `export-async` (sliced files, cached) and `data-preview`.
+//! `changedUntil`), `export-async` (sliced files, cached), `data-preview`, and the dumping helper of the
+//! library API.
 
-use super::*;
+use super::branches::unmark;
+use super::tables::table_meta;
+use super::{ApiResult, accepted, ok};
+use crate::app::App;
+use crate::body::{Params, scalar_string};
+use crate::error::{ApiError, JobError, split_table_id, worker_failed};
+use crate::faults::JobFault;
+use crate::jobs::{self, JobResult};
+use crate::store::{FILES_BUCKET, FileRecord, ObjectMeta, TableRecord};
+use crate::table::{self, Filter, Op, Selection};
+use crate::timefmt::{now_secs, parse_point};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use std::sync::Arc;
 
-pub(super) fn column_index(t: &TableMeta, name: &str) -> Result<usize, ApiError> {
+pub(super) fn column_index(t: &TableRecord, name: &str) -> Result<usize, ApiError> {
     t.columns.iter().position(|c| c == name).ok_or_else(|| {
         ApiError::bad_request(
             "storage.tables.validation.columnNotExists",
@@ -16,7 +31,7 @@ pub(super) fn column_index(t: &TableMeta, name: &str) -> Result<usize, ApiError>
     })
 }
 
-pub(super) fn parse_selection(t: &TableMeta, params: &Params) -> Result<Selection, ApiError> {
+pub(super) fn parse_selection(t: &TableRecord, params: &Params) -> Result<Selection, ApiError> {
     let now = now_secs();
     let point = |key: &str| -> Result<Option<i64>, ApiError> {
         match params.nonempty(key) {
@@ -115,7 +130,7 @@ pub(super) fn parse_selection(t: &TableMeta, params: &Params) -> Result<Selectio
     Ok(sel)
 }
 
-pub(super) fn selected_columns(t: &TableMeta, params: &Params) -> Result<Vec<usize>, ApiError> {
+pub(super) fn selected_columns(t: &TableRecord, params: &Params) -> Result<Vec<usize>, ApiError> {
     let names = params.list("columns");
     if names.is_empty() {
         return Ok((0..t.columns.len()).collect());
@@ -165,7 +180,7 @@ pub(super) fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> A
         "tableExport",
         Some(table_id),
         json!({"export": export_params, "queue": "main_fast"}),
-    );
+    )?;
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, fault| {
         let request = ExportRequest {
@@ -178,7 +193,7 @@ pub(super) fn export_async(app: &Arc<App>, table_id: &str, params: &Params) -> A
         };
         run_export(app, &tid, request, fault)
     });
-    accepted(job)
+    accepted(&job)
 }
 
 /// What an export job was asked for, validated.
@@ -219,21 +234,18 @@ pub(super) fn run_export(
     };
     if truncate.is_none()
         && let Some(&file_id) = t.export_cache.get(&cache_key)
-        && app.store.lock().files.contains_key(&file_id)
+        && app.store.read().files.contains_key(&file_id)
     {
         return Ok(json!({"file": {"id": file_id}, "cacheHit": true}));
     }
-    let (file_id, blob_base, key) = {
-        let mut meta = app.store.lock();
-        let id = meta.next_id();
-        let (bucket, name) = split_table_id(table_id);
-        let key = format!(
-            "exp-2/1/table-exports/{}/{name}/{id}.csv",
-            // Keys never carry branch markers: answers are unmarked, keys must stay what they say.
-            unmark(bucket).replace('.', "/")
-        );
-        (id, app.store.new_blob(), key)
-    };
+    let file_id = app.store.next_id();
+    let blob_base = app.store.new_blob();
+    let (bucket, name) = split_table_id(table_id);
+    let key = format!(
+        "exp-2/1/table-exports/{}/{name}/{file_id}.csv",
+        // Keys never carry branch markers: answers are unmarked, keys must stay what they say.
+        unmark(bucket).replace('.', "/")
+    );
     let data = (t.data_gen > 0).then(|| app.store.table_data_path(table_id, t.data_gen));
     let store_root = app.store.root().to_owned();
     let namer = move |i: usize| {
@@ -254,6 +266,7 @@ pub(super) fn run_export(
     let now = now_secs();
     let suffix = if gzip { ".gz" } else { "" };
     let mut entries = Vec::new();
+    let mut objects = Vec::new();
     let mut total = 0u64;
     for (i, (path, size)) in slices.iter().enumerate() {
         let slice_key = format!("{key}{i:04}_part_00{suffix}");
@@ -261,9 +274,9 @@ pub(super) fn run_export(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        app.store.put_object(
-            FILES_BUCKET,
-            &slice_key,
+        entries.push(json!({"url": format!("s3://{FILES_BUCKET}/{slice_key}")}));
+        objects.push((
+            slice_key,
             ObjectMeta {
                 blob,
                 size: *size,
@@ -272,16 +285,14 @@ pub(super) fn run_export(
                 content_disposition: None,
                 last_modified: now,
             },
-        );
-        entries.push(json!({"url": format!("s3://{FILES_BUCKET}/{slice_key}")}));
+        ));
         total += size;
     }
     let manifest = serde_json::to_vec(&json!({"entries": entries})).unwrap_or_default();
     let manifest_blob = app.store.new_blob();
     crate::store::write_atomic(&app.store, &app.store.blob_path(&manifest_blob), &manifest)?;
-    app.store.put_object(
-        FILES_BUCKET,
-        &format!("{key}manifest"),
+    objects.push((
+        format!("{key}manifest"),
         ObjectMeta {
             blob: manifest_blob,
             size: manifest.len() as u64,
@@ -290,13 +301,16 @@ pub(super) fn run_export(
             content_disposition: None,
             last_modified: now,
         },
-    );
-    {
-        let mut meta = app.store.lock();
-        let access_key_id = Store::issue_access_key(&mut meta);
+    ));
+    let replaced = app.store.update(|meta| {
+        let replaced: Vec<String> = objects
+            .into_iter()
+            .filter_map(|(k, o)| meta.put_object(FILES_BUCKET, &k, o))
+            .collect();
+        let access_key_id = meta.issue_access_key();
         meta.files.insert(
             file_id,
-            FileMeta {
+            FileRecord {
                 id: file_id,
                 name: format!("{}.csv{}", table_id, suffix),
                 key,
@@ -317,8 +331,9 @@ pub(super) fn run_export(
         {
             t.export_cache.insert(cache_key, file_id);
         }
-    }
-    app.store.persist()?;
+        replaced
+    })?;
+    app.store.remove_blobs(replaced);
     Ok(json!({"file": {"id": file_id}, "cacheHit": false}))
 }
 
@@ -354,7 +369,7 @@ pub(super) async fn preview(app: &Arc<App>, table_id: &str, params: &Params) -> 
     })
     .await
     .map_err(|e| worker_failed(e, "preview"))?
-    .map_err(job_error_to_api)?;
+    .map_err(ApiError::from_job)?;
     let names: Vec<&str> = columns.iter().map(|&i| t.columns[i].as_str()).collect();
     if format == "json" {
         let rows: Vec<Value> = rows
@@ -388,7 +403,7 @@ pub(super) async fn preview(app: &Arc<App>, table_id: &str, params: &Params) -> 
 
 /// `orderBy[]` = `{column, order: ASC|DESC, dataType?}` (preview only).
 pub(super) fn parse_order_by(
-    t: &TableMeta,
+    t: &TableRecord,
     params: &Params,
 ) -> Result<Vec<table::OrderKey>, ApiError> {
     let items = match params.get("orderBy") {
@@ -436,4 +451,39 @@ pub(super) fn parse_order_by(
             })
         })
         .collect()
+}
+
+/// All rows as RFC CSV with a header, rows sorted (see `Emulator::dump_table`).
+pub(crate) async fn dump_table(app: &Arc<App>, table_id: &str) -> Result<Option<String>, ApiError> {
+    let Some(t) = app.store.read().tables.get(table_id).cloned() else {
+        return Ok(None);
+    };
+    let lock = app.store.table_lock(table_id);
+    let _guard = lock.lock().await;
+    let t = app.store.read().tables.get(table_id).cloned().unwrap_or(t);
+    let path = (t.data_gen > 0).then(|| app.store.table_data_path(table_id, t.data_gen));
+    let cols: Vec<usize> = (0..t.columns.len()).collect();
+    let rows = tokio::task::spawn_blocking(move || {
+        table::select_rows(path.as_deref(), &Selection::default(), &cols, u64::MAX)
+    })
+    .await
+    .map_err(|e| worker_failed(e, "table dump"))?
+    .map_err(ApiError::from_job)?;
+    let mut lines: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| rfc_line(r.iter().map(Vec::as_slice)))
+        .collect();
+    lines.sort();
+    let mut out = rfc_line(t.columns.iter().map(|c| c.as_bytes()));
+    for l in lines {
+        out.extend_from_slice(&l);
+    }
+    Ok(Some(String::from_utf8_lossy(&out).into_owned()))
+}
+
+fn rfc_line<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut w = table::rfc_writer(Vec::new());
+    let fields: Vec<&[u8]> = fields.collect();
+    let _ = w.write_record(&fields);
+    w.into_inner().unwrap_or_default()
 }

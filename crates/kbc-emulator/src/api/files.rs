@@ -1,13 +1,72 @@
 //! The Files API: `files/prepare` with S3 upload parameters, list, detail (with federated credentials),
 //! delete, tags, refresh.
 
-use super::*;
+use super::{ApiResult, Call, json_response, ok};
+use crate::app::App;
+use crate::body::Params;
+use crate::error::ApiError;
+use crate::store::{FILES_BUCKET, FileRecord, Meta, REGION, object_id};
+use crate::timefmt::{iso, iso_colon, now_secs};
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+/// The `files/…` routes.
+pub(super) fn route(call: &Call<'_>, rest: &[&str]) -> Option<ApiResult> {
+    let (app, params) = (call.app, &call.params);
+    Some(match (&call.method, rest) {
+        (&Method::POST, ["prepare"]) => prepare_file(app, params),
+        (&Method::GET, []) => list_files(app, params),
+        (&Method::POST, []) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "notAllowed",
+            "POST files does not exist: call POST files/prepare, upload to S3 with the returned uploadParams, then use the file id.",
+        )),
+        (&Method::GET, [id]) => get_file(app, id, params),
+        (&Method::DELETE, [id]) => delete_file(app, id),
+        (&Method::POST, [id, "tags"]) => add_tag(app, id, params),
+        (&Method::DELETE, [id, "tags", tag]) => {
+            edit_file(app, id, |f| f.tags.retain(|t| t.as_str() != *tag))
+        }
+        (&Method::PUT | &Method::POST, [id, "refresh"]) => refresh(app, id),
+        _ => return None,
+    })
+}
+
+/// `GET files/{id}` (`federationToken=1` adds S3 credentials, fresh ones when the file's have expired).
+fn get_file(app: &App, id: &str, params: &Params) -> ApiResult {
+    let fed = params.bool("federationToken", false)?;
+    let f = if fed {
+        fresh_credentials(app, id)?
+    } else {
+        find_file(app, id)?
+    };
+    ok(file_json(app, &f, fed, false))
+}
+
+/// `POST files/{id}/tags {tag}`.
+fn add_tag(app: &App, id: &str, params: &Params) -> ApiResult {
+    let tag = params.nonempty("tag").ok_or_else(|| {
+        ApiError::bad_request("storage.files.validation", "Parameter \"tag\" is required")
+    })?;
+    edit_file(app, id, |f| {
+        if !f.tags.contains(&tag) {
+            f.tags.push(tag.clone());
+        }
+    })
+}
+
+/// `PUT|POST files/{id}/refresh`: fresh credentials and upload parameters.
+fn refresh(app: &App, id: &str) -> ApiResult {
+    let f = fresh_credentials(app, id)?;
+    ok(file_json(app, &f, true, true))
+}
 
 /// A presigned-style URL for an object at the emulator's (public) base URL, shaped like a real S3 presigned
 /// GET: `X-Amz-Algorithm`, `-Credential` (the file's access key, today, the region), `-Date`, `-Expires`,
 /// `-SignedHeaders` and `-Signature`. Our S3 front authorises it by the access key alone; the signature is
 /// not checked.
-pub(super) fn object_url(app: &App, key: &str, access_key_id: &str) -> String {
+fn object_url(app: &App, key: &str, access_key_id: &str) -> String {
     use md5::{Digest, Md5};
     // SigV4's URI encoding: everything but the unreserved characters.
     const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -35,7 +94,7 @@ pub(super) fn object_url(app: &App, key: &str, access_key_id: &str) -> String {
     )
 }
 
-pub(super) fn credentials_json(meta: &Meta, access_key_id: &str) -> Value {
+fn credentials_json(meta: &Meta, access_key_id: &str) -> Value {
     match meta.access_keys.get(access_key_id) {
         Some(k) => json!({
             "AccessKeyId": access_key_id,
@@ -47,8 +106,8 @@ pub(super) fn credentials_json(meta: &Meta, access_key_id: &str) -> Value {
     }
 }
 
-pub(super) fn file_json(app: &App, f: &FileMeta, federation: bool, upload: bool) -> Value {
-    let meta = app.store.lock();
+fn file_json(app: &App, f: &FileRecord, federation: bool, upload: bool) -> Value {
+    let meta = app.store.read();
     let url_key = if f.is_sliced {
         format!("{}manifest", f.key)
     } else {
@@ -67,7 +126,7 @@ pub(super) fn file_json(app: &App, f: &FileMeta, federation: bool, upload: bool)
         "region": REGION,
         // A plain file's size is what was uploaded (clients may send no or a wrong sizeBytes to prepare).
         "sizeBytes": if f.is_sliced { f.size_bytes } else {
-            meta.objects.get(&crate::store::object_id(FILES_BUCKET, &f.key)).map_or(f.size_bytes, |o| o.size)
+            meta.objects.get(&object_id(FILES_BUCKET, &f.key)).map_or(f.size_bytes, |o| o.size)
         },
         "tags": f.tags,
         "maxAgeDays": if f.is_permanent { Value::Null } else { json!(15) },
@@ -95,7 +154,7 @@ pub(super) fn file_json(app: &App, f: &FileMeta, federation: bool, upload: bool)
     v
 }
 
-pub(super) fn prepare_file(app: &App, params: &Params) -> ApiResult {
+fn prepare_file(app: &App, params: &Params) -> ApiResult {
     let name = params.nonempty("name").ok_or_else(|| {
         ApiError::bad_request(
             "storage.files.validation",
@@ -103,10 +162,13 @@ pub(super) fn prepare_file(app: &App, params: &Params) -> ApiResult {
         )
     })?;
     let is_sliced = params.bool("isSliced", false)?;
-    let f = {
-        let mut meta = app.store.lock();
+    let is_encrypted = params.bool("isEncrypted", true)?;
+    let is_public = params.bool("isPublic", false)?;
+    let is_permanent = params.bool("isPermanent", false)?;
+    let size_bytes = params.int("sizeBytes")?.unwrap_or(0).max(0) as u64;
+    let f = app.store.update(|meta| {
         let id = meta.next_id();
-        let access_key_id = Store::issue_access_key(&mut meta);
+        let access_key_id = meta.issue_access_key();
         let now = now_secs();
         let day = chrono::DateTime::from_timestamp(now, 0)
             .unwrap_or_default()
@@ -122,15 +184,15 @@ pub(super) fn prepare_file(app: &App, params: &Params) -> ApiResult {
                 }
             })
             .collect();
-        let f = FileMeta {
+        let f = FileRecord {
             id,
             name: name.clone(),
             key: format!("exp-15/1/files/{day}/{id}.{safe}"),
             is_sliced,
-            is_encrypted: params.bool("isEncrypted", true)?,
-            is_public: params.bool("isPublic", false)?,
-            is_permanent: params.bool("isPermanent", false)?,
-            size_bytes: params.int("sizeBytes")?.unwrap_or(0).max(0) as u64,
+            is_encrypted,
+            is_public,
+            is_permanent,
+            size_bytes,
             tags: params.array("tags"),
             created: now,
             run_id: None,
@@ -141,8 +203,7 @@ pub(super) fn prepare_file(app: &App, params: &Params) -> ApiResult {
         };
         meta.files.insert(id, f.clone());
         f
-    };
-    persist(app)?;
+    })?;
     Ok(json_response(
         StatusCode::CREATED,
         file_json(app, &f, false, true),
@@ -151,45 +212,48 @@ pub(super) fn prepare_file(app: &App, params: &Params) -> ApiResult {
 
 /// The file, with a newly issued access key when its key has expired (as asking Storage again for federated
 /// credentials gives fresh ones).
-pub(super) fn fresh_credentials(app: &App, id: &str) -> Result<FileMeta, ApiError> {
+fn fresh_credentials(app: &App, id: &str) -> Result<FileRecord, ApiError> {
     let f = find_file(app, id)?;
-    let renewed = {
-        let mut meta = app.store.lock();
-        let expired = meta
-            .access_keys
-            .get(&f.access_key_id)
-            .is_none_or(|k| k.expiration <= now_secs());
-        if !expired {
-            return Ok(f);
+    let expired = app
+        .store
+        .read()
+        .access_keys
+        .get(&f.access_key_id)
+        .is_none_or(|k| k.expiration <= now_secs());
+    if !expired {
+        return Ok(f);
+    }
+    app.store.try_update(|meta| {
+        if !meta.files.contains_key(&f.id) {
+            return Err(ApiError::not_found(
+                "storage.files.notFound",
+                format!("File {id} not found"),
+            ));
         }
-        let key = Store::issue_access_key(&mut meta);
-        let file = meta.files.get_mut(&f.id).ok_or_else(|| {
-            ApiError::not_found("storage.files.notFound", format!("File {id} not found"))
-        })?;
+        let key = meta.issue_access_key();
+        let file = meta.files.entry(f.id).or_insert(f);
         file.access_key_id = key;
-        file.clone()
-    };
-    persist(app)?;
-    Ok(renewed)
+        Ok(file.clone())
+    })
 }
 
-pub(super) fn find_file(app: &App, id: &str) -> Result<FileMeta, ApiError> {
+fn find_file(app: &App, id: &str) -> Result<FileRecord, ApiError> {
     id.parse::<u64>()
         .ok()
-        .and_then(|id| app.store.lock().files.get(&id).cloned())
+        .and_then(|id| app.store.read().files.get(&id).cloned())
         .ok_or_else(|| {
             ApiError::not_found("storage.files.notFound", format!("File {id} not found"))
         })
 }
 
-pub(super) fn list_files(app: &App, params: &Params) -> ApiResult {
+fn list_files(app: &App, params: &Params) -> ApiResult {
     let limit = params.int("limit")?.unwrap_or(100).clamp(0, 1000) as usize;
     let offset = params.int("offset")?.unwrap_or(0).max(0) as usize;
     let tags = params.array("tags");
     let since_id = params.int("sinceId")?;
     let max_id = params.int("maxId")?;
-    let files: Vec<FileMeta> = {
-        let meta = app.store.lock();
+    let files: Vec<FileRecord> = {
+        let meta = app.store.read();
         meta.files
             .values()
             .rev()
@@ -209,10 +273,9 @@ pub(super) fn list_files(app: &App, params: &Params) -> ApiResult {
     ))
 }
 
-pub(super) fn delete_file(app: &App, id: &str) -> ApiResult {
+fn delete_file(app: &App, id: &str) -> ApiResult {
     let f = find_file(app, id)?;
-    let blobs: Vec<String> = {
-        let mut meta = app.store.lock();
+    let blobs: Vec<String> = app.store.update(|meta| {
         meta.files.remove(&f.id);
         let prefix = format!("{FILES_BUCKET}/{}", f.key);
         let keys: Vec<String> = meta
@@ -225,22 +288,17 @@ pub(super) fn delete_file(app: &App, id: &str) -> ApiResult {
             .filter_map(|k| meta.objects.remove(k))
             .map(|o| o.blob)
             .collect()
-    };
-    persist(app)?;
-    for b in blobs {
-        let _ = std::fs::remove_file(app.store.blob_path(&b));
-    }
+    })?;
+    app.store.remove_blobs(blobs);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(super) fn edit_file(app: &App, id: &str, f: impl FnOnce(&mut FileMeta)) -> ApiResult {
+fn edit_file(app: &App, id: &str, f: impl FnOnce(&mut FileRecord)) -> ApiResult {
     let file = find_file(app, id)?;
-    {
-        let mut meta = app.store.lock();
+    app.store.update(|meta| {
         if let Some(m) = meta.files.get_mut(&file.id) {
             f(m);
         }
-    }
-    persist(app)?;
+    })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,7 +1,22 @@
 //! Loads: table creation (`tables-async`, `tables-definition`, deprecated sync create), imports
-//! (`import-async`, deprecated sync import), and the seeding/dumping helpers of the library API.
+//! (`import-async`, deprecated sync import), and the seeding helper of the library API.
 
-use super::*;
+use super::buckets::{insert_bucket, keeps_bucket_names, valid_name};
+use super::tables::{
+    basetype_of, native_of_basetype, set_datatype_metadata, table_json, table_meta,
+};
+use super::{ApiResult, accepted, json_response, ok};
+use crate::app::App;
+use crate::body::{Params, scalar_string};
+use crate::error::{ApiError, JobError, split_table_id, worker_failed};
+use crate::jobs::{self, JobResult};
+use crate::store::{FILES_BUCKET, Store, TableRecord};
+use crate::table::{self, Dialect};
+use crate::timefmt::now_secs;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Options of a load as the request gave them.
 #[derive(Debug, Clone)]
@@ -82,7 +97,7 @@ pub(super) fn file_id_param(params: &Params) -> Result<u64, ApiError> {
 }
 
 pub(super) fn check_file(app: &App, file_id: u64) -> Result<(), ApiError> {
-    if app.store.lock().files.contains_key(&file_id) {
+    if app.store.read().files.contains_key(&file_id) {
         Ok(())
     } else {
         Err(ApiError::not_found(
@@ -94,7 +109,7 @@ pub(super) fn check_file(app: &App, file_id: u64) -> Result<(), ApiError> {
 
 /// The blob paths of a file's data, in order (one for a plain file, the manifest's entries for a sliced one).
 pub(super) fn file_sources(store: &Store, file_id: u64) -> Result<Vec<PathBuf>, JobError> {
-    let f = store.lock().files.get(&file_id).cloned().ok_or_else(|| {
+    let f = store.read().files.get(&file_id).cloned().ok_or_else(|| {
         JobError::new(
             "storage.files.notFound",
             format!("File {file_id} not found"),
@@ -158,7 +173,7 @@ pub(super) fn apply_load(
     sources: Vec<PathBuf>,
     opts: &LoadOptions,
 ) -> Result<Vec<String>, JobError> {
-    let current = app.store.lock().tables.get(table_id).cloned();
+    let current = app.store.read().tables.get(table_id).cloned();
     if new.is_some() && current.is_some() {
         let (bucket, name) = split_table_id(table_id);
         return Err(JobError::new(
@@ -169,14 +184,12 @@ pub(super) fn apply_load(
     if new.is_none() && current.is_none() {
         return Err(ApiError::table_not_found(table_id).into());
     }
-    let (gen_, stamp) = {
-        let mut meta = app.store.lock();
-        let last = current.as_ref().map(|t| t.last_stamp).unwrap_or(0);
-        // The next whole second after now (and after the previous load): stamps have one-second
-        // resolution, so a `changedSince` taken before the load, even in the same second, still selects
-        // its rows, while `changedSince = lastImportDate` (this stamp) selects none of them.
-        (meta.next_id(), (now_secs() + 1).max(last + 1))
-    };
+    let gen_ = app.store.next_id();
+    let last = current.as_ref().map(|t| t.last_stamp).unwrap_or(0);
+    // The next whole second after now (and after the previous load): stamps have one-second resolution,
+    // so a `changedSince` taken before the load, even in the same second, still selects its rows, while
+    // `changedSince = lastImportDate` (this stamp) selects none of them.
+    let stamp = (now_secs() + 1).max(last + 1);
     let out = app.store.table_data_path(table_id, gen_);
     let existing = current
         .as_ref()
@@ -212,10 +225,9 @@ pub(super) fn apply_load(
         }
     };
     let now = now_secs();
-    {
-        let mut meta = app.store.lock();
+    let committed = app.store.try_update(|meta| {
         let mut t = match (&new, current) {
-            (Some(n), _) => TableMeta::new(
+            (Some(n), _) => TableRecord::new(
                 table_id,
                 &n.bucket_id,
                 &n.name,
@@ -226,16 +238,10 @@ pub(super) fn apply_load(
             // The stored table as it is now: a bucket delete may have dropped it while the load ran.
             (None, _) => match meta.tables.get(table_id) {
                 Some(t) => t.clone(),
-                None => {
-                    drop(meta);
-                    let _ = std::fs::remove_file(&out);
-                    return Err(ApiError::table_not_found(table_id).into());
-                }
+                None => return Err(JobError::from(ApiError::table_not_found(table_id))),
             },
         };
         if !meta.buckets.contains_key(&t.bucket_id) {
-            drop(meta);
-            let _ = std::fs::remove_file(&out);
             return Err(ApiError::bucket_not_found(&t.bucket_id).into());
         }
         t.columns = outcome.columns.clone();
@@ -252,8 +258,16 @@ pub(super) fn apply_load(
             b.last_change_date = Some(now);
         }
         meta.tables.insert(table_id.to_owned(), t);
+        Ok(())
+    });
+    if let Err(e) = committed {
+        // Refused (nothing points at the new generation: it goes), or not saved (it stays in use).
+        let in_use = app.store.read().tables.get(table_id).map(|t| t.data_gen) == Some(gen_);
+        if !in_use {
+            let _ = std::fs::remove_file(&out);
+        }
+        return Err(e);
     }
-    app.store.persist()?;
     if let Some(old) = existing {
         let _ = std::fs::remove_file(old);
     }
@@ -261,7 +275,7 @@ pub(super) fn apply_load(
 }
 
 pub(super) fn table_result(app: &App, table_id: &str) -> JobResult {
-    let meta = app.store.lock();
+    let meta = app.store.read();
     let t = meta
         .tables
         .get(table_id)
@@ -285,7 +299,7 @@ pub(super) fn new_table_target(
     bucket_id: &str,
     params: &Params,
 ) -> Result<NewTable, ApiError> {
-    if !app.store.lock().buckets.contains_key(bucket_id) {
+    if !app.store.read().buckets.contains_key(bucket_id) {
         return Err(ApiError::bucket_not_found(bucket_id));
     }
     let name = params.nonempty("name").ok_or_else(|| {
@@ -306,7 +320,7 @@ pub(super) fn new_table_target(
         _ => params.list("primaryKey"),
     };
     let table_id = format!("{bucket_id}.{name}");
-    if app.store.lock().tables.contains_key(&table_id) {
+    if app.store.read().tables.contains_key(&table_id) {
         return Err(ApiError::bad_request(
             "storage.buckets.tableAlreadyExists",
             format!("The table \"{name}\" already exists in the bucket \"{bucket_id}\"."),
@@ -330,14 +344,14 @@ pub(super) fn create_table_async(app: &Arc<App>, bucket_id: &str, params: &Param
         "tableCreate",
         None,
         json!({"name": target.name, "primaryKey": target.primary_key.join(","), "source": {"fileId": file_id, "type": "file"}}),
-    );
+    )?;
     let tid = table_id.clone();
     jobs::spawn(app, &job, Some(table_id), move |app, _| {
         let sources = file_sources(&app.store, file_id)?;
         apply_load(app, &tid, Some(target), sources, &opts)?;
         table_result(app, &tid)
     });
-    accepted(job)
+    accepted(&job)
 }
 
 pub(super) const BASETYPES: &[&str] = &[
@@ -446,12 +460,11 @@ pub(super) fn create_table_definition(
         "tableDefinitionCreate",
         None,
         json!({"name": target.name}),
-    );
+    )?;
     let tid = table_id.clone();
     jobs::spawn(app, &job, Some(table_id), move |app, _| {
         let now = now_secs();
-        {
-            let mut meta = app.store.lock();
+        app.store.try_update(|meta| {
             if meta.tables.contains_key(&tid) {
                 return Err(JobError::new(
                     "storage.buckets.tableAlreadyExists",
@@ -470,9 +483,9 @@ pub(super) fn create_table_definition(
                 .unwrap_or_default();
             meta.tables.insert(
                 tid.clone(),
-                TableMeta {
+                TableRecord {
                     definition: Some(definition),
-                    ..TableMeta::new(
+                    ..TableRecord::new(
                         &tid,
                         &target.bucket_id,
                         &target.name,
@@ -483,13 +496,13 @@ pub(super) fn create_table_definition(
                 },
             );
             for c in &typed_columns {
-                set_datatype_metadata(&mut meta, &tid, c);
+                set_datatype_metadata(meta, &tid, c);
             }
-        }
-        app.store.persist()?;
+            Ok(())
+        })?;
         table_result(app, &tid)
     });
-    accepted(job)
+    accepted(&job)
 }
 
 /// Runs a load with data given inline (`dataString` or a multipart `data` part) right away.
@@ -525,15 +538,6 @@ pub(super) fn inline_data(params: &Params) -> Result<String, ApiError> {
         })
 }
 
-pub(super) fn job_error_to_api(e: JobError) -> ApiError {
-    let mut a = ApiError::bad_request(&e.code, e.message);
-    if e.code == "applicationError" {
-        a.status = StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    a.extra = e.results.map(|r| Box::new(json!({"results": r})));
-    a
-}
-
 pub(super) async fn create_table_sync(
     app: &Arc<App>,
     bucket_id: &str,
@@ -545,9 +549,9 @@ pub(super) async fn create_table_sync(
     let table_id = format!("{bucket_id}.{}", target.name);
     inline_load(app, table_id.clone(), Some(target), data, opts)
         .await
-        .map_err(job_error_to_api)?;
+        .map_err(ApiError::from_job)?;
     let v = {
-        let meta = app.store.lock();
+        let meta = app.store.read();
         let t = meta
             .tables
             .get(&table_id)
@@ -567,14 +571,14 @@ pub(super) fn import_async(app: &Arc<App>, table_id: &str, params: &Params) -> A
         "tableImport",
         Some(table_id),
         json!({"source": {"fileId": file_id, "type": "file"}, "incremental": opts.incremental, "columns": opts.file_columns, "withoutHeaders": opts.without_headers}),
-    );
+    )?;
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
         let sources = file_sources(&app.store, file_id)?;
         let imported = apply_load(app, &tid, None, sources, &opts)?;
         import_results(app, &tid, &imported)
     });
-    accepted(job)
+    accepted(&job)
 }
 
 pub(super) async fn import_sync(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
@@ -583,8 +587,8 @@ pub(super) async fn import_sync(app: &Arc<App>, table_id: &str, params: &Params)
     let opts = load_options(params)?;
     let imported = inline_load(app, table_id.to_owned(), None, data, opts)
         .await
-        .map_err(job_error_to_api)?;
-    let mut v = import_results(app, table_id, &imported).map_err(job_error_to_api)?;
+        .map_err(ApiError::from_job)?;
+    let mut v = import_results(app, table_id, &imported).map_err(ApiError::from_job)?;
     v["status"] = json!("ok");
     ok(v)
 }
@@ -604,18 +608,20 @@ pub(crate) async fn seed_table(
             "Cannot seed \"{table_id}\": a table id looks like \"in.c-bucket.table\"."
         )));
     };
-    {
-        let mut meta = app.store.lock();
-        if !meta.buckets.contains_key(bucket_id) {
-            let name = if keeps_bucket_names(&meta) {
+    if !app.store.read().buckets.contains_key(bucket_id) {
+        app.store.try_update(|meta| {
+            if meta.buckets.contains_key(bucket_id) {
+                return Ok(());
+            }
+            let name = if keeps_bucket_names(meta) {
                 bucket_name
             } else {
                 short
             };
-            insert_bucket(&mut meta, stage, name, None, String::new())?;
-        }
+            insert_bucket(meta, stage, name, None, String::new()).map(drop)
+        })?;
     }
-    let new = if app.store.lock().tables.contains_key(table_id) {
+    let new = if app.store.read().tables.contains_key(table_id) {
         None
     } else {
         if !valid_name(name) {
@@ -630,10 +636,11 @@ pub(crate) async fn seed_table(
         })
     };
     if new.is_none() && !primary_key.is_empty() {
-        let mut meta = app.store.lock();
-        if let Some(t) = meta.tables.get_mut(table_id) {
-            t.primary_key = primary_key.to_vec();
-        }
+        app.store.update(|meta| {
+            if let Some(t) = meta.tables.get_mut(table_id) {
+                t.primary_key = primary_key.to_vec();
+            }
+        })?;
     }
     let lock = app.store.table_lock(table_id);
     let _guard = lock.lock().await;
@@ -648,41 +655,6 @@ pub(crate) async fn seed_table(
     tokio::task::spawn_blocking(move || apply_load(&app2, &tid, new, vec![csv], &opts))
         .await
         .map_err(|e| worker_failed(e, "seed load"))?
-        .map_err(job_error_to_api)?;
+        .map_err(ApiError::from_job)?;
     Ok(())
-}
-
-/// All rows as RFC CSV with a header, rows sorted (see `Emulator::dump_table`).
-pub(crate) async fn dump_table(app: &Arc<App>, table_id: &str) -> Result<Option<String>, ApiError> {
-    let Some(t) = app.store.lock().tables.get(table_id).cloned() else {
-        return Ok(None);
-    };
-    let lock = app.store.table_lock(table_id);
-    let _guard = lock.lock().await;
-    let t = app.store.lock().tables.get(table_id).cloned().unwrap_or(t);
-    let path = (t.data_gen > 0).then(|| app.store.table_data_path(table_id, t.data_gen));
-    let cols: Vec<usize> = (0..t.columns.len()).collect();
-    let rows = tokio::task::spawn_blocking(move || {
-        table::select_rows(path.as_deref(), &Selection::default(), &cols, u64::MAX)
-    })
-    .await
-    .map_err(|e| worker_failed(e, "table dump"))?
-    .map_err(job_error_to_api)?;
-    let mut lines: Vec<Vec<u8>> = rows
-        .iter()
-        .map(|r| rfc_line(r.iter().map(Vec::as_slice)))
-        .collect();
-    lines.sort();
-    let mut out = rfc_line(t.columns.iter().map(|c| c.as_bytes()));
-    for l in lines {
-        out.extend_from_slice(&l);
-    }
-    Ok(Some(String::from_utf8_lossy(&out).into_owned()))
-}
-
-pub(super) fn rfc_line<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut w = table::rfc_writer(Vec::new());
-    let fields: Vec<&[u8]> = fields.collect();
-    let _ = w.write_record(&fields);
-    w.into_inner().unwrap_or_default()
 }

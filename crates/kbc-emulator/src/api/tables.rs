@@ -1,12 +1,95 @@
 //! Tables: the JSON Storage shows for them, and changes other than loads: update, delete, rows delete,
-//! primary key, columns, metadata.
+//! primary key, columns, metadata. The router of `tables/…` also sends imports to `loads` and exports and
+//! previews to `export`.
 
-use super::*;
+use super::branches::in_scope;
+use super::buckets::bucket_json;
+use super::export::{column_index, parse_selection};
+use super::loads::{table_result, typed_column};
+use super::{ApiResult, Call, accepted, export, json_response, loads, ok, php_map};
+use crate::app::App;
+use crate::body::{Params, as_bool, scalar_string};
+use crate::error::{ApiError, JobError};
+use crate::faults::JobFault;
+use crate::jobs::{self, JobResult};
+use crate::store::{Meta, TableRecord};
+use crate::table;
+use crate::timefmt::{iso, now_secs};
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The `tables/…` routes.
+pub(super) async fn route(call: &Call<'_>, rest: &[&str]) -> Option<ApiResult> {
+    let (app, params) = (call.app, &call.params);
+    Some(match (&call.method, rest) {
+        (&Method::GET, []) => list_tables(app, params, call.branch),
+        (&Method::GET, [id]) => get_table(app, id),
+        (&Method::PUT, [id]) => update_table(app, id, params),
+        (&Method::DELETE, [id]) => delete_table(app, id, params),
+        (&Method::POST, [_]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "notAllowed",
+            "POST tables/{id} does not exist: set a primary key with POST tables/{id}/primary-key {\"columns\":[..]}, rename with PUT tables/{id} {\"displayName\"}.",
+        )),
+        (&Method::POST, [id, "import-async"]) => loads::import_async(app, id, params),
+        (&Method::POST, [id, "import"]) => loads::import_sync(app, id, params).await,
+        (&Method::POST, [id, "export-async"]) => export::export_async(app, id, params),
+        (&Method::GET, [id, "data-preview"]) => export::preview(app, id, params).await,
+        (&Method::POST, [id, "primary-key"]) => add_primary_key(app, id, params),
+        (&Method::DELETE, [id, "primary-key"]) => remove_primary_key(app, id),
+        (&Method::DELETE, [id, "rows"]) => delete_rows(app, id, params),
+        (&Method::POST, [id, "columns"]) => add_column(app, id, params),
+        (&Method::DELETE, [id, "columns", column]) => delete_column(app, id, column, params),
+        (&Method::GET, [id, "metadata"]) => table_meta(app, id).and_then(|t| ok(json!(t.metadata))),
+        (&Method::POST, [id, "metadata"]) => post_table_metadata(app, id, params),
+        (&Method::DELETE, [id, "metadata", metadata_id]) => {
+            delete_table_metadata(app, id, metadata_id)
+        }
+        _ => return None,
+    })
+}
+
+/// `GET tables`: the tables of the request's branch scope.
+fn list_tables(app: &App, params: &Params, branch: Option<u64>) -> ApiResult {
+    let meta = app.store.read();
+    let (cols, bucket) = list_includes(params);
+    ok(Value::Array(
+        meta.tables
+            .values()
+            .filter(|t| in_scope(&t.id, branch))
+            .map(|t| table_json(&app.base_url, &meta, t, cols, bucket))
+            .collect(),
+    ))
+}
+
+/// `GET tables/{id}`.
+fn get_table(app: &App, id: &str) -> ApiResult {
+    let meta = app.store.read();
+    let t = meta
+        .tables
+        .get(id)
+        .ok_or_else(|| ApiError::table_not_found(id))?;
+    ok(table_json(&app.base_url, &meta, t, true, true))
+}
+
+/// Which parts a table listing includes: `include=columns` and/or `buckets` (no `include`: the buckets).
+pub(super) fn list_includes(params: &Params) -> (bool, bool) {
+    match params.0.get("include") {
+        None => (false, true),
+        Some(v) => {
+            let include = scalar_string(v).unwrap_or_default();
+            (include.contains("columns"), include.contains("buckets"))
+        }
+    }
+}
 
 pub(super) fn table_json(
     base: &str,
     meta: &Meta,
-    t: &TableMeta,
+    t: &TableRecord,
     with_columns: bool,
     with_bucket: bool,
 ) -> Value {
@@ -49,17 +132,11 @@ pub(super) fn table_json(
 }
 
 /// The timestamp of a metadata entry (`2017-02-13 23:36:10`, as the metadata routes show it).
-pub(super) fn metadata_stamp() -> String {
+fn metadata_stamp() -> String {
     chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-pub(super) fn metadata_entry(
-    id: u64,
-    key: &str,
-    value: &str,
-    provider: &str,
-    stamp: &str,
-) -> Value {
+fn metadata_entry(id: u64, key: &str, value: &str, provider: &str, stamp: &str) -> Value {
     json!({"id": id.to_string(), "key": key, "value": value, "provider": provider, "timestamp": stamp})
 }
 
@@ -104,7 +181,7 @@ pub(super) fn native_of_basetype(basetype: &str) -> (&'static str, Option<&'stat
 /// The `KBC.datatype.*` metadata Storage itself (provider `storage`) keeps for a typed column, in the order
 /// the real API lists it: type, nullable (`"1"` or `""`, PHP's booleans as strings), basetype, then length
 /// and default when the definition has them. `column` is an entry of `definition.columns`.
-pub(super) fn datatype_entries(column: &Value) -> Vec<(&'static str, String)> {
+fn datatype_entries(column: &Value) -> Vec<(&'static str, String)> {
     let d = &column["definition"];
     let text = |v: &Value| scalar_string(v).filter(|s| !s.is_empty());
     let mut out = vec![
@@ -114,10 +191,7 @@ pub(super) fn datatype_entries(column: &Value) -> Vec<(&'static str, String)> {
         ),
         (
             "KBC.datatype.nullable",
-            if d.get("nullable")
-                .and_then(super::super::body::as_bool)
-                .unwrap_or(true)
-            {
+            if d.get("nullable").and_then(as_bool).unwrap_or(true) {
                 "1".to_owned()
             } else {
                 String::new()
@@ -180,24 +254,17 @@ pub(super) fn tables_of(
     )
 }
 
-pub(super) fn persist(app: &App) -> Result<(), ApiError> {
+pub(super) fn table_meta(app: &App, id: &str) -> Result<TableRecord, ApiError> {
     app.store
-        .persist()
-        .map_err(|e| ApiError::internal(format!("cannot persist the emulator store: {e}")))
-}
-
-pub(super) fn table_meta(app: &App, id: &str) -> Result<TableMeta, ApiError> {
-    app.store
-        .lock()
+        .read()
         .tables
         .get(id)
         .cloned()
         .ok_or_else(|| ApiError::table_not_found(id))
 }
 
-pub(super) fn update_table(app: &App, table_id: &str, params: &Params) -> ApiResult {
-    let v = {
-        let mut meta = app.store.lock();
+fn update_table(app: &App, table_id: &str, params: &Params) -> ApiResult {
+    let v = app.store.try_update(|meta| {
         let t = meta
             .tables
             .get_mut(table_id)
@@ -206,48 +273,43 @@ pub(super) fn update_table(app: &App, table_id: &str, params: &Params) -> ApiRes
             t.display_name = d;
         }
         let t = t.clone();
-        table_json(&app.base_url, &meta, &t, true, true)
-    };
-    persist(app)?;
+        Ok::<_, ApiError>(table_json(&app.base_url, meta, &t, true, true))
+    })?;
     ok(v)
 }
 
-pub(super) fn delete_table(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
+fn delete_table(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     table_meta(app, table_id)?;
     // Without `async` the (deprecated) synchronous delete answers 204, which the Python client relies on.
     let is_async = params.bool("async", false)?;
     let tid = table_id.to_owned();
     let work = move |app: &App, _: Option<JobFault>| -> JobResult {
-        let removed = app.store.lock().tables.remove(&tid);
-        if removed.is_none() {
-            return Err(ApiError::table_not_found(&tid).into());
-        }
-        app.store.persist()?;
+        app.store
+            .try_update(|meta| match meta.tables.remove(&tid) {
+                Some(_) => Ok(()),
+                None => Err(JobError::from(ApiError::table_not_found(&tid))),
+            })?;
         let _ = std::fs::remove_dir_all(app.store.table_dir(&tid));
         Ok(Value::Null)
     };
     if is_async {
-        let job = jobs::create(app, "tableDrop", Some(table_id), json!({}));
+        let job = jobs::create(app, "tableDrop", Some(table_id), json!({}))?;
         jobs::spawn(app, &job, Some(table_id.to_owned()), work);
-        accepted(job)
+        accepted(&job)
     } else {
-        work(app, None).map_err(job_error_to_api)?;
+        work(app, None).map_err(ApiError::from_job)?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
 }
 
 /// Replaces a table's data with a new generation written by `write(old, new)`, under the table lock.
-pub(super) fn rewrite_table(
+fn rewrite_table(
     app: &App,
     table_id: &str,
-    write: impl FnOnce(
-        Option<&std::path::Path>,
-        &std::path::Path,
-        &TableMeta,
-    ) -> Result<(u64, TableMeta), JobError>,
-) -> Result<TableMeta, JobError> {
+    write: impl FnOnce(Option<&Path>, &Path, &TableRecord) -> Result<(u64, TableRecord), JobError>,
+) -> Result<TableRecord, JobError> {
     let t = app.table_snapshot(table_id)?;
-    let gen_ = app.store.lock().next_id();
+    let gen_ = app.store.next_id();
     let old = (t.data_gen > 0).then(|| app.store.table_data_path(table_id, t.data_gen));
     let new_path = app.store.table_data_path(table_id, gen_);
     let (size, mut updated) = match write(old.as_deref(), &new_path, &t) {
@@ -261,18 +323,16 @@ pub(super) fn rewrite_table(
     updated.data_size_bytes = size;
     updated.export_cache.clear();
     updated.last_change_date = Some(now_secs());
-    app.store
-        .lock()
-        .tables
-        .insert(table_id.to_owned(), updated.clone());
-    app.store.persist()?;
+    app.store.update(|meta| {
+        meta.tables.insert(table_id.to_owned(), updated.clone());
+    })?;
     if let Some(old) = old {
         let _ = std::fs::remove_file(old);
     }
     Ok(updated)
 }
 
-pub(super) fn delete_rows(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
+fn delete_rows(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     let t = table_meta(app, table_id)?;
     let selection = parse_selection(&t, params)?;
     if let Some(f) = selection.filters.iter().find(|f| f.values.is_empty()) {
@@ -290,7 +350,7 @@ pub(super) fn delete_rows(app: &Arc<App>, table_id: &str, params: &Params) -> Ap
             "No filters have been specified, which will truncate the table, but the `allowTruncate` parameter was not set.",
         ));
     }
-    let job = jobs::create(app, "tableRowsDelete", Some(table_id), json!({}));
+    let job = jobs::create(app, "tableRowsDelete", Some(table_id), json!({}))?;
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
         let mut deleted = 0;
@@ -299,7 +359,7 @@ pub(super) fn delete_rows(app: &Arc<App>, table_id: &str, params: &Params) -> Ap
             deleted = d;
             Ok((
                 size,
-                TableMeta {
+                TableRecord {
                     rows_count: kept,
                     ..t.clone()
                 },
@@ -307,10 +367,10 @@ pub(super) fn delete_rows(app: &Arc<App>, table_id: &str, params: &Params) -> Ap
         })?;
         Ok(json!({"deletedRows": deleted}))
     });
-    accepted(job)
+    accepted(&job)
 }
 
-pub(super) fn add_primary_key(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
+fn add_primary_key(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     let t = table_meta(app, table_id)?;
     let columns = params.list("columns");
     if columns.is_empty() {
@@ -335,12 +395,12 @@ pub(super) fn add_primary_key(app: &Arc<App>, table_id: &str, params: &Params) -
         "tablePrimaryKeyAdd",
         Some(table_id),
         json!({"columns": columns}),
-    );
+    )?;
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
         let t = app
             .store
-            .lock()
+            .read()
             .tables
             .get(&tid)
             .cloned()
@@ -359,30 +419,32 @@ pub(super) fn add_primary_key(app: &Arc<App>, table_id: &str, params: &Params) -
                 ),
             ));
         }
-        if let Some(t) = app.store.lock().tables.get_mut(&tid) {
-            t.primary_key = columns;
-        }
-        app.store.persist()?;
+        app.store.update(|meta| {
+            if let Some(t) = meta.tables.get_mut(&tid) {
+                t.primary_key = columns;
+            }
+        })?;
         table_result(app, &tid)
     });
-    accepted(job)
+    accepted(&job)
 }
 
-pub(super) fn remove_primary_key(app: &Arc<App>, table_id: &str) -> ApiResult {
+fn remove_primary_key(app: &Arc<App>, table_id: &str) -> ApiResult {
     table_meta(app, table_id)?;
-    let job = jobs::create(app, "tablePrimaryKeyDelete", Some(table_id), json!({}));
+    let job = jobs::create(app, "tablePrimaryKeyDelete", Some(table_id), json!({}))?;
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
-        if let Some(t) = app.store.lock().tables.get_mut(&tid) {
-            t.primary_key.clear();
-        }
-        app.store.persist()?;
+        app.store.update(|meta| {
+            if let Some(t) = meta.tables.get_mut(&tid) {
+                t.primary_key.clear();
+            }
+        })?;
         table_result(app, &tid)
     });
-    accepted(job)
+    accepted(&job)
 }
 
-pub(super) fn add_column(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
+fn add_column(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     let t = table_meta(app, table_id)?;
     let name = params
         .nonempty("name")
@@ -417,12 +479,11 @@ pub(super) fn add_column(app: &Arc<App>, table_id: &str, params: &Params) -> Api
         }
         None => None,
     };
-    let job = jobs::create(app, "tableColumnAdd", Some(table_id), json!({"name": name}));
+    let job = jobs::create(app, "tableColumnAdd", Some(table_id), json!({"name": name}))?;
     let tid = table_id.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
         // Stored rows are shorter than the new width and read as "" for the new column: no rewrite needed.
-        {
-            let mut meta = app.store.lock();
+        app.store.update(|meta| {
             if let Some(t) = meta.tables.get_mut(&tid)
                 && !t.columns.contains(&name)
             {
@@ -434,22 +495,16 @@ pub(super) fn add_column(app: &Arc<App>, table_id: &str, params: &Params) -> Api
                     cols.push(c.clone());
                 }
                 if let Some(c) = &typed {
-                    set_datatype_metadata(&mut meta, &tid, c);
+                    set_datatype_metadata(meta, &tid, c);
                 }
             }
-        }
-        app.store.persist()?;
+        })?;
         table_result(app, &tid)
     });
-    accepted(job)
+    accepted(&job)
 }
 
-pub(super) fn delete_column(
-    app: &Arc<App>,
-    table_id: &str,
-    column: &str,
-    params: &Params,
-) -> ApiResult {
+fn delete_column(app: &Arc<App>, table_id: &str, column: &str, params: &Params) -> ApiResult {
     let t = table_meta(app, table_id)?;
     let index = column_index(&t, column)?;
     if t.primary_key.iter().any(|k| k == column) && !params.bool("force", false)? {
@@ -471,7 +526,7 @@ pub(super) fn delete_column(
         "tableColumnDelete",
         Some(table_id),
         json!({"name": column}),
-    );
+    )?;
     let tid = table_id.to_owned();
     let column = column.to_owned();
     jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
@@ -494,12 +549,12 @@ pub(super) fn delete_column(
         })?;
         table_result(app, &tid)
     });
-    accepted(job)
+    accepted(&job)
 }
 
 /// Adds or updates (by provider and key) metadata of a table and its columns; answers 201 with
 /// `{metadata, columnsMetadata}` (the JSON variant's shape, also for form bodies).
-pub(super) fn post_table_metadata(app: &App, table_id: &str, params: &Params) -> ApiResult {
+fn post_table_metadata(app: &App, table_id: &str, params: &Params) -> ApiResult {
     let provider = params.nonempty("provider").ok_or_else(|| {
         ApiError::bad_request(
             "storage.metadata.validation",
@@ -552,14 +607,10 @@ pub(super) fn post_table_metadata(app: &App, table_id: &str, params: &Params) ->
             }
         }
     }
-    let (metadata, columns_metadata) = {
-        let mut meta = app.store.lock();
-        let ids: Vec<u64> = (0..table_entries.len() + column_entries.len())
-            .map(|_| meta.next_id())
-            .collect();
+    let (metadata, columns_metadata) = app.store.try_update(|meta| {
         let t = meta
             .tables
-            .get_mut(table_id)
+            .get(table_id)
             .ok_or_else(|| ApiError::table_not_found(table_id))?;
         if let Some((c, _, _)) = column_entries
             .iter()
@@ -570,6 +621,12 @@ pub(super) fn post_table_metadata(app: &App, table_id: &str, params: &Params) ->
                 format!("Column \"{c}\" does not exist in the table \"{table_id}\"."),
             ));
         }
+        let ids: Vec<u64> = (0..table_entries.len() + column_entries.len())
+            .map(|_| meta.next_id())
+            .collect();
+        let Some(t) = meta.tables.get_mut(table_id) else {
+            return Err(ApiError::table_not_found(table_id));
+        };
         let stamp = metadata_stamp();
         let upsert = |list: &mut Vec<Value>, id: u64, key: &str, value: &str| {
             let entry = metadata_entry(id, key, value, &provider, &stamp);
@@ -596,31 +653,28 @@ pub(super) fn post_table_metadata(app: &App, table_id: &str, params: &Params) ->
                 v,
             );
         }
-        (t.metadata.clone(), t.column_metadata.clone())
-    };
-    persist(app)?;
+        Ok((t.metadata.clone(), t.column_metadata.clone()))
+    })?;
     Ok(json_response(
         StatusCode::CREATED,
         json!({"metadata": metadata, "columnsMetadata": php_map(json!(columns_metadata))}),
     ))
 }
 
-pub(super) fn delete_table_metadata(app: &App, table_id: &str, metadata_id: &str) -> ApiResult {
-    {
-        let mut meta = app.store.lock();
+fn delete_table_metadata(app: &App, table_id: &str, metadata_id: &str) -> ApiResult {
+    app.store.try_update(|meta| {
         let t = meta
             .tables
             .get_mut(table_id)
             .ok_or_else(|| ApiError::table_not_found(table_id))?;
-        let before = t.metadata.len();
-        t.metadata.retain(|e| e["id"] != metadata_id);
-        if t.metadata.len() == before {
+        if !t.metadata.iter().any(|e| e["id"] == metadata_id) {
             return Err(ApiError::not_found(
                 "storage.metadata.notFound",
                 format!("Metadata \"{metadata_id}\" of the table \"{table_id}\" was not found."),
             ));
         }
-    }
-    persist(app)?;
+        t.metadata.retain(|e| e["id"] != metadata_id);
+        Ok(())
+    })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

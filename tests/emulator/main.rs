@@ -1,0 +1,17 @@
+//! Integration tests of the Storage API emulator: each starts it in-process on port 0 and talks to it over
+//! real HTTP, the way Keboola clients do (JSON and form bodies, files/prepare + S3 upload, async jobs).
+//!
+//! One module per resource, as the emulator's routers are; `support` holds what they share.
+
+mod auth;
+mod binary;
+mod branches;
+mod buckets;
+mod control;
+mod exports;
+mod files_s3;
+mod jobs;
+mod loads;
+mod support;
+mod tables;
+mod tls;
