@@ -53,7 +53,7 @@ fn run(data: &Path, stack: &Path) -> String {
 
 /// The CSV rows of a file, header first, data rows sorted.
 fn rows(path: &Path) -> Vec<String> {
-    common::rows::sorted_lines(&std::fs::read_to_string(path).unwrap())
+    common::rows::header_and_sorted_lines(&std::fs::read_to_string(path).unwrap())
 }
 
 #[test]

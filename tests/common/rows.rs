@@ -29,7 +29,7 @@ pub fn try_table(csv_text: &[u8]) -> Result<(Vec<String>, Rows), String> {
 }
 
 /// The lines of a text file, the first (the header) kept first and the rest sorted.
-pub fn sorted_lines(text: &str) -> Vec<String> {
+pub fn header_and_sorted_lines(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     if lines.len() > 1 {
         lines[1..].sort();

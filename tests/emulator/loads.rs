@@ -244,13 +244,6 @@ async fn upload_sliced(api: &Api, slices: &[(&str, Vec<u8>)], with_manifest: boo
     f["id"].as_u64().unwrap()
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
-
 #[tokio::test]
 async fn sliced_gzipped_and_headerless_imports() {
     let api = start().await;
@@ -262,7 +255,10 @@ async fn sliced_gzipped_and_headerless_imports() {
     // Sliced, one slice gzipped, header-less with columns[] in a different order.
     let fid = upload_sliced(
         &api,
-        &[("part0", gzip(b"b,2\n")), ("part1", b"c,3\n".to_vec())],
+        &[
+            ("part0", crate::common::gzip(b"b,2\n")),
+            ("part1", b"c,3\n".to_vec()),
+        ],
         true,
     )
     .await;
@@ -286,7 +282,9 @@ async fn sliced_gzipped_and_headerless_imports() {
     );
 
     // withoutHeaders: table column order; a gzipped plain file with a semicolon delimiter.
-    let fid = api.upload("x.csv.gz", gzip(b"4;'d;x'\n")).await;
+    let fid = api
+        .upload("x.csv.gz", crate::common::gzip(b"4;'d;x'\n"))
+        .await;
     let (_, job) = api
         .post_json(
             "tables/in.c-i.t/import-async",

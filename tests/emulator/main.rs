@@ -3,6 +3,9 @@
 //!
 //! One module per resource, as the emulator's routers are; `support` holds what they share.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod auth;
 mod binary;
 mod branches;

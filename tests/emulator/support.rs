@@ -1,6 +1,6 @@
 //! What the emulator tests share: an emulator started in-process with a client (`Api`) and its helpers.
 
-use kbc_emulator::{Emulator, EmulatorConfig};
+use kbc_emulator::Emulator;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::Read;
@@ -22,13 +22,9 @@ pub(crate) async fn start() -> Api {
 }
 
 pub(crate) async fn start_at(path: &std::path::Path) -> Api {
-    let emu = Emulator::start(EmulatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: path.to_owned(),
-        tokens: vec![TOKEN.into()],
-    })
-    .await
-    .unwrap();
+    let emu = crate::common::stack::start_emulator(path, TOKEN)
+        .await
+        .unwrap();
     Api {
         emu,
         http: reqwest::Client::new(),

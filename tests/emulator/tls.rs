@@ -144,46 +144,10 @@ async fn public_url_is_the_base_of_every_absolute_url() {
 
 /// A throwaway CA and a server certificate it signed for localhost, 127.0.0.1 and
 /// kbc-sapi-files.localhost, as PEM files in `dir`: (CA, certificate, key).
-fn test_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "kbc-runner test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "kbc-sapi-files.localhost".to_owned(),
-    ])
-    .unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 #[tokio::test]
 async fn tls_serves_https_to_clients_that_trust_its_ca() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca(certs.path());
+    let (ca, cert, key) = crate::common::tls::test_ca(certs.path());
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::start_with_options(
         EmulatorConfig {
@@ -270,9 +234,9 @@ async fn tls_serves_https_to_clients_that_trust_its_ca() {
 async fn binary_over_tls_with_our_client_trusting_a_custom_ca() {
     use std::io::{BufRead, BufReader};
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca(certs.path());
+    let (ca, cert, key) = crate::common::tls::test_ca(certs.path());
     let other_ca = tempfile::tempdir().unwrap();
-    let (wrong_ca, _, _) = test_ca(other_ca.path());
+    let (wrong_ca, _, _) = crate::common::tls::test_ca(other_ca.path());
     let dir = tempfile::tempdir().unwrap();
     let token = "tls-cli-token-5551234";
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kbc-runner"))
@@ -382,7 +346,7 @@ async fn binary_over_tls_with_our_client_trusting_a_custom_ca() {
 #[test]
 fn local_stack_over_tls() {
     let root = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca(root.path());
+    let (ca, cert, key) = crate::common::tls::test_ca(root.path());
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
     let data = root.path().join("data");
     std::fs::create_dir_all(data.join("local-stack/tables")).unwrap();
