@@ -3,7 +3,7 @@
 //! platform; everything is optional here because local runs have none of it.
 
 use super::Error;
-use super::manifest::DataTypeSupport;
+use super::schema::DataTypeSupport;
 use serde::Deserialize;
 use std::fmt;
 

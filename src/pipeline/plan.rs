@@ -5,8 +5,9 @@
 
 use crate::error::UserError;
 use crate::interface::Environment;
-use crate::interface::config::{Config, OutputTableOptions, Step as ConfigStep, WhereOperator};
+use crate::interface::config::{Config, Step as ConfigStep};
 use crate::interface::manifest::{load_output_manifest, manifest_path};
+use crate::interface::output_options::{OutputTableOptions, WhereOperator, merge};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -83,92 +84,6 @@ pub struct OutputPlan {
     pub enclosure: String,
     pub delete_where: Vec<DeleteRule>,
     pub write_always: bool,
-}
-
-/// Merges a mapping over a manifest the way the platform's output mapping does. Both sides are
-/// [normalised](OutputTableOptions::normalise) first (defaults and empty values are "not set"), so the
-/// mapping wins wherever it says something and the manifest fills the rest; the exception is
-/// `primary_key`, where a mapping's value replaces the manifest's even when empty (the platform always sends
-/// one, `[]` by default, so a mapping without the key is read as `[]`). `mapping` is `None` for a file in
-/// `out/tables` that no mapping names: then the manifest alone counts. The platform's key-by-key merges of `metadata`, `column_metadata`, `table_metadata` and
-/// `schema` are not needed here: the import sends no metadata, and `schema` comes from one side.
-pub fn merge(
-    mapping: Option<&OutputTableOptions>,
-    manifest: &OutputTableOptions,
-) -> OutputTableOptions {
-    let mapped = mapping.is_some();
-    let mut mapping = mapping.cloned().unwrap_or_default();
-    let mut manifest = manifest.clone();
-    mapping.normalise();
-    manifest.normalise();
-    fn pick<T>(m: Option<T>, f: Option<T>) -> Option<T> {
-        m.or(f)
-    }
-    let OutputTableOptions {
-        destination,
-        incremental,
-        primary_key,
-        columns,
-        distribution_key,
-        delete_where_column,
-        delete_where_values,
-        delete_where_operator,
-        delete_where,
-        delimiter,
-        enclosure,
-        metadata,
-        column_metadata,
-        write_always,
-        tags,
-        manifest_type,
-        has_header,
-        description,
-        table_metadata,
-        schema,
-        deduplication_strategy,
-        unload_strategy,
-    } = mapping;
-    let mut merged = OutputTableOptions {
-        destination: pick(destination, manifest.destination.take()),
-        incremental: pick(incremental, manifest.incremental),
-        primary_key: if mapped {
-            Some(primary_key.unwrap_or_default())
-        } else {
-            manifest.primary_key.take()
-        },
-        columns: pick(columns, manifest.columns.take()),
-        distribution_key: pick(distribution_key, manifest.distribution_key.take()),
-        delete_where_column: pick(
-            delete_where_column.clone(),
-            manifest.delete_where_column.take(),
-        ),
-        delete_where_values: pick(delete_where_values, manifest.delete_where_values.take()),
-        delete_where_operator: pick(delete_where_operator, manifest.delete_where_operator),
-        delete_where: pick(delete_where.clone(), manifest.delete_where.take()),
-        delimiter: pick(delimiter, manifest.delimiter.take()),
-        enclosure: pick(enclosure, manifest.enclosure.take()),
-        metadata: pick(metadata, manifest.metadata.take()),
-        column_metadata: pick(column_metadata, manifest.column_metadata.take()),
-        write_always: pick(write_always, manifest.write_always),
-        tags: pick(tags, manifest.tags.take()),
-        manifest_type: pick(manifest_type, manifest.manifest_type.take()),
-        has_header: pick(has_header, manifest.has_header),
-        description: pick(description, manifest.description.take()),
-        table_metadata: pick(table_metadata, manifest.table_metadata.take()),
-        schema: pick(schema, manifest.schema.take()),
-        deduplication_strategy: pick(
-            deduplication_strategy,
-            manifest.deduplication_strategy.take(),
-        ),
-        unload_strategy: pick(unload_strategy, manifest.unload_strategy.take()),
-    };
-    // One legacy-vs-new delete rule form at a time: the mapping's form wins.
-    if delete_where.is_some() {
-        merged.delete_where_column = None;
-    } else if delete_where_column.is_some() {
-        merged.delete_where = None;
-    }
-    merged
 }
 
 /// Lists the output tables to import: every mapping `source` (which must exist), plus every other file in
@@ -495,42 +410,6 @@ mod tests {
 
     fn config(text: &str) -> Config {
         Config::parse(Path::new("config.json"), text).unwrap()
-    }
-
-    fn opts(json: &str) -> OutputTableOptions {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn merge_follows_the_platform() {
-        let merged = |mapping: &str, manifest: &str| merge(Some(&opts(mapping)), &opts(manifest));
-        // A mapping's false or default value cannot undo the manifest's.
-        let m = merged(r#"{"incremental": false}"#, r#"{"incremental": true}"#);
-        assert_eq!(m.incremental, Some(true));
-        let m = merged(r#"{"incremental": true}"#, r#"{"incremental": false}"#);
-        assert_eq!(m.incremental, Some(true));
-        let m = merged(r#"{"delimiter": ","}"#, r#"{"delimiter": ";"}"#);
-        assert_eq!(m.delimiter.as_deref(), Some(";"));
-        let m = merged(
-            r#"{"destination": "out.c-a.x", "primary_key": ["id"]}"#,
-            r#"{"destination": "out.c-a.y", "primary_key": ["a", "b"]}"#,
-        );
-        assert_eq!(m.destination.as_deref(), Some("out.c-a.x"));
-        assert_eq!(m.primary_key, Some(vec!["id".to_owned()]));
-        // A mapping's empty primary key (the platform's default) clears the manifest's...
-        let m = merged(r#"{"primary_key": []}"#, r#"{"primary_key": ["a"]}"#);
-        assert_eq!(m.primary_key, Some(vec![]));
-        // ...but a file no mapping names keeps its manifest's.
-        let m = merge(None, &opts(r#"{"primary_key": ["a"]}"#));
-        assert_eq!(m.primary_key, Some(vec!["a".to_owned()]));
-        // Empty lists and strings are "not set": the manifest's values stay.
-        let m = merged(
-            r#"{"columns": [], "schema": [], "destination": "", "write_always": false}"#,
-            r#"{"columns": ["a"], "destination": "out.c-a.y", "write_always": true}"#,
-        );
-        assert_eq!(m.columns, Some(vec!["a".to_owned()]));
-        assert_eq!(m.destination.as_deref(), Some("out.c-a.y"));
-        assert_eq!((m.schema, m.write_always), (None, Some(true)));
     }
 
     /// Every default the platform fills into an output-mapping item, next to a primary key: the same plan
