@@ -16,13 +16,13 @@
 use crate::interface::DataDir;
 use anyhow::Context as _;
 use kbc_emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
-use kbc_storage::{Client, ClientConfig, ImportOptions, UploadOptions};
+use kbc_storage::{Client, ClientConfig, ImportOptions, Secret, UploadOptions};
 use std::path::{Path, PathBuf};
 
 /// The running local stack.
 pub(crate) struct LocalStack {
     emulator: Emulator,
-    token: String,
+    token: Secret,
     dir: PathBuf,
 }
 
@@ -38,13 +38,12 @@ impl LocalStack {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the local stack folder {}", dir.display()))?;
         // A fresh token per run: the emulator only has to accept it for this process's lifetime.
-        let token = format!("local-{}", uuid::Uuid::new_v4().simple());
-        crate::secrets::register(&token);
+        let token = Secret::new(format!("local-{}", uuid::Uuid::new_v4().simple()));
         let emulator = Emulator::start_with_options(
             EmulatorConfig {
                 listen: "127.0.0.1:0".parse().expect("a valid socket address"),
                 store: dir.join("storage"),
-                tokens: vec![token.clone()],
+                tokens: vec![token.expose().to_owned()],
             },
             EmulatorOptions {
                 tls,
@@ -154,7 +153,7 @@ impl LocalStack {
     }
 
     pub(crate) fn token(&self) -> &str {
-        &self.token
+        self.token.expose()
     }
 
     /// Keeps `out/state.json` for the next run, as the platform does after a successful job.

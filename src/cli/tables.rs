@@ -163,7 +163,6 @@ pub fn run_command(args: TablesArgs) -> anyhow::Result<()> {
         .ok_or_else(|| {
             UserError::new("no Storage API token: pass --token or set KBC_TOKEN (or KEBOOLA_TOKEN)")
         })?;
-    crate::secrets::register(&token);
     let mut config = ClientConfig::new(url, token);
     config.branch = args
         .connection

@@ -4,31 +4,8 @@
 
 use super::Error;
 use super::schema::DataTypeSupport;
+use crate::secrets::Secret;
 use serde::Deserialize;
-use std::fmt;
-
-/// A secret string: registered for redaction when read, and never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        let value = value.into();
-        crate::secrets::register(&value);
-        Secret(value)
-    }
-
-    /// The plain value, for the one place that must send it (an HTTP header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::secrets::MASK)
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 struct KbcVars {

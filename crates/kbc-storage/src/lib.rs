@@ -1,9 +1,9 @@
 //! A client for the Keboola Storage API (`/v2/storage`): buckets, tables, async jobs, and File Storage
 //! transfers on AWS S3, Azure Blob Storage and Google Cloud Storage.
 //!
-//! It is a library of its own: it knows nothing of the pipeline, the CLI or the Common Interface. It takes
-//! plain strings for the URL and the token and never shows the token (or cloud credentials) in `Debug`
-//! output, errors or logs.
+//! It is a library of its own: it knows nothing of the pipeline, the CLI or the Common Interface. The token
+//! and every cloud credential is a [`Secret`]: never in `Debug` output or errors, and registered for
+//! [`secret::redact`], which programs built on the client apply to everything they print.
 //!
 //! - [`transport`] sends requests under the [`RetryPolicy`] (retry what is transient, never repeat a
 //!   job-creating POST the server may have acted on) and builds branch-aware paths;
@@ -22,6 +22,7 @@ mod files;
 pub mod jobs;
 pub mod providers;
 pub mod retry;
+pub mod secret;
 mod tables;
 pub mod transport;
 pub mod types;
@@ -32,6 +33,7 @@ pub use download::{TransferProgress, header_line};
 pub use error::{ApiError, Error, JobFailure, JobTimeout};
 pub use providers::Endpoints;
 pub use retry::{Idempotency, RetryPolicy};
+pub use secret::Secret;
 pub use types::*;
 
 use std::fmt;
@@ -46,7 +48,7 @@ pub struct ClientConfig {
     /// The stack URL, e.g. `https://connection.keboola.com` (a bare host gets `https://`).
     pub url: String,
     /// The Storage API token.
-    pub token: String,
+    pub token: Secret,
     /// A branch id (`KBC_BRANCHID`). A development branch is handled as the platform handles it (see
     /// [`branch`]): with branch storage, `/v2/storage/branch/{id}/...` paths; without, the branch's
     /// `c-{id}-` buckets. The default branch's id means production.
@@ -71,7 +73,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Defaults: no branch, job timeout 1 h, 8 parallel transfers, endpoint overrides from the environment.
-    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<String>, token: impl Into<Secret>) -> Self {
         Self {
             url: url.into(),
             token: token.into(),
@@ -94,7 +96,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("url", &self.url)
-            .field("token", &"[redacted]")
+            .field("token", &self.token)
             .field("branch", &self.branch)
             .field("job_timeout", &self.job_timeout)
             .field("max_connections", &self.max_connections)
@@ -154,7 +156,7 @@ impl Client {
         retry.wait_deadline = retry.wait_deadline.min(config.job_timeout);
         let transport = Transport::new(TransportConfig {
             url: config.url,
-            token: Secret::new(config.token.trim()),
+            token: Secret::new(config.token.expose().trim()),
             branch: config
                 .branch
                 .map(|b| b.trim().to_owned())

@@ -2,38 +2,11 @@
 //!
 //! Responses are parsed leniently where the API is inconsistent (ids that are numbers in one place and
 //! strings in another, `null` where a list is expected, `[]` where an object is expected). Anything that
-//! carries a credential or a presigned URL is a [`Secret`], so `Debug` output never shows it.
+//! carries a credential or a presigned URL is a [`Secret`], so `Debug` output never shows it and
+//! [`crate::secret::redact`] masks it.
 
+use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
-use std::fmt;
-
-/// A string that must not be shown: tokens, presigned URLs, cloud credentials.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "[redacted]"
-        })
-    }
-}
 
 /// `GET tokens/verify`.
 #[derive(Debug, Clone, Deserialize)]
