@@ -16,7 +16,7 @@
 use crate::interface::DataDir;
 use anyhow::Context as _;
 use kbc_emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
-use kbc_storage::{Client, ClientConfig, ImportOptions, Secret, UploadOptions};
+use kbc_storage::{Client, ClientConfig, ImportOptions, Secret, TableId, UploadOptions};
 use std::path::{Path, PathBuf};
 
 /// The running local stack.
@@ -113,7 +113,10 @@ impl LocalStack {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let table_id = name.trim_end_matches(".csv");
+            let table_id: TableId = name
+                .trim_end_matches(".csv")
+                .parse()
+                .with_context(|| format!("{}: the file name is not a table id", file.display()))?;
             let file_id = client
                 .upload_file(
                     &file,
@@ -127,7 +130,7 @@ impl LocalStack {
                 .with_context(|| format!("uploading {}", file.display()))?;
             let outcome = client
                 .import_table(
-                    table_id,
+                    &table_id,
                     file_id,
                     &ImportOptions {
                         incremental: true,

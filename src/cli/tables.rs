@@ -9,8 +9,8 @@ use crate::pipeline::report::human_bytes;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kbc_storage::{
-    Client, ClientConfig, CreateTableOptions, DownloadMode, ExportOptions, ImportOptions, Table,
-    TransferProgress, UploadOptions, split_table_id,
+    BucketId, Client, ClientConfig, CreateTableOptions, DownloadMode, ExportOptions, ImportOptions,
+    Table, TableId, TransferProgress, UploadOptions,
 };
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -179,10 +179,13 @@ pub fn run_command(args: TablesArgs) -> anyhow::Result<()> {
 
 async fn run(client: Client, command: TablesCommand) -> anyhow::Result<()> {
     match command {
-        TablesCommand::List { bucket_id, json } => list(&client, bucket_id.as_deref(), json).await,
-        TablesCommand::Detail { table_id, json } => detail(&client, &table_id, json).await,
+        TablesCommand::List { bucket_id, json } => {
+            let bucket_id: Option<BucketId> = bucket_id.map(|b| b.parse()).transpose()?;
+            list(&client, bucket_id.as_ref(), json).await
+        }
+        TablesCommand::Detail { table_id, json } => detail(&client, &table_id.parse()?, json).await,
         TablesCommand::Preview { table_id, limit } => {
-            let csv = client.preview(&table_id, limit).await?;
+            let csv = client.preview(&table_id.parse()?, limit).await?;
             write_stdout(csv.as_bytes())
         }
         TablesCommand::Export(args) => export(&client, args).await,
@@ -197,7 +200,7 @@ fn write_stdout(data: &[u8]) -> anyhow::Result<()> {
         .context("writing to stdout")
 }
 
-async fn list(client: &Client, bucket_id: Option<&str>, json: bool) -> anyhow::Result<()> {
+async fn list(client: &Client, bucket_id: Option<&BucketId>, json: bool) -> anyhow::Result<()> {
     let mut tables = client.list_tables(bucket_id).await?;
     tables.sort_by(|a, b| a.id.cmp(&b.id));
     if json {
@@ -224,8 +227,7 @@ async fn list(client: &Client, bucket_id: Option<&str>, json: bool) -> anyhow::R
     Ok(())
 }
 
-async fn detail(client: &Client, table_id: &str, json: bool) -> anyhow::Result<()> {
-    split_table_id(table_id)?;
+async fn detail(client: &Client, table_id: &TableId, json: bool) -> anyhow::Result<()> {
     let table = client
         .get_table(table_id)
         .await?
@@ -285,7 +287,7 @@ pub fn parse_where(filter: &str) -> Result<kbc_storage::WhereFilter, UserError> 
 }
 
 async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
-    split_table_id(&args.table_id)?;
+    let table_id: TableId = args.table_id.parse()?;
     // A destination in a folder that does not exist is the user's to fix; say so before any job runs.
     let target = match (&args.keep_slices, args.output.as_deref()) {
         (Some(dir), _) => Some(dir.clone()),
@@ -324,7 +326,7 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
     let ticker = Ticker::start(client.progress(), "downloaded");
     let (outcome, target) = if let Some(dir) = &args.keep_slices {
         let outcome = client
-            .export_table(&args.table_id, &options, dir, DownloadMode::Sliced)
+            .export_table(&table_id, &options, dir, DownloadMode::Sliced)
             .await
             .map_err(anyhow::Error::from);
         (outcome, dir.display().to_string())
@@ -333,10 +335,10 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
             Some(file) if file != "-" => {
                 let path = PathBuf::from(file);
                 let outcome = if args.gzip {
-                    export_gzipped(client, &args.table_id, &options, &path).await
+                    export_gzipped(client, &table_id, &options, &path).await
                 } else {
                     client
-                        .export_table(&args.table_id, &options, &path, DownloadMode::Merged)
+                        .export_table(&table_id, &options, &path, DownloadMode::Merged)
                         .await
                         .map_err(anyhow::Error::from)
                 };
@@ -348,7 +350,7 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
                 let dir = tempfile::tempdir().context("creating a temporary folder")?;
                 let path = dir.path().join("export.csv");
                 let outcome = client
-                    .export_table(&args.table_id, &options, &path, DownloadMode::Merged)
+                    .export_table(&table_id, &options, &path, DownloadMode::Merged)
                     .await
                     .map_err(anyhow::Error::from);
                 if outcome.is_ok() {
@@ -377,7 +379,7 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
 
 async fn export_gzipped(
     client: &Client,
-    table_id: &str,
+    table_id: &TableId,
     options: &ExportOptions,
     dest: &Path,
 ) -> anyhow::Result<kbc_storage::ExportOutcome> {
@@ -432,7 +434,7 @@ async fn copy_to_stdout(path: &Path, gzip: bool) -> anyhow::Result<()> {
 }
 
 async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
-    let (bucket_id, name) = split_table_id(&args.table_id)?;
+    let table_id: TableId = args.table_id.parse()?;
     let meta = std::fs::metadata(&args.file)
         .map_err(|e| UserError::new(format!("cannot read {}: {e}", args.file.display())))?;
     let columns: Vec<String> = args
@@ -449,7 +451,7 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     // In a development branch, the table the import goes to (never production's).
-    let existing = client.get_table_for_write(&args.table_id).await?;
+    let existing = client.get_table_for_write(&table_id).await?;
     if existing.is_none() && !args.create {
         crate::user_bail!(
             "table {} does not exist; pass --create to create it",
@@ -485,7 +487,7 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
         Some(_) => {
             let outcome = client
                 .import_table(
-                    &args.table_id,
+                    &table_id,
                     file_id,
                     &ImportOptions {
                         incremental: args.incremental,
@@ -515,11 +517,10 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
             )
         }
         None => {
-            client.ensure_bucket(bucket_id).await?;
+            client.ensure_bucket(&table_id.bucket()).await?;
             let table = client
                 .create_table(
-                    bucket_id,
-                    name,
+                    &table_id,
                     file_id,
                     &CreateTableOptions {
                         primary_key: args.primary_key.clone(),

@@ -538,6 +538,15 @@ mod tests {
         let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "out.c-a"}]}}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("exactly two dots"), "{err}");
+        // The client's rule, checked before anything runs: a stage other than in, out or sys.
+        let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "foo.c-a.t"}]}}}"#)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "destination `foo.c-a.t` is not a table id: the stage must be in, out or sys"
+            ),
+            "{err}"
+        );
         let c = parse(r#"{"storage": {"input": {"tables": [{"source": "in.c-a.b", "days": 3}]}}}"#)
             .unwrap();
         assert_eq!(

@@ -195,10 +195,11 @@ impl OutputTableOptions {
     /// The rules the platform's output mapping checks on a mapping or manifest.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(dest) = self.destination.as_deref().filter(|d| !d.is_empty())
-            && (dest.split('.').count() != 3 || dest.split('.').any(str::is_empty))
+            && let Err(e) = dest.parse::<kbc_storage::TableId>()
         {
             return Err(format!(
-                "destination `{dest}` is not a table id: it needs exactly two dots, like out.c-main.orders"
+                "destination `{dest}` is not a table id: {}, like out.c-main.orders",
+                e.reason()
             ));
         }
         if self.schema.is_some() {

@@ -5,13 +5,14 @@
 //! a sliced file), `delete_where` rules applied before an incremental load, and the file imported.
 //! A table this run created that is still empty after a failed load is dropped again.
 
-use super::plan::{DeleteRule, OutputPlan, split_table_id};
+use super::plan::{DeleteRule, OutputPlan};
 use super::report::{Step, TableReport, join};
 use crate::error::UserError;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kbc_storage::{
-    Client, CreateTableOptions, DeleteRowsOptions, ImportOptions, Table, UploadOptions, WhereFilter,
+    BucketId, Client, CreateTableOptions, DeleteRowsOptions, ImportOptions, Table, TableId,
+    UploadOptions, WhereFilter,
 };
 use std::path::Path;
 use std::time::Instant;
@@ -210,24 +211,21 @@ async fn load(
 ) -> anyhow::Result<TableReport> {
     let started = Instant::now();
     let plan = &c.plan;
-    let dest = plan.destination.as_str();
+    let dest = &plan.destination;
     let context = || format!("import {} → {dest}", plan.source);
-    let Some((bucket_id, table_name)) = split_table_id(dest) else {
-        return Err(UserError::new(format!("{}: `{dest}` is not a table id", context())).into());
-    };
     let mut created = false;
     let table = match &c.existing {
         Some(t) => {
-            align_primary_key(client, t, &plan.primary_key)
+            align_primary_key(client, dest, t, &plan.primary_key)
                 .await
                 .with_context(context)?;
             t.clone()
         }
         None => {
-            ensure_bucket(client, bucket_id, bucket_lock)
+            ensure_bucket(client, &dest.bucket(), bucket_lock)
                 .await
                 .with_context(context)?;
-            let t = create_empty(client, bucket_id, table_name, &c.columns, &plan.primary_key)
+            let t = create_empty(client, dest, &c.columns, &plan.primary_key)
                 .await
                 .with_context(context)?;
             created = true;
@@ -276,7 +274,7 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
     if plan.incremental && !plan.delete_where.is_empty() {
         for rule in &plan.delete_where {
             let deleted = client
-                .delete_rows(&table.id, &delete_options(rule))
+                .delete_rows(&plan.destination, &delete_options(rule))
                 .await
                 .context("deleting rows (delete_where) before the incremental load")?;
             tracing::info!(
@@ -288,7 +286,7 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
     }
     let outcome = client
         .import_table(
-            &table.id,
+            &plan.destination,
             file_id,
             &ImportOptions {
                 incremental: plan.incremental,
@@ -376,7 +374,7 @@ fn describe_rule(rule: &DeleteRule) -> String {
 /// Creates the bucket when it does not exist (in a development branch, the bucket the branch writes to).
 async fn ensure_bucket(
     client: &Client,
-    bucket_id: &str,
+    bucket_id: &BucketId,
     lock: &tokio::sync::Mutex<()>,
 ) -> anyhow::Result<()> {
     // Tables load in parallel and several may go to one new bucket: create it once.
@@ -392,8 +390,7 @@ async fn ensure_bucket(
 /// existing table, so a failed load leaves an empty table that can be recognised and dropped.
 async fn create_empty(
     client: &Client,
-    bucket_id: &str,
-    name: &str,
+    table_id: &TableId,
     columns: &[String],
     primary_key: &[String],
 ) -> anyhow::Result<Table> {
@@ -401,6 +398,7 @@ async fn create_empty(
         .prefix("kbc-runner-header-")
         .tempdir()
         .context("creating a temp folder")?;
+    let name = table_id.name();
     let path = dir.path().join(format!("{name}.csv"));
     let mut writer = csv::WriterBuilder::new()
         .quote_style(csv::QuoteStyle::Always)
@@ -422,8 +420,7 @@ async fn create_empty(
         .context("uploading the header of the new table")?;
     let table = client
         .create_table(
-            bucket_id,
-            name,
+            table_id,
             file_id,
             &CreateTableOptions {
                 primary_key: primary_key.to_vec(),
@@ -431,7 +428,7 @@ async fn create_empty(
             },
         )
         .await
-        .with_context(|| format!("creating table {bucket_id}.{name}"))?;
+        .with_context(|| format!("creating table {table_id}"))?;
     Ok(table)
 }
 
@@ -439,6 +436,7 @@ async fn create_empty(
 /// new key cannot be set (duplicates, say), the old key is put back and the load fails.
 async fn align_primary_key(
     client: &Client,
+    table_id: &TableId,
     table: &Table,
     wanted: &[String],
 ) -> anyhow::Result<()> {
@@ -453,7 +451,7 @@ async fn align_primary_key(
     // but only after the key change).
     for column in wanted.iter().filter(|c| !table.columns.contains(c)) {
         client
-            .add_column(&table.id, column)
+            .add_column(table_id, column)
             .await
             .with_context(|| format!("adding the primary key column `{column}` to {}", table.id))?;
         tracing::info!(
@@ -469,16 +467,16 @@ async fn align_primary_key(
     );
     if !table.primary_key.is_empty() {
         client
-            .remove_primary_key(&table.id)
+            .remove_primary_key(table_id)
             .await
             .context("removing the old primary key")?;
     }
     if wanted.is_empty() {
         return Ok(());
     }
-    if let Err(err) = client.add_primary_key(&table.id, wanted).await {
+    if let Err(err) = client.add_primary_key(table_id, wanted).await {
         if !table.primary_key.is_empty() {
-            if let Err(rollback) = client.add_primary_key(&table.id, &table.primary_key).await {
+            if let Err(rollback) = client.add_primary_key(table_id, &table.primary_key).await {
                 tracing::error!(
                     "{}: could not restore the old primary key [{}]: {rollback}",
                     table.id,
@@ -498,7 +496,7 @@ async fn align_primary_key(
 }
 
 /// Drops a table this run created when the load failed and it is still empty.
-async fn drop_if_empty(client: &Client, table_id: &str) {
+async fn drop_if_empty(client: &Client, table_id: &TableId) {
     match client.get_table_for_write(table_id).await {
         Ok(Some(t)) if t.rows_count == 0 => match client.drop_table(table_id).await {
             Ok(()) => tracing::info!(
@@ -546,7 +544,7 @@ mod tests {
             source: "a.csv".into(),
             path: file,
             sliced: false,
-            destination: "out.c-a.a".into(),
+            destination: "out.c-a.a".parse().unwrap(),
             incremental: false,
             primary_key: vec![],
             headless_columns: None,

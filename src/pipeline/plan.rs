@@ -8,6 +8,7 @@ use crate::interface::Environment;
 use crate::interface::config::{Config, Step as ConfigStep};
 use crate::interface::manifest::{load_output_manifest, manifest_path};
 use crate::interface::output_options::{OutputTableOptions, WhereOperator, merge};
+use kbc_storage::TableId;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -72,7 +73,7 @@ pub struct OutputPlan {
     pub path: PathBuf,
     /// A folder of slices.
     pub sliced: bool,
-    pub destination: String,
+    pub destination: TableId,
     pub incremental: bool,
     pub primary_key: Vec<String>,
     /// Columns of a header-less file (legacy `columns`, or `schema` without `has_header`).
@@ -131,7 +132,7 @@ pub fn plan_outputs(
         plans.push(plan_one(config, out_tables, file, None)?);
     }
     // Two files loading one table at once would race (and a full load would drop the other's rows).
-    let mut by_destination: std::collections::BTreeMap<&str, &str> = Default::default();
+    let mut by_destination: std::collections::BTreeMap<&TableId, &str> = Default::default();
     for p in &plans {
         if let Some(other) = by_destination.insert(&p.destination, &p.source) {
             return user_err(format!(
@@ -364,17 +365,21 @@ fn resolve_destination(
     config: &Config,
     source: &str,
     merged: &OutputTableOptions,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<TableId> {
+    let table_id = |id: String| {
+        id.parse::<TableId>()
+            .map_err(|e| UserError::new(format!("output table {source}: {e}")))
+    };
     if let Some(d) = merged.destination.clone().filter(|d| !d.is_empty()) {
-        return Ok(d);
+        return Ok(table_id(d)?);
     }
     let base = source.strip_suffix(".csv").unwrap_or(source);
-    if is_table_id(base) {
+    if let Ok(id) = base.parse::<TableId>() {
         tracing::warn!(
             "output table {source}: the destination is taken from the file name, which is deprecated; \
              set `destination` in storage.output.tables"
         );
-        return Ok(base.to_owned());
+        return Ok(id);
     }
     if let Some(bucket) = config
         .storage
@@ -383,24 +388,12 @@ fn resolve_destination(
         .clone()
         .filter(|b| !b.is_empty())
     {
-        return Ok(format!("{bucket}.{base}"));
+        return Ok(table_id(format!("{bucket}.{base}"))?);
     }
     user_err(format!(
         "failed to resolve the destination of output table {source}: set `destination` (like \
          out.c-main.{base}) in its storage.output.tables item or manifest"
     ))
-}
-
-/// `stage.c-bucket.table`: exactly two dots, no empty part.
-pub fn is_table_id(id: &str) -> bool {
-    let parts: Vec<&str> = id.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| !p.is_empty())
-}
-
-/// Splits a table id into its bucket id and table name.
-pub fn split_table_id(id: &str) -> Option<(&str, &str)> {
-    let (bucket, name) = id.rsplit_once('.')?;
-    is_table_id(id).then_some((bucket, name))
 }
 
 #[cfg(test)]
@@ -578,7 +571,5 @@ mod tests {
         assert_eq!(Steps::decide(&c, &inside).describe(), "transform");
         let c = config(r#"{"parameters": {"steps": ["import", "export"]}}"#);
         assert_eq!(Steps::decide(&c, &inside).describe(), "export + import");
-        assert_eq!(split_table_id("out.c-a.b"), Some(("out.c-a", "b")));
-        assert_eq!(split_table_id("out.b"), None);
     }
 }

@@ -19,6 +19,7 @@ mod credentials;
 pub mod download;
 mod error;
 mod files;
+pub mod ids;
 pub mod jobs;
 pub mod providers;
 pub mod retry;
@@ -31,6 +32,7 @@ pub mod upload;
 pub use branch::BranchMode;
 pub use download::{TransferProgress, header_line};
 pub use error::{ApiError, Error, JobFailure, JobTimeout};
+pub use ids::{BucketId, IdError, TableId};
 pub use providers::Endpoints;
 pub use retry::{Idempotency, RetryPolicy};
 pub use secret::Secret;
@@ -261,57 +263,9 @@ impl Client {
     }
 }
 
-/// Checks a table id (`stage.c-bucket.table`) and splits it into bucket id and table name.
-pub fn split_table_id(table_id: &str) -> Result<(&str, &str), Error> {
-    let parts: Vec<&str> = table_id.split('.').collect();
-    let valid = parts.len() == 3
-        && parts.iter().all(|p| !p.is_empty())
-        && matches!(parts[0], "in" | "out" | "sys");
-    if !valid {
-        return Err(Error::Invalid(format!(
-            "{table_id:?} is not a table id (expected STAGE.BUCKET.TABLE, e.g. in.c-main.orders)"
-        )));
-    }
-    let split = table_id.rfind('.').unwrap_or(0);
-    Ok((&table_id[..split], &table_id[split + 1..]))
-}
-
-/// Checks a bucket id (`stage.c-name`) and splits it into stage and name.
-pub fn split_bucket_id(bucket_id: &str) -> Result<(&str, &str), Error> {
-    match bucket_id.split_once('.') {
-        Some((stage, name))
-            if matches!(stage, "in" | "out" | "sys") && !name.is_empty() && !name.contains('.') =>
-        {
-            Ok((stage, name))
-        }
-        _ => Err(Error::Invalid(format!(
-            "{bucket_id:?} is not a bucket id (expected STAGE.NAME, e.g. in.c-main)"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_checked() {
-        assert_eq!(
-            split_table_id("in.c-main.orders").unwrap(),
-            ("in.c-main", "orders")
-        );
-        for bad in [
-            "orders",
-            "in.c-main",
-            "x.c-main.t",
-            "in..t",
-            "in.c-main.t.u",
-        ] {
-            assert!(split_table_id(bad).unwrap_err().is_user(), "{bad}");
-        }
-        assert_eq!(split_bucket_id("out.c-x").unwrap(), ("out", "c-x"));
-        assert!(split_bucket_id("c-x").is_err());
-    }
 
     #[test]
     fn config_and_client_hide_the_token() {

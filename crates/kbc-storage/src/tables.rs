@@ -6,25 +6,23 @@
 
 use super::branch::{BranchMode, ReadScope, branch_table_id};
 use super::download;
+use super::ids::{BucketId, TableId};
 use super::retry::Idempotency;
 use super::transport::Call;
 use super::types::{
     CreateTableOptions, DeleteRowsOptions, DownloadMode, ExportOptions, ExportOutcome,
     ImportOptions, ImportOutcome, Job, Table, UploadOptions,
 };
-use super::{ApiError, Client, Error, providers, split_bucket_id, split_table_id};
+use super::{ApiError, Client, Error, providers};
 use reqwest::Method;
 use std::path::Path;
 
 impl Client {
     /// `GET tables` (or `buckets/{id}/tables`) with columns.
-    pub async fn list_tables(&self, bucket_id: Option<&str>) -> Result<Vec<Table>, Error> {
+    pub async fn list_tables(&self, bucket_id: Option<&BucketId>) -> Result<Vec<Table>, Error> {
         self.branch_mode().await?;
         let call = match bucket_id {
-            Some(b) => {
-                split_bucket_id(b)?;
-                Call::get(format!("buckets/{b}/tables"))
-            }
+            Some(b) => Call::get(format!("buckets/{b}/tables")),
             None => Call::get("tables"),
         }
         .query("include", "columns,buckets");
@@ -43,13 +41,13 @@ impl Client {
     /// The table a read of `table_id` uses; `None` when it does not exist. In a development branch this
     /// is the branch's table when there is one, else production's (see [`super::branch`]); the returned
     /// table's `id` says which.
-    pub async fn get_table(&self, table_id: &str) -> Result<Option<Table>, Error> {
+    pub async fn get_table(&self, table_id: &TableId) -> Result<Option<Table>, Error> {
         Ok(self.find_table(table_id).await?.map(|(t, _)| t))
     }
 
     /// The table a write of `table_id` goes to (see [`Client::table_id_for_write`]), without falling back
     /// to production or the default branch; `None` when it does not exist there yet.
-    pub async fn get_table_for_write(&self, table_id: &str) -> Result<Option<Table>, Error> {
+    pub async fn get_table_for_write(&self, table_id: &TableId) -> Result<Option<Table>, Error> {
         let id = self.table_id_for_write(table_id).await?;
         self.table_at(&id, ReadScope::Own).await
     }
@@ -57,14 +55,13 @@ impl Client {
     /// The table a read uses and where it was found.
     pub(crate) async fn find_table(
         &self,
-        table_id: &str,
+        table_id: &TableId,
     ) -> Result<Option<(Table, ReadScope)>, Error> {
-        split_table_id(table_id)?;
         match self.branch_mode().await? {
             BranchMode::Production => {}
             BranchMode::Prefixed { id } => {
                 let dev = branch_table_id(table_id, id)?;
-                if dev != table_id
+                if dev != *table_id
                     && let Some(t) = self.table_at(&dev, ReadScope::Own).await?
                 {
                     tracing::info!("using dev input {dev} instead of {table_id}");
@@ -91,7 +88,7 @@ impl Client {
     }
 
     /// `GET tables/{id}` in one scope; `None` when it does not exist there.
-    async fn table_at(&self, table_id: &str, scope: ReadScope) -> Result<Option<Table>, Error> {
+    async fn table_at(&self, table_id: &TableId, scope: ReadScope) -> Result<Option<Table>, Error> {
         let table: Option<Table> = self
             .inner
             .transport
@@ -102,7 +99,7 @@ impl Client {
     }
 
     /// The table a read uses, or a user error saying it does not exist.
-    async fn require_table(&self, table_id: &str) -> Result<(Table, ReadScope), Error> {
+    async fn require_table(&self, table_id: &TableId) -> Result<(Table, ReadScope), Error> {
         self.find_table(table_id).await?.ok_or_else(|| {
             Error::Api(Box::new(ApiError {
                 method: "GET".into(),
@@ -117,13 +114,10 @@ impl Client {
     }
 
     /// `GET tables/{id}/data-preview` as RFC CSV text with a header (at most 1000 rows).
-    pub async fn preview(&self, table_id: &str, limit: Option<u32>) -> Result<String, Error> {
+    pub async fn preview(&self, table_id: &TableId, limit: Option<u32>) -> Result<String, Error> {
         // Only a development branch has to find out which table a read uses.
         let (id, scope) = match self.branch_mode().await? {
-            BranchMode::Production => {
-                split_table_id(table_id)?;
-                (table_id.to_owned(), ReadScope::Own)
-            }
+            BranchMode::Production => (table_id.to_string(), ReadScope::Own),
             _ => {
                 let (table, scope) = self.require_table(table_id).await?;
                 (table.id, scope)
@@ -150,7 +144,7 @@ impl Client {
     /// slices (sliced). The data lands under a temporary name and is renamed on success.
     pub async fn export_table(
         &self,
-        table_id: &str,
+        table_id: &TableId,
         options: &ExportOptions,
         dest: &Path,
         mode: DownloadMode,
@@ -284,15 +278,13 @@ impl Client {
     /// columns and then loaded with an import, as the API takes column names only from a header.
     pub async fn create_table(
         &self,
-        bucket_id: &str,
-        name: &str,
+        table_id: &TableId,
         file_id: u64,
         options: &CreateTableOptions,
     ) -> Result<Table, Error> {
-        let bucket_id = self.bucket_id_for_write(bucket_id).await?;
-        let bucket_id = bucket_id.as_str();
-        let table_id = format!("{bucket_id}.{name}");
-        split_table_id(&table_id)?;
+        let name = table_id.name();
+        let table_id = self.table_id_for_write(table_id).await?;
+        let bucket_id = table_id.bucket();
         if let Some(columns) = &options.columns {
             let header_file = self.upload_header(columns).await?;
             let plain = CreateTableOptions {
@@ -301,9 +293,9 @@ impl Client {
                 enclosure: None,
                 ..options.clone()
             };
-            let table = Box::pin(self.create_table(bucket_id, name, header_file, &plain)).await?;
+            let table = Box::pin(self.create_table(&table_id, header_file, &plain)).await?;
             self.import_table(
-                &table.id,
+                &table_id,
                 file_id,
                 &ImportOptions {
                     incremental: true,
@@ -313,7 +305,7 @@ impl Client {
                 },
             )
             .await?;
-            return self.get_table_for_write(&table.id).await?.ok_or_else(|| {
+            return self.get_table_for_write(&table_id).await?.ok_or_else(|| {
                 Error::Invalid(format!("table {} was created but cannot be read", table.id))
             });
         }
@@ -370,13 +362,12 @@ impl Client {
     /// `POST tables/{id}/import-async` from an uploaded file; waits for the job.
     pub async fn import_table(
         &self,
-        table_id: &str,
+        table_id: &TableId,
         file_id: u64,
         options: &ImportOptions,
     ) -> Result<ImportOutcome, Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let mut body =
             serde_json::json!({ "dataFileId": file_id, "incremental": options.incremental });
         if let Some(columns) = &options.columns {
@@ -412,10 +403,13 @@ impl Client {
     }
 
     /// `POST tables/{id}/primary-key`; waits for the job.
-    pub async fn add_primary_key(&self, table_id: &str, columns: &[String]) -> Result<(), Error> {
+    pub async fn add_primary_key(
+        &self,
+        table_id: &TableId,
+        columns: &[String],
+    ) -> Result<(), Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let call = Call::new(
             Method::POST,
             format!("tables/{table_id}/primary-key"),
@@ -430,10 +424,9 @@ impl Client {
     }
 
     /// `DELETE tables/{id}/primary-key`; waits for the job.
-    pub async fn remove_primary_key(&self, table_id: &str) -> Result<(), Error> {
+    pub async fn remove_primary_key(&self, table_id: &TableId) -> Result<(), Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let call = Call::new(
             Method::DELETE,
             format!("tables/{table_id}/primary-key"),
@@ -446,10 +439,9 @@ impl Client {
     }
 
     /// `POST tables/{id}/columns`; waits for the job.
-    pub async fn add_column(&self, table_id: &str, name: &str) -> Result<(), Error> {
+    pub async fn add_column(&self, table_id: &TableId, name: &str) -> Result<(), Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let call = Call::new(
             Method::POST,
             format!("tables/{table_id}/columns"),
@@ -466,12 +458,11 @@ impl Client {
     /// `DELETE tables/{id}/rows`; waits for the job and returns `deletedRows`.
     pub async fn delete_rows(
         &self,
-        table_id: &str,
+        table_id: &TableId,
         options: &DeleteRowsOptions,
     ) -> Result<u64, Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let no_filter = options.changed_since.is_none()
             && options.changed_until.is_none()
             && options.where_filters.is_empty();
@@ -509,10 +500,9 @@ impl Client {
     }
 
     /// `DELETE tables/{id}`; waits for the job. A table that is already gone counts as dropped.
-    pub async fn drop_table(&self, table_id: &str) -> Result<(), Error> {
+    pub async fn drop_table(&self, table_id: &TableId) -> Result<(), Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let call = Call::new(
             Method::DELETE,
             format!("tables/{table_id}"),
