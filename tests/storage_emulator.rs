@@ -249,7 +249,7 @@ async fn incremental_upsert_filters_and_table_changes() {
                 columns: vec!["v".into()],
                 where_filters: vec![WhereFilter {
                     column: "id".into(),
-                    operator: "ne".into(),
+                    operator: kbc_storage::Operator::Ne,
                     values: vec!["1".into()],
                     data_type: None,
                 }],
@@ -292,7 +292,7 @@ async fn incremental_upsert_filters_and_table_changes() {
             &DeleteRowsOptions {
                 where_filters: vec![WhereFilter {
                     column: "id".into(),
-                    operator: "eq".into(),
+                    operator: kbc_storage::Operator::Eq,
                     values: vec!["3".into()],
                     data_type: None,
                 }],
@@ -1049,7 +1049,7 @@ async fn a_where_column_without_values_exports_every_row() {
             &"in.c-main.t".parse().unwrap(),
             &ExportOptions {
                 where_column: Some("id".into()),
-                where_operator: Some("eq".into()),
+                where_operator: Some(kbc_storage::Operator::Eq),
                 ..Default::default()
             },
             &dest,

@@ -9,8 +9,8 @@ use crate::pipeline::report::human_bytes;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kbc_storage::{
-    BucketId, Client, ClientConfig, CreateTableOptions, DownloadMode, ExportOptions, ImportOptions,
-    Table, TableId, TransferProgress, UploadOptions,
+    BucketId, Client, ClientConfig, CreateTableOptions, Delimiter, DownloadMode, Enclosure,
+    ExportOptions, ImportOptions, Operator, Table, TableId, TransferProgress, UploadOptions,
 };
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -133,12 +133,12 @@ pub struct ImportArgs {
     /// Column names of a header-less file (comma-separated); the first line is then data.
     #[arg(long, value_delimiter = ',')]
     pub columns: Vec<String>,
-    /// Field delimiter of the file.
+    /// Field delimiter of the file (one ASCII character).
     #[arg(long)]
-    pub delimiter: Option<String>,
-    /// Field enclosure of the file.
+    pub delimiter: Option<Delimiter>,
+    /// Field enclosure of the file (one ASCII character, or empty for none).
     #[arg(long)]
-    pub enclosure: Option<String>,
+    pub enclosure: Option<Enclosure>,
 }
 
 /// Runs a `tables` command.
@@ -264,9 +264,9 @@ fn render_detail(t: &Table) -> String {
 /// Parses `COL=V1,V2` (eq) or `COL!=V1,V2` (ne).
 pub fn parse_where(filter: &str) -> Result<kbc_storage::WhereFilter, UserError> {
     let (column, operator, values) = if let Some((c, v)) = filter.split_once("!=") {
-        (c, "ne", v)
+        (c, Operator::Ne, v)
     } else if let Some((c, v)) = filter.split_once('=') {
-        (c, "eq", v)
+        (c, Operator::Eq, v)
     } else {
         return Err(UserError::new(format!(
             "--where {filter:?}: expected COLUMN=VALUE[,VALUE...] or COLUMN!=VALUE[,VALUE...]"
@@ -280,7 +280,7 @@ pub fn parse_where(filter: &str) -> Result<kbc_storage::WhereFilter, UserError> 
     }
     Ok(kbc_storage::WhereFilter {
         column: column.to_owned(),
-        operator: operator.to_owned(),
+        operator,
         values: values.split(',').map(str::to_owned).collect(),
         data_type: None,
     })
@@ -492,8 +492,8 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
                     &ImportOptions {
                         incremental: args.incremental,
                         columns,
-                        delimiter: args.delimiter.clone(),
-                        enclosure: args.enclosure.clone(),
+                        delimiter: args.delimiter,
+                        enclosure: args.enclosure,
                     },
                 )
                 .await
@@ -524,8 +524,8 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
                     file_id,
                     &CreateTableOptions {
                         primary_key: args.primary_key.clone(),
-                        delimiter: args.delimiter.clone(),
-                        enclosure: args.enclosure.clone(),
+                        delimiter: args.delimiter,
+                        enclosure: args.enclosure,
                         columns,
                     },
                 )
@@ -680,6 +680,23 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_byte_delimiter_is_refused_with_the_reason() {
+        let import = |delimiter: &str| {
+            let argv = ["kbc-runner", "tables", "import", "in.c-a.t", "f.csv"];
+            Cli::try_parse_args(argv.into_iter().chain(["--delimiter", delimiter]))
+        };
+        let err = import("§").unwrap_err().to_string();
+        assert!(err.contains("delimiter `§` is 2 bytes in UTF-8"), "{err}");
+        match import(";").unwrap().command {
+            Some(Command::Tables(TablesArgs {
+                command: TablesCommand::Import(i),
+                ..
+            })) => assert_eq!(i.delimiter, Some(";".parse().unwrap())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn where_filters_parse() {
         let f = parse_where("status!=done,failed").unwrap();
         assert_eq!((f.column.as_str(), f.operator.as_str()), ("status", "ne"));
@@ -690,6 +707,7 @@ mod tests {
             ("id", "eq", 1)
         );
         assert!(parse_where("nope").is_err());
+        assert_eq!(f.operator, Operator::Eq);
         assert!(parse_where("=1").is_err());
     }
 

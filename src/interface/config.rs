@@ -8,9 +8,10 @@
 //! booleans; a known key of the wrong type is still an error with its key path, line and column.
 
 use super::lenient;
-use super::output_options::{OutputTableOptions, WhereOperator};
+use super::output_options::OutputTableOptions;
 use super::schema::DataTypeSupport;
 use super::{Error, parse_json};
+use kbc_storage::Operator;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -228,8 +229,8 @@ pub struct InputTableMapping {
     pub where_column: Option<String>,
     #[serde(default, deserialize_with = "lenient::strings")]
     pub where_values: Vec<String>,
-    #[serde(default)]
-    pub where_operator: WhereOperator,
+    #[serde(default, deserialize_with = "lenient::operator")]
+    pub where_operator: Operator,
     #[serde(default)]
     pub limit: Option<u64>,
     /// `csv` (default) or `parquet`: how the transform reads the table (the DuckDB transformation's
@@ -443,7 +444,7 @@ mod tests {
         let t = &c.storage.input.tables[0];
         assert_eq!(t.destination(), "in.c-a.b");
         assert_eq!(t.where_values, ["1", "2"]);
-        assert_eq!(t.where_operator, WhereOperator::Eq);
+        assert_eq!(t.where_operator, Operator::Eq);
         assert_eq!(c.action, "run");
     }
 
@@ -538,6 +539,16 @@ mod tests {
         let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "out.c-a"}]}}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("exactly two dots"), "{err}");
+        // One character but two bytes: refused with the reason, not cut to its first byte.
+        let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "out.c-a.t", "delimiter": "§"}]}}}"#)
+            .unwrap_err();
+        assert!(err.is_user());
+        assert!(
+            err.to_string().contains(
+                "storage.output.tables[0]: x.csv: delimiter `§` is 2 bytes in UTF-8; the delimiter must be a one-byte (ASCII) character"
+            ),
+            "{err}"
+        );
         // The client's rule, checked before anything runs: a stage other than in, out or sys.
         let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "foo.c-a.t"}]}}}"#)
             .unwrap_err();

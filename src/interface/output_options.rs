@@ -4,39 +4,9 @@
 
 use super::lenient::{self, Scalar};
 use super::schema::ColumnSchema;
+use kbc_storage::{Delimiter, Dialect, Enclosure, Operator, TableId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-/// `eq` or `ne`, the only operators of the `where_*` and `delete_where_*` trios.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WhereOperator {
-    #[default]
-    Eq,
-    Ne,
-}
-
-impl<'de> Deserialize<'de> for WhereOperator {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // The platform normalises "" and null to eq.
-        match Option::<String>::deserialize(d)?.as_deref() {
-            None | Some("") | Some("eq") => Ok(WhereOperator::Eq),
-            Some("ne") => Ok(WhereOperator::Ne),
-            Some(other) => Err(serde::de::Error::custom(format!(
-                "unknown operator `{other}`, expected `eq` or `ne`"
-            ))),
-        }
-    }
-}
-
-impl WhereOperator {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WhereOperator::Eq => "eq",
-            WhereOperator::Ne => "ne",
-        }
-    }
-}
 
 /// One rule of `delete_where` (new form).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,8 +26,8 @@ pub struct DeleteWhere {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteWhereFilter {
     pub column: String,
-    #[serde(default)]
-    pub operator: WhereOperator,
+    #[serde(default, deserialize_with = "lenient::operator")]
+    pub operator: Operator,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values_from_set: Option<Vec<Scalar>>,
     /// Other value sources (`values_from_storage`, `values_from_workspace`) need a workspace; kept verbatim
@@ -84,8 +54,12 @@ pub struct OutputTableOptions {
     pub delete_where_column: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_where_values: Option<Vec<Scalar>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delete_where_operator: Option<WhereOperator>,
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_operator",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delete_where_operator: Option<Operator>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_where: Option<Vec<DeleteWhere>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,7 +155,7 @@ impl OutputTableOptions {
         flag(&mut self.incremental);
         flag(&mut self.write_always);
         flag(&mut self.has_header);
-        if self.delete_where_operator == Some(WhereOperator::Eq) {
+        if self.delete_where_operator == Some(Operator::Eq) {
             self.delete_where_operator = None;
         }
         if self.column_metadata.as_ref().is_some_and(is_empty_json) {
@@ -195,7 +169,7 @@ impl OutputTableOptions {
     /// The rules the platform's output mapping checks on a mapping or manifest.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(dest) = self.destination.as_deref().filter(|d| !d.is_empty())
-            && let Err(e) = dest.parse::<kbc_storage::TableId>()
+            && let Err(e) = dest.parse::<TableId>()
         {
             return Err(format!(
                 "destination `{dest}` is not a table id: {}, like out.c-main.orders",
@@ -253,20 +227,30 @@ impl OutputTableOptions {
                 ));
             }
         }
-        if let Some(d) = self.delimiter.as_deref()
-            && d.chars().count() != 1
-        {
-            return Err(format!(
-                "delimiter must be one character, got {} characters",
-                d.chars().count()
-            ));
-        }
-        if let Some(e) = self.enclosure.as_deref()
-            && e.chars().count() > 1
-        {
-            return Err("enclosure must be one character or empty".into());
-        }
+        self.dialect()?;
         Ok(())
+    }
+
+    /// The CSV dialect, after [`OutputTableOptions::normalise`] (unset: `,` and `"`). The text stays in the
+    /// struct as the platform writes it (inside Keboola the platform, not us, reads it); this is where it
+    /// becomes the one-byte values the import uses.
+    pub fn dialect(&self) -> Result<Dialect, String> {
+        let delimiter = match self.delimiter.as_deref() {
+            None | Some("") => Delimiter::default(),
+            Some(d) => d
+                .parse()
+                .map_err(|e: kbc_storage::DialectError| e.to_string())?,
+        };
+        let enclosure = match self.enclosure.as_deref() {
+            None => Enclosure::default(),
+            Some(e) => e
+                .parse()
+                .map_err(|e: kbc_storage::DialectError| e.to_string())?,
+        };
+        Ok(Dialect {
+            delimiter,
+            enclosure,
+        })
     }
 }
 

@@ -133,7 +133,7 @@ async fn export_one(
             .where_column
             .as_ref()
             .filter(|c| !c.is_empty())
-            .map(|_| mapping.where_operator.as_str().to_owned()),
+            .map(|_| mapping.where_operator),
         limit: mapping.limit,
         ..Default::default()
     };

@@ -11,8 +11,8 @@ use crate::error::UserError;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kbc_storage::{
-    BucketId, Client, CreateTableOptions, DeleteRowsOptions, ImportOptions, Table, TableId,
-    UploadOptions, WhereFilter,
+    BucketId, Client, CreateTableOptions, DeleteRowsOptions, Dialect, ImportOptions, Table,
+    TableId, UploadOptions, WhereFilter,
 };
 use std::path::Path;
 use std::time::Instant;
@@ -52,7 +52,7 @@ pub fn file_columns(plan: &OutputPlan) -> anyhow::Result<Vec<String>> {
     if let Some(cols) = &plan.headless_columns {
         return Ok(cols.clone());
     }
-    read_header(&plan.path, &plan.delimiter, &plan.enclosure)
+    read_header(&plan.path, plan.dialect)
 }
 
 /// Counts the data rows of a file or of all slices, streaming (quoted newlines are part of a value).
@@ -70,7 +70,7 @@ pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
     };
     let mut rows: u64 = 0;
     for file in files {
-        let mut csv = csv_reader(&file, &plan.delimiter, &plan.enclosure)?;
+        let mut csv = csv_reader(&file, plan.dialect)?;
         let mut record = csv::ByteRecord::new();
         while csv
             .read_byte_record(&mut record)
@@ -87,8 +87,7 @@ pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
 
 fn csv_reader(
     path: &Path,
-    delimiter: &str,
-    enclosure: &str,
+    dialect: Dialect,
 ) -> anyhow::Result<csv::Reader<Box<dyn std::io::Read>>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
@@ -101,15 +100,15 @@ fn csv_reader(
     Ok(csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .delimiter(delimiter.bytes().next().unwrap_or(b','))
-        .quoting(!enclosure.is_empty())
-        .quote(enclosure.bytes().next().unwrap_or(b'"'))
+        .delimiter(dialect.delimiter.byte())
+        .quoting(dialect.enclosure.byte().is_some())
+        .quote(dialect.enclosure.byte().unwrap_or(b'"'))
         .from_reader(reader))
 }
 
 /// Reads only the first record of a CSV (gzipped when the name ends in `.gz`).
-pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Result<Vec<String>> {
-    let mut csv = csv_reader(path, delimiter, enclosure)?;
+pub fn read_header(path: &Path, dialect: Dialect) -> anyhow::Result<Vec<String>> {
+    let mut csv = csv_reader(path, dialect)?;
     let mut record = csv::StringRecord::new();
     let read = csv.read_record(&mut record).map_err(|e| {
         UserError::new(format!(
@@ -291,8 +290,8 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
             &ImportOptions {
                 incremental: plan.incremental,
                 columns: plan.headless_columns.clone(),
-                delimiter: Some(plan.delimiter.clone()),
-                enclosure: Some(plan.enclosure.clone()),
+                delimiter: Some(plan.dialect.delimiter),
+                enclosure: Some(plan.dialect.enclosure),
             },
         )
         .await
@@ -347,7 +346,7 @@ fn delete_options(rule: &DeleteRule) -> DeleteRowsOptions {
             .iter()
             .map(|(column, op, values)| WhereFilter {
                 column: column.clone(),
-                operator: op.as_str().to_owned(),
+                operator: *op,
                 values: values.clone(),
                 data_type: None,
             })
@@ -510,6 +509,14 @@ async fn drop_if_empty(client: &Client, table_id: &TableId) {
 }
 
 #[cfg(test)]
+fn dialect(delimiter: &str, enclosure: &str) -> Dialect {
+    Dialect {
+        delimiter: delimiter.parse().unwrap(),
+        enclosure: enclosure.parse().unwrap(),
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -518,10 +525,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.csv");
         std::fs::write(&p, "\u{feff}\"id\";\"na;me\"\n\"1\";\"x\"\n").unwrap();
-        assert_eq!(read_header(&p, ";", "\"").unwrap(), ["id", "na;me"]);
+        assert_eq!(
+            read_header(&p, dialect(";", "\"")).unwrap(),
+            ["id", "na;me"]
+        );
         std::fs::write(&p, "").unwrap();
         assert!(
-            read_header(&p, ",", "\"")
+            read_header(&p, Dialect::default())
                 .unwrap_err()
                 .to_string()
                 .contains("empty")
@@ -531,7 +541,7 @@ mod tests {
             flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
         std::io::Write::write_all(&mut enc, b"a,b\n1,2\n").unwrap();
         enc.finish().unwrap();
-        assert_eq!(read_header(&gz, ",", "\"").unwrap(), ["a", "b"]);
+        assert_eq!(read_header(&gz, Dialect::default()).unwrap(), ["a", "b"]);
         assert_eq!(upload_name("x.csv.gz"), "x.csv");
     }
 
@@ -549,8 +559,7 @@ mod tests {
             primary_key: vec![],
             headless_columns: None,
             expected_header: None,
-            delimiter: ",".into(),
-            enclosure: "\"".into(),
+            dialect: Dialect::default(),
             delete_where: vec![],
             write_always: false,
         };
@@ -580,7 +589,7 @@ mod properties {
         #[test]
         fn any_bytes_give_a_header_or_an_error(
             bytes in prop::collection::vec(any::<u8>(), 0..300),
-            delimiter in prop_oneof![Just(","), Just(";"), Just("\t"), Just("")],
+            delimiter in prop_oneof![Just(","), Just(";"), Just("\t"), Just("|")],
             enclosure in prop_oneof![Just("\""), Just("'"), Just("")],
             gz in any::<bool>(),
         ) {
@@ -588,7 +597,7 @@ mod properties {
             // A `.gz` name with plain bytes exercises the decoder's error path too.
             let path = d.path().join(if gz { "t.csv.gz" } else { "t.csv" });
             std::fs::write(&path, &bytes).unwrap();
-            let _ = read_header(&path, delimiter, enclosure);
+            let _ = read_header(&path, dialect(delimiter, enclosure));
         }
 
         #[test]
@@ -604,7 +613,7 @@ mod properties {
             let mut bytes = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
             bytes.extend(w.into_inner().unwrap());
             std::fs::write(&path, &bytes).unwrap();
-            prop_assert_eq!(read_header(&path, ",", "\"").unwrap(), names);
+            prop_assert_eq!(read_header(&path, Dialect::default()).unwrap(), names);
         }
     }
 }

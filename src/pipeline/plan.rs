@@ -7,8 +7,8 @@ use crate::error::UserError;
 use crate::interface::Environment;
 use crate::interface::config::{Config, Step as ConfigStep};
 use crate::interface::manifest::{load_output_manifest, manifest_path};
-use crate::interface::output_options::{OutputTableOptions, WhereOperator, merge};
-use kbc_storage::TableId;
+use crate::interface::output_options::{OutputTableOptions, merge};
+use kbc_storage::{Dialect, Operator, TableId};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,7 @@ pub struct DeleteRule {
     pub changed_since: Option<String>,
     pub changed_until: Option<String>,
     /// `(column, operator, values)`, ANDed.
-    pub filters: Vec<(String, WhereOperator, Vec<String>)>,
+    pub filters: Vec<(String, Operator, Vec<String>)>,
 }
 
 /// One output table, ready to import.
@@ -81,8 +81,7 @@ pub struct OutputPlan {
     /// The header a headed file must have: the `schema` column names, in order (the platform skips the
     /// header line and maps the values by the schema's order).
     pub expected_header: Option<Vec<String>>,
-    pub delimiter: String,
-    pub enclosure: String,
+    pub dialect: Dialect,
     pub delete_where: Vec<DeleteRule>,
     pub write_always: bool,
 }
@@ -232,6 +231,9 @@ fn plan_one(
     merged
         .validate()
         .map_err(|m| UserError::new(format!("output table {source}: {m}")))?;
+    let dialect = merged
+        .dialect()
+        .map_err(|m| UserError::new(format!("output table {source}: {m}")))?;
     let sliced = path.is_dir();
     let destination = resolve_destination(config, source, &merged)?;
 
@@ -310,12 +312,7 @@ fn plan_one(
         primary_key,
         headless_columns,
         expected_header,
-        delimiter: merged
-            .delimiter
-            .clone()
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| ",".into()),
-        enclosure: merged.enclosure.clone().unwrap_or_else(|| "\"".into()),
+        dialect,
         delete_where,
         write_always: merged.write_always.unwrap_or(false),
     })

@@ -16,6 +16,7 @@
 pub mod branch;
 mod buckets;
 mod credentials;
+pub mod dialect;
 pub mod download;
 mod error;
 mod files;
@@ -30,6 +31,7 @@ pub mod types;
 pub mod upload;
 
 pub use branch::BranchMode;
+pub use dialect::{Delimiter, Dialect, DialectError, Enclosure};
 pub use download::{TransferProgress, header_line};
 pub use error::{ApiError, Error, JobFailure, JobTimeout};
 pub use ids::{BucketId, IdError, TableId};

@@ -300,8 +300,8 @@ impl Client {
                 &ImportOptions {
                     incremental: true,
                     columns: Some(columns.clone()),
-                    delimiter: options.delimiter.clone(),
-                    enclosure: options.enclosure.clone(),
+                    delimiter: options.delimiter,
+                    enclosure: options.enclosure,
                 },
             )
             .await?;
@@ -313,11 +313,11 @@ impl Client {
         if !options.primary_key.is_empty() {
             body["primaryKey"] = options.primary_key.join(",").into();
         }
-        if let Some(d) = &options.delimiter {
-            body["delimiter"] = d.clone().into();
+        if let Some(d) = options.delimiter {
+            body["delimiter"] = d.to_string().into();
         }
-        if let Some(e) = &options.enclosure {
-            body["enclosure"] = e.clone().into();
+        if let Some(e) = options.enclosure {
+            body["enclosure"] = e.to_string().into();
         }
         let call = Call::new(
             Method::POST,
@@ -373,11 +373,11 @@ impl Client {
         if let Some(columns) = &options.columns {
             body["columns"] = columns.clone().into();
         }
-        if let Some(d) = &options.delimiter {
-            body["delimiter"] = d.clone().into();
+        if let Some(d) = options.delimiter {
+            body["delimiter"] = d.to_string().into();
         }
-        if let Some(e) = &options.enclosure {
-            body["enclosure"] = e.clone().into();
+        if let Some(e) = options.enclosure {
+            body["enclosure"] = e.to_string().into();
         }
         let hint = if options.incremental {
             format!(
@@ -588,11 +588,7 @@ fn export_body(options: &ExportOptions) -> serde_json::Value {
     {
         body["whereColumn"] = c.clone().into();
         body["whereValues"] = options.where_values.clone().into();
-        body["whereOperator"] = options
-            .where_operator
-            .clone()
-            .unwrap_or_else(|| "eq".into())
-            .into();
+        body["whereOperator"] = options.where_operator.unwrap_or_default().as_str().into();
     }
     if !options.where_filters.is_empty() {
         body["whereFilters"] = serde_json::to_value(&options.where_filters).unwrap_or_default();
@@ -606,7 +602,7 @@ fn export_body(options: &ExportOptions) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::WhereFilter;
+    use crate::{Operator, WhereFilter};
 
     #[test]
     fn export_body_uses_the_documented_shapes() {
@@ -617,7 +613,7 @@ mod tests {
             where_values: vec!["1".into(), "2".into()],
             where_filters: vec![WhereFilter {
                 column: "name".into(),
-                operator: "ne".into(),
+                operator: Operator::Ne,
                 values: vec!["x".into()],
                 data_type: None,
             }],
@@ -638,7 +634,7 @@ mod tests {
     fn a_where_column_without_values_exports_the_whole_table() {
         let body = export_body(&ExportOptions {
             where_column: Some("id".into()),
-            where_operator: Some("ne".into()),
+            where_operator: Some(Operator::Ne),
             ..Default::default()
         });
         assert_eq!(body, serde_json::json!({"gzip": true, "format": "rfc"}));

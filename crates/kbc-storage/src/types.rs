@@ -5,6 +5,7 @@
 //! carries a credential or a presigned URL is a [`Secret`], so `Debug` output never shows it and
 //! [`crate::secret::redact`] masks it.
 
+use crate::dialect::{Delimiter, Enclosure};
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -300,13 +301,48 @@ pub enum DownloadMode {
     Sliced,
 }
 
+/// How a row filter compares: `eq` (the value is one of the values) or `ne` (none of them). The API's
+/// `gt`, `ge`, `lt` and `le` work on Snowflake only and are not offered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operator {
+    #[default]
+    Eq,
+    Ne,
+}
+
+impl Operator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operator::Eq => "eq",
+            Operator::Ne => "ne",
+        }
+    }
+}
+
+impl std::str::FromStr for Operator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "eq" => Ok(Operator::Eq),
+            "ne" => Ok(Operator::Ne),
+            other => Err(format!("unknown operator `{other}`, expected `eq` or `ne`")),
+        }
+    }
+}
+
+impl std::fmt::Display for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A row filter of an export or a rows delete.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WhereFilter {
     pub column: String,
-    /// `eq`, `ne` (all backends); `gt`, `ge`, `lt`, `le` (Snowflake only).
-    pub operator: String,
+    pub operator: Operator,
     pub values: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_type: Option<String>,
@@ -322,8 +358,7 @@ pub struct ExportOptions {
     /// The deprecated single-filter form (`whereColumn`/`whereValues`/`whereOperator`).
     pub where_column: Option<String>,
     pub where_values: Vec<String>,
-    /// `eq` or `ne`.
-    pub where_operator: Option<String>,
+    pub where_operator: Option<Operator>,
     pub where_filters: Vec<WhereFilter>,
     pub limit: Option<u64>,
 }
@@ -367,8 +402,8 @@ impl Default for UploadOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateTableOptions {
     pub primary_key: Vec<String>,
-    pub delimiter: Option<String>,
-    pub enclosure: Option<String>,
+    pub delimiter: Option<Delimiter>,
+    pub enclosure: Option<Enclosure>,
     /// The columns of header-less data (a sliced upload): the table is created from these, then loaded.
     pub columns: Option<Vec<String>>,
 }
@@ -379,8 +414,8 @@ pub struct ImportOptions {
     pub incremental: bool,
     /// The columns of header-less data; when set, the first line is data.
     pub columns: Option<Vec<String>>,
-    pub delimiter: Option<String>,
-    pub enclosure: Option<String>,
+    pub delimiter: Option<Delimiter>,
+    pub enclosure: Option<Enclosure>,
 }
 
 /// What an import did.
