@@ -1,5 +1,6 @@
 //! Fuzzes CSV header reading (what the import checks before uploading): any bytes, any delimiter and
-//! enclosure, plain or named `.gz`, must give a header or an error, never a panic.
+//! enclosure, named `.gz` or not (gzip is told by the content), must give a header or an error, never a
+//! panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

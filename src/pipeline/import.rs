@@ -10,6 +10,7 @@ use super::report::{Step, TableReport, join};
 use crate::error::UserError;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
+use kbc_storage::local_csv::{self, HeaderError};
 use kbc_storage::{
     BucketId, Client, CreateTableOptions, DeleteRowsOptions, Dialect, ImportOptions, Table,
     TableId, UploadOptions, WhereFilter,
@@ -70,7 +71,8 @@ pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
     };
     let mut rows: u64 = 0;
     for file in files {
-        let mut csv = csv_reader(&file, plan.dialect)?;
+        let mut csv = local_csv::reader(&file, plan.dialect)
+            .with_context(|| format!("opening {}", file.display()))?;
         let mut record = csv::ByteRecord::new();
         while csv
             .read_byte_record(&mut record)
@@ -85,48 +87,24 @@ pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
     Ok(rows)
 }
 
-fn csv_reader(
-    path: &Path,
-    dialect: Dialect,
-) -> anyhow::Result<csv::Reader<Box<dyn std::io::Read>>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-            file,
-        )))
-    } else {
-        Box::new(std::io::BufReader::new(file))
-    };
-    Ok(csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(dialect.delimiter.byte())
-        .quoting(dialect.enclosure.byte().is_some())
-        .quote(dialect.enclosure.byte().unwrap_or(b'"'))
-        .from_reader(reader))
-}
-
-/// Reads only the first record of a CSV (gzipped when the name ends in `.gz`).
+/// Reads only the first record of an output CSV, gzipped or not (told by its content).
 pub fn read_header(path: &Path, dialect: Dialect) -> anyhow::Result<Vec<String>> {
-    let mut csv = csv_reader(path, dialect)?;
-    let mut record = csv::StringRecord::new();
-    let read = csv.read_record(&mut record).map_err(|e| {
-        UserError::new(format!(
-            "{}: cannot read the CSV header: {e}",
-            path.display()
-        ))
-    })?;
-    if !read {
-        return Err(UserError::new(format!(
+    match local_csv::read_header(path, dialect) {
+        Ok(Some(header)) => Ok(header),
+        Ok(None) => Err(UserError::new(format!(
             "{} is empty: an output CSV needs a header row (or `columns` in its manifest)",
             path.display()
         ))
-        .into());
+        .into()),
+        Err(HeaderError::Open(e)) => {
+            Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
+        }
+        Err(HeaderError::Read(e)) => Err(UserError::new(format!(
+            "{}: cannot read the CSV header: {e}",
+            path.display()
+        ))
+        .into()),
     }
-    Ok(record
-        .iter()
-        .map(|s| s.trim_start_matches('\u{feff}').to_owned())
-        .collect())
 }
 
 /// The pre-upload checks: header against manifest, primary key, and the existing table's columns.
@@ -257,14 +235,14 @@ async fn load(
 async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Result<TableReport> {
     let plan = &c.plan;
     let bytes = size_of(&plan.path);
-    let gzipped = plan.path.extension().is_some_and(|e| e == "gz");
     let file_id = client
         .upload_file(
             &plan.path,
             &UploadOptions {
                 name: upload_name(&plan.source),
                 tags: vec!["kbc-runner".to_owned()],
-                gzip: !gzipped,
+                // Sent as it is when it is gzipped already.
+                gzip: true,
             },
         )
         .await
@@ -542,6 +520,27 @@ mod tests {
         std::io::Write::write_all(&mut enc, b"a,b\n1,2\n").unwrap();
         enc.finish().unwrap();
         assert_eq!(read_header(&gz, Dialect::default()).unwrap(), ["a", "b"]);
+        // Gzip is told by the content: a gzipped `x.csv` reads like its plain text, and so do its rows.
+        let hidden = dir.path().join("x.csv");
+        std::fs::rename(&gz, &hidden).unwrap();
+        assert_eq!(
+            read_header(&hidden, Dialect::default()).unwrap(),
+            ["a", "b"]
+        );
+        let plan = OutputPlan {
+            source: "x.csv".into(),
+            path: hidden,
+            sliced: false,
+            destination: "out.c-a.x".parse().unwrap(),
+            incremental: false,
+            primary_key: vec![],
+            headless_columns: None,
+            expected_header: None,
+            dialect: Dialect::default(),
+            delete_where: vec![],
+            write_always: false,
+        };
+        assert_eq!(count_rows(&plan).unwrap(), 1);
         assert_eq!(upload_name("x.csv.gz"), "x.csv");
     }
 
@@ -594,8 +593,9 @@ mod properties {
             gz in any::<bool>(),
         ) {
             let d = tempfile::tempdir().unwrap();
-            // A `.gz` name with plain bytes exercises the decoder's error path too.
-            let path = d.path().join(if gz { "t.csv.gz" } else { "t.csv" });
+            // Random bytes behind the gzip magic exercise the decoder's error path too.
+            let bytes = if gz { [&[0x1f, 0x8b][..], &bytes].concat() } else { bytes };
+            let path = d.path().join("t.csv");
             std::fs::write(&path, &bytes).unwrap();
             let _ = read_header(&path, dialect(delimiter, enclosure));
         }

@@ -174,7 +174,7 @@ pub(crate) async fn stream_to_file(
         .fill_buf()
         .await
         .map_err(|e| Error::cloud("downloading", what.to_owned(), e))?;
-    let gzipped = head.starts_with(&[0x1f, 0x8b]);
+    let gzipped = crate::local_csv::is_gzip(head);
     let mut reader: Pin<Box<dyn AsyncRead + Send + '_>> = if gzipped {
         let mut d = GzipDecoder::new(raw);
         // Concatenated gzip members are valid gzip; some writers produce them.

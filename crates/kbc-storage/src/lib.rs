@@ -22,6 +22,7 @@ mod error;
 mod files;
 pub mod ids;
 pub mod jobs;
+pub mod local_csv;
 pub mod providers;
 pub mod retry;
 pub mod secret;

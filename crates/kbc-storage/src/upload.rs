@@ -40,7 +40,7 @@ pub(crate) async fn is_gzipped(path: &Path) -> Result<bool, Error> {
         }
         got += n;
     }
-    Ok(got == 2 && magic == [0x1f, 0x8b])
+    Ok(crate::local_csv::is_gzip(&magic[..got]))
 }
 
 /// Uploads one local file to `key`, compressing it when `compress` is set.
