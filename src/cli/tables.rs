@@ -1,16 +1,18 @@
 //! `kbc-runner tables ...`: Storage tables for humans (list, detail, preview, export, import), the table
 //! id always first. Data goes to stdout; logs, progress and the one-line summary go to stderr.
 //!
-//! The stack and token come from `--url`/`--token`, else `KBC_URL`/`KBC_TOKEN`, else
-//! `KEBOOLA_STACK_URL`/`KEBOOLA_TOKEN`.
+//! The stack and token: `--url`/`--token` win for their half; otherwise the environment in pairs,
+//! `KBC_URL`+`KBC_TOKEN`, else `KEBOOLA_STACK_URL`+`KEBOOLA_TOKEN` (the rule of [`kbc_storage::stack`],
+//! the same for `run`).
 
 use crate::error::UserError;
 use crate::pipeline::report::human_bytes;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kbc_storage::{
-    BucketId, Client, ClientConfig, CreateTableOptions, Delimiter, DownloadMode, Enclosure,
-    ExportOptions, ImportOptions, Operator, Table, TableId, TransferProgress, UploadOptions,
+    BucketId, Client, ClientConfig, CreateTableOptions, Credentials, Delimiter, DownloadMode,
+    Enclosure, ExportOptions, ImportOptions, MissingCredentials, Operator, Table, TableId,
+    TransferProgress, UploadOptions,
 };
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -39,11 +41,12 @@ impl std::fmt::Debug for TablesArgs {
 
 #[derive(Clone, Args)]
 pub struct ConnectionArgs {
-    /// Storage API stack URL (default: $KBC_URL, else $KEBOOLA_STACK_URL). A bare host gets https://.
+    /// Storage API stack URL (default: $KBC_URL with $KBC_TOKEN, else $KEBOOLA_STACK_URL with
+    /// $KEBOOLA_TOKEN). A bare host gets https://.
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
-    /// Storage API token (default: $KBC_TOKEN, else $KEBOOLA_TOKEN). Prefer the environment: arguments
-    /// show in process lists.
+    /// Storage API token (default: $KBC_TOKEN with $KBC_URL, else $KEBOOLA_TOKEN with
+    /// $KEBOOLA_STACK_URL). Prefer the environment: arguments show in process lists.
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
     /// Development branch id (default: $KBC_BRANCHID).
@@ -145,25 +148,8 @@ pub struct ImportArgs {
 pub fn run_command(args: TablesArgs) -> anyhow::Result<()> {
     crate::logging::init(crate::logging::Target::Stderr, None);
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let url = args
-        .connection
-        .url
-        .clone()
-        .or_else(|| env("KBC_URL"))
-        .or_else(|| env("KEBOOLA_STACK_URL"))
-        .ok_or_else(|| {
-            UserError::new("no Storage API URL: pass --url or set KBC_URL (or KEBOOLA_STACK_URL)")
-        })?;
-    let token = args
-        .connection
-        .token
-        .clone()
-        .or_else(|| env("KBC_TOKEN"))
-        .or_else(|| env("KEBOOLA_TOKEN"))
-        .ok_or_else(|| {
-            UserError::new("no Storage API token: pass --token or set KBC_TOKEN (or KEBOOLA_TOKEN)")
-        })?;
-    let mut config = ClientConfig::new(url, token);
+    let credentials = credentials(&args.connection, env)?;
+    let mut config = ClientConfig::new(credentials.url, credentials.token);
     config.branch = args
         .connection
         .branch
@@ -175,6 +161,29 @@ pub fn run_command(args: TablesArgs) -> anyhow::Result<()> {
     super::process::run(super::process::Workload::Job, |shutdown| async move {
         shutdown.unless_requested(run(client, args.command)).await
     })
+}
+
+/// The URL and token: the flags, completed from the environment by the rule of [`kbc_storage::stack`].
+fn credentials(
+    connection: &ConnectionArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Credentials, UserError> {
+    Credentials::resolve(connection.url.as_deref(), connection.token.as_deref(), env)
+        .map_err(|missing| UserError::new(missing_credentials(connection, &missing)))
+}
+
+/// What to do when no URL and token could be put together.
+fn missing_credentials(connection: &ConnectionArgs, missing: &MissingCredentials) -> String {
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let what = if given(&connection.url) {
+        "no Storage API token: pass --token or set KBC_TOKEN (or KEBOOLA_TOKEN)"
+    } else if given(&connection.token) {
+        "no Storage API URL: pass --url or set KBC_URL (or KEBOOLA_STACK_URL)"
+    } else {
+        "no Storage API URL and token: pass --url and --token, or set KBC_URL and KBC_TOKEN (or \
+         KEBOOLA_STACK_URL and KEBOOLA_TOKEN)"
+    };
+    format!("{what}{}", missing.unpaired_note())
 }
 
 async fn run(client: Client, command: TablesCommand) -> anyhow::Result<()> {
@@ -694,6 +703,41 @@ mod tests {
             })) => assert_eq!(i.delimiter, Some(";".parse().unwrap())),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// The environment means what it means for `run` (pairs only); a flag completes its half from it.
+    #[test]
+    fn credentials_pair_the_environment_and_flags_win() {
+        let crossed = |name: &str| match name {
+            "KBC_URL" => Some("http://127.0.0.1:9".to_owned()),
+            "KEBOOLA_TOKEN" => Some("kb-token-crossed".to_owned()),
+            _ => None,
+        };
+        let err = credentials(&parse(&["list"]).connection, crossed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("no Storage API URL and token: pass --url and --token")
+                && err.contains("KBC_URL is set without KBC_TOKEN"),
+            "{err}"
+        );
+        let with_token = parse(&["list", "--token", "flag-token-1"]).connection;
+        let c = credentials(&with_token, crossed).unwrap();
+        assert_eq!(
+            (c.url.as_str(), c.token.expose()),
+            ("http://127.0.0.1:9", "flag-token-1")
+        );
+        let with_url = parse(&["list", "--url", "x.example.com"]).connection;
+        let c = credentials(&with_url, crossed).unwrap();
+        assert_eq!(
+            (c.url.as_str(), c.token.expose()),
+            ("x.example.com", "kb-token-crossed")
+        );
+        let err = credentials(&with_url, |_| None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "no Storage API token: pass --token or set KBC_TOKEN (or KEBOOLA_TOKEN)"
+        );
     }
 
     #[test]

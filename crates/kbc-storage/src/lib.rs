@@ -26,6 +26,7 @@ pub mod local_csv;
 pub mod providers;
 pub mod retry;
 pub mod secret;
+pub mod stack;
 mod tables;
 pub mod transport;
 pub mod types;
@@ -39,6 +40,7 @@ pub use ids::{BucketId, IdError, TableId};
 pub use providers::Endpoints;
 pub use retry::{Idempotency, RetryPolicy};
 pub use secret::Secret;
+pub use stack::{Credentials, MissingCredentials};
 pub use types::*;
 
 use std::fmt;
