@@ -6,13 +6,13 @@
 //! the same for `run`).
 
 use crate::error::UserError;
-use crate::pipeline::report::human_bytes;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use kbc_storage::local_csv::{self, HeaderError};
 use kbc_storage::{
-    BucketId, Client, ClientConfig, CreateTableOptions, Credentials, Delimiter, DownloadMode,
-    Enclosure, ExportOptions, ImportOptions, MissingCredentials, Operator, Table, TableId,
-    TransferProgress, UploadOptions,
+    BucketId, Client, ClientConfig, Credentials, Delimiter, Dialect, DownloadMode, Enclosure,
+    ExportOptions, ImportOptions, LoadSpec, MissingCredentials, NewTable, Operator, Table, TableId,
+    TransferProgress, UploadOptions, human_bytes,
 };
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -477,6 +477,18 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
             t.primary_key.join(", ")
         );
     }
+    let columns = (!columns.is_empty()).then_some(columns);
+    // A new table is created from its column names, known before anything is uploaded.
+    let create = match &existing {
+        Some(_) => None,
+        None => Some(NewTable {
+            columns: match &columns {
+                Some(c) => c.clone(),
+                None => header_of(&args)?,
+            },
+            primary_key: args.primary_key.clone(),
+        }),
+    };
     let ticker = Ticker::start(client.progress(), "uploaded");
     let file_id = client
         .upload_file(
@@ -491,66 +503,74 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
     ticker.stop().await;
     let file_id = file_id
         .with_context(|| format!("uploading {} for {}", args.file.display(), args.table_id))?;
-    let columns = (!columns.is_empty()).then_some(columns);
-    let summary = match existing {
-        Some(_) => {
-            let outcome = client
-                .import_table(
-                    &table_id,
-                    file_id,
-                    &ImportOptions {
-                        incremental: args.incremental,
-                        columns,
-                        delimiter: args.delimiter,
-                        enclosure: args.enclosure,
-                    },
-                )
-                .await
-                .with_context(|| format!("importing into {}", args.table_id))?;
-            format!(
-                "{} import into {}: table has {} rows ({}), job {}{}",
-                if args.incremental {
-                    "incremental"
-                } else {
-                    "full"
-                },
-                args.table_id,
-                outcome.total_rows_count,
-                human_bytes(outcome.total_data_size_bytes),
-                outcome.job_id,
-                if outcome.warnings.is_empty() {
-                    String::new()
-                } else {
-                    format!(", warnings: {}", outcome.warnings.join("; "))
-                }
-            )
-        }
-        None => {
-            client.ensure_bucket(&table_id.bucket()).await?;
-            let table = client
-                .create_table(
-                    &table_id,
-                    file_id,
-                    &CreateTableOptions {
-                        primary_key: args.primary_key.clone(),
-                        delimiter: args.delimiter,
-                        enclosure: args.enclosure,
-                        columns,
-                    },
-                )
-                .await
-                .with_context(|| format!("creating {}", args.table_id))?;
-            format!(
-                "created {} with {} rows, columns [{}], primary key [{}]",
-                table.id,
-                table.rows_count,
-                table.columns.join(", "),
-                table.primary_key.join(", ")
-            )
-        }
+    let spec = LoadSpec {
+        import: ImportOptions {
+            incremental: args.incremental,
+            columns,
+            delimiter: args.delimiter,
+            enclosure: args.enclosure,
+        },
+        create,
+        delete_first: Vec::new(),
+    };
+    let outcome = client
+        .load_table(&table_id, file_id, &spec)
+        .await
+        .with_context(|| format!("importing into {}", args.table_id))?;
+    let import = &outcome.import;
+    let summary = match &outcome.created {
+        Some(table) => format!(
+            "created {} with {} rows, columns [{}], primary key [{}]",
+            table.id,
+            import.total_rows_count,
+            table.columns.join(", "),
+            table.primary_key.join(", ")
+        ),
+        None => format!(
+            "{} import into {}: table has {} rows ({}), job {}{}",
+            if args.incremental {
+                "incremental"
+            } else {
+                "full"
+            },
+            args.table_id,
+            import.total_rows_count,
+            human_bytes(import.total_data_size_bytes),
+            import.job_id,
+            if import.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(", warnings: {}", import.warnings.join("; "))
+            }
+        ),
     };
     tracing::info!("{summary} in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The header of the file to import, in its dialect (gzipped or not), for a table to create from it.
+fn header_of(args: &ImportArgs) -> anyhow::Result<Vec<String>> {
+    let dialect = Dialect {
+        delimiter: args.delimiter.unwrap_or_default(),
+        enclosure: args.enclosure.unwrap_or_default(),
+    };
+    let path = &args.file;
+    match local_csv::read_header(path, dialect) {
+        Ok(Some(header)) => Ok(header),
+        Ok(None) => Err(UserError::new(format!(
+            "{} is empty: a new table needs a header row (or --columns)",
+            path.display()
+        ))
+        .into()),
+        Err(HeaderError::Open(e)) => {
+            Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
+        }
+        Err(HeaderError::Read(e)) => Err(UserError::new(format!(
+            "{}: cannot read the CSV header: {e}",
+            path.display()
+        ))
+        .into()),
+    }
 }
 
 /// Prints transfer progress on stderr: a refreshed line on a terminal, a plain line every 10 s otherwise

@@ -1,19 +1,18 @@
 //! The import step (output mapping): each planned output table is checked against Storage first (for all
-//! tables, before anything is uploaded), then loaded, at most `concurrency` at once:
-//! bucket and table created when missing (with the primary key), a differing primary key changed the way
-//! the platform does it (warn, change, roll back on failure), the file uploaded (gzip; a sliced folder as
-//! a sliced file), `delete_where` rules applied before an incremental load, and the file imported.
-//! A table this run created that is still empty after a failed load is dropped again.
+//! tables, before anything is uploaded), then loaded, at most `concurrency` at once: a differing primary
+//! key changed the way the platform does it (warn, change, roll back on failure), the file uploaded (gzip;
+//! a sliced folder as a sliced file), then the client's [`Client::load_table`]: bucket and table created
+//! when missing (with the primary key), `delete_where` rules applied before an incremental load, the file
+//! imported, and a table this run created that is still empty after a failed load dropped again.
 
-use super::plan::{DeleteRule, OutputPlan};
+use super::plan::OutputPlan;
 use super::report::{Step, TableReport, join};
 use crate::error::UserError;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kbc_storage::local_csv::{self, HeaderError};
 use kbc_storage::{
-    BucketId, Client, CreateTableOptions, DeleteRowsOptions, Dialect, ImportOptions, Table,
-    TableId, UploadOptions, WhereFilter,
+    Client, Dialect, ImportOptions, LoadSpec, NewTable, Table, TableId, UploadOptions,
 };
 use std::path::Path;
 use std::time::Instant;
@@ -39,10 +38,8 @@ pub async fn run(
         .buffered(concurrency.max(1))
         .try_collect()
         .await?;
-    let bucket_lock = tokio::sync::Mutex::new(());
-    let bucket_lock = &bucket_lock;
     futures::stream::iter(checked)
-        .map(|c| async move { load(client, &c, bucket_lock).await })
+        .map(|c| async move { load(client, &c).await })
         .buffered(concurrency.max(1))
         .try_collect()
         .await
@@ -180,60 +177,19 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
     })
 }
 
-/// Loads one checked table.
-async fn load(
-    client: &Client,
-    c: &Checked,
-    bucket_lock: &tokio::sync::Mutex<()>,
-) -> anyhow::Result<TableReport> {
+/// Loads one checked table: the primary key aligned on an existing table, the file uploaded, then the
+/// client's load (table created when missing, `delete_where` rows deleted, import; a table it created
+/// is dropped again when the load fails).
+async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
     let started = Instant::now();
     let plan = &c.plan;
     let dest = &plan.destination;
     let context = || format!("import {} → {dest}", plan.source);
-    let mut created = false;
-    let table = match &c.existing {
-        Some(t) => {
-            align_primary_key(client, dest, t, &plan.primary_key)
-                .await
-                .with_context(context)?;
-            t.clone()
-        }
-        None => {
-            ensure_bucket(client, &dest.bucket(), bucket_lock)
-                .await
-                .with_context(context)?;
-            let t = create_empty(client, dest, &c.columns, &plan.primary_key)
-                .await
-                .with_context(context)?;
-            created = true;
-            tracing::info!(
-                "created table {dest} (primary key: [{}])",
-                plan.primary_key.join(", ")
-            );
-            t
-        }
-    };
-    let result = load_data(client, c, &table).await;
-    match result {
-        Ok(mut report) => {
-            report.duration = started.elapsed();
-            if created {
-                report.note = format!("created; {}", report.note);
-            }
-            tracing::info!("{}", report.line());
-            Ok(report)
-        }
-        Err(err) => {
-            if created {
-                drop_if_empty(client, dest).await;
-            }
-            Err(err.context(context()))
-        }
+    if let Some(t) = &c.existing {
+        align_primary_key(client, dest, t, &plan.primary_key)
+            .await
+            .with_context(context)?;
     }
-}
-
-async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Result<TableReport> {
-    let plan = &c.plan;
     let bytes = size_of(&plan.path);
     let file_id = client
         .upload_file(
@@ -246,53 +202,58 @@ async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Resul
             },
         )
         .await
-        .with_context(|| format!("uploading {}", plan.path.display()))?;
-    // Rows are deleted only once the new data is safely in File Storage: a failed upload deletes nothing.
-    if plan.incremental && !plan.delete_where.is_empty() {
-        for rule in &plan.delete_where {
-            let deleted = client
-                .delete_rows(&plan.destination, &delete_options(rule))
-                .await
-                .context("deleting rows (delete_where) before the incremental load")?;
-            tracing::info!(
-                "{}: deleted {deleted} rows ({})",
-                table.id,
-                describe_rule(rule)
-            );
-        }
-    }
+        .with_context(|| format!("uploading {}", plan.path.display()))
+        .with_context(context)?;
+    let spec = LoadSpec {
+        import: ImportOptions {
+            incremental: plan.incremental,
+            columns: plan.headless_columns.clone(),
+            delimiter: Some(plan.dialect.delimiter),
+            enclosure: Some(plan.dialect.enclosure),
+        },
+        create: c.existing.is_none().then(|| NewTable {
+            columns: c.columns.clone(),
+            primary_key: plan.primary_key.clone(),
+        }),
+        // Only after the upload: a failed upload deletes nothing.
+        delete_first: if plan.incremental {
+            plan.delete_where.clone()
+        } else {
+            Vec::new()
+        },
+    };
     let outcome = client
-        .import_table(
-            &plan.destination,
-            file_id,
-            &ImportOptions {
-                incremental: plan.incremental,
-                columns: plan.headless_columns.clone(),
-                delimiter: Some(plan.dialect.delimiter),
-                enclosure: Some(plan.dialect.enclosure),
-            },
-        )
+        .load_table(dest, file_id, &spec)
         .await
-        .context("loading the uploaded file")?;
-    for w in &outcome.warnings {
-        tracing::warn!("{}: Storage warning: {w}", table.id);
+        .with_context(context)?;
+    // The table written: in a development branch, the branch's.
+    let table_id = match outcome.created.as_ref().or(c.existing.as_ref()) {
+        Some(t) => t.id.clone(),
+        None => dest.to_string(),
+    };
+    for w in &outcome.import.warnings {
+        tracing::warn!("{table_id}: Storage warning: {w}");
     }
-    Ok(TableReport {
+    let kind = if plan.incremental {
+        "incremental"
+    } else {
+        "full"
+    };
+    let rows_now = outcome.import.total_rows_count;
+    let report = TableReport {
         step: Step::Import,
-        table: table.id.clone(),
+        table: table_id,
         rows: Some(c.rows),
         bytes,
-        duration: Default::default(),
-        note: format!(
-            "{}, table has {} rows",
-            if plan.incremental {
-                "incremental"
-            } else {
-                "full"
-            },
-            outcome.total_rows_count
-        ),
-    })
+        duration: started.elapsed(),
+        note: if outcome.created.is_some() {
+            format!("created; {kind}, table has {rows_now} rows")
+        } else {
+            format!("{kind}, table has {rows_now} rows")
+        },
+    };
+    tracing::info!("{}", report.line());
+    Ok(report)
 }
 
 fn upload_name(source: &str) -> String {
@@ -313,100 +274,6 @@ fn size_of(path: &Path) -> u64 {
     } else {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
     }
-}
-
-fn delete_options(rule: &DeleteRule) -> DeleteRowsOptions {
-    DeleteRowsOptions {
-        changed_since: rule.changed_since.clone(),
-        changed_until: rule.changed_until.clone(),
-        where_filters: rule
-            .filters
-            .iter()
-            .map(|(column, op, values)| WhereFilter {
-                column: column.clone(),
-                operator: *op,
-                values: values.clone(),
-                data_type: None,
-            })
-            .collect(),
-        allow_truncate: false,
-    }
-}
-
-fn describe_rule(rule: &DeleteRule) -> String {
-    let mut parts: Vec<String> = rule
-        .filters
-        .iter()
-        .map(|(c, op, v)| format!("{c} {} [{}]", op.as_str(), v.join(", ")))
-        .collect();
-    if let Some(s) = &rule.changed_since {
-        parts.push(format!("changed since {s}"));
-    }
-    if let Some(u) = &rule.changed_until {
-        parts.push(format!("changed until {u}"));
-    }
-    parts.join(" and ")
-}
-
-/// Creates the bucket when it does not exist (in a development branch, the bucket the branch writes to).
-async fn ensure_bucket(
-    client: &Client,
-    bucket_id: &BucketId,
-    lock: &tokio::sync::Mutex<()>,
-) -> anyhow::Result<()> {
-    // Tables load in parallel and several may go to one new bucket: create it once.
-    let _guard = lock.lock().await;
-    client
-        .ensure_bucket(bucket_id)
-        .await
-        .with_context(|| format!("creating bucket {bucket_id}"))?;
-    Ok(())
-}
-
-/// Creates an empty table from a header-only file: the data then goes through the same import as for an
-/// existing table, so a failed load leaves an empty table that can be recognised and dropped.
-async fn create_empty(
-    client: &Client,
-    table_id: &TableId,
-    columns: &[String],
-    primary_key: &[String],
-) -> anyhow::Result<Table> {
-    let dir = tempfile::Builder::new()
-        .prefix("kbc-runner-header-")
-        .tempdir()
-        .context("creating a temp folder")?;
-    let name = table_id.name();
-    let path = dir.path().join(format!("{name}.csv"));
-    let mut writer = csv::WriterBuilder::new()
-        .quote_style(csv::QuoteStyle::Always)
-        .from_path(&path)
-        .context("writing the header file")?;
-    writer.write_record(columns)?;
-    writer.flush()?;
-    drop(writer);
-    let file_id = client
-        .upload_file(
-            &path,
-            &UploadOptions {
-                name: format!("{name}.csv"),
-                tags: vec!["kbc-runner".to_owned()],
-                gzip: false,
-            },
-        )
-        .await
-        .context("uploading the header of the new table")?;
-    let table = client
-        .create_table(
-            table_id,
-            file_id,
-            &CreateTableOptions {
-                primary_key: primary_key.to_vec(),
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("creating table {table_id}"))?;
-    Ok(table)
 }
 
 /// Changes a differing primary key to the configured one, as the platform's output mapping does; when the
@@ -470,20 +337,6 @@ async fn align_primary_key(
         )));
     }
     Ok(())
-}
-
-/// Drops a table this run created when the load failed and it is still empty.
-async fn drop_if_empty(client: &Client, table_id: &TableId) {
-    match client.get_table_for_write(table_id).await {
-        Ok(Some(t)) if t.rows_count == 0 => match client.drop_table(table_id).await {
-            Ok(()) => tracing::info!(
-                "dropped {table_id}: created by this run and still empty after the failed load"
-            ),
-            Err(e) => tracing::warn!("could not drop the empty table {table_id}: {e}"),
-        },
-        Ok(_) => {}
-        Err(e) => tracing::warn!("could not check {table_id} after the failed load: {e}"),
-    }
 }
 
 #[cfg(test)]

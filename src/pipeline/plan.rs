@@ -8,7 +8,7 @@ use crate::interface::Environment;
 use crate::interface::config::{Config, Step as ConfigStep};
 use crate::interface::manifest::{load_output_manifest, manifest_path};
 use crate::interface::output_options::{OutputTableOptions, merge};
-use kbc_storage::{Dialect, Operator, TableId};
+use kbc_storage::{DeleteRowsOptions, Dialect, Operator, TableId, WhereFilter};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -56,15 +56,6 @@ impl Steps {
     }
 }
 
-/// One rule deleting rows before an incremental load.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DeleteRule {
-    pub changed_since: Option<String>,
-    pub changed_until: Option<String>,
-    /// `(column, operator, values)`, ANDed.
-    pub filters: Vec<(String, Operator, Vec<String>)>,
-}
-
 /// One output table, ready to import.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputPlan {
@@ -82,7 +73,8 @@ pub struct OutputPlan {
     /// header line and maps the values by the schema's order).
     pub expected_header: Option<Vec<String>>,
     pub dialect: Dialect,
-    pub delete_where: Vec<DeleteRule>,
+    /// Rules deleting rows before an incremental load.
+    pub delete_where: Vec<DeleteRowsOptions>,
     pub write_always: bool,
 }
 
@@ -264,45 +256,7 @@ fn plan_one(
             .collect(),
         None => merged.primary_key.clone().unwrap_or_default(),
     };
-    let mut delete_where = Vec::new();
-    if let Some(column) = merged.delete_where_column.clone().filter(|c| !c.is_empty()) {
-        delete_where.push(DeleteRule {
-            filters: vec![(
-                column,
-                merged.delete_where_operator.unwrap_or_default(),
-                merged
-                    .delete_where_values
-                    .iter()
-                    .flatten()
-                    .map(|v| v.0.clone())
-                    .collect(),
-            )],
-            ..Default::default()
-        });
-    }
-    for (i, rule) in merged.delete_where.iter().flatten().enumerate() {
-        let mut filters = Vec::new();
-        for f in &rule.where_filters {
-            let Some(values) = &f.values_from_set else {
-                return user_err(format!(
-                    "output table {source}: delete_where[{i}] filter on `{}` needs `values_from_set`; \
-                     values_from_storage and values_from_workspace need a workspace, which this component \
-                     does not use",
-                    f.column
-                ));
-            };
-            filters.push((
-                f.column.clone(),
-                f.operator,
-                values.iter().map(|v| v.0.clone()).collect(),
-            ));
-        }
-        delete_where.push(DeleteRule {
-            changed_since: rule.changed_since.clone(),
-            changed_until: rule.changed_until.clone(),
-            filters,
-        });
-    }
+    let delete_where = delete_rules(source, &merged)?;
     Ok(OutputPlan {
         source: source.to_owned(),
         path,
@@ -316,6 +270,61 @@ fn plan_one(
         delete_where,
         write_always: merged.write_always.unwrap_or(false),
     })
+}
+
+/// The rows to delete before an incremental load: the legacy `delete_where_column` trio, or the
+/// `delete_where` rules (only `values_from_set`: the other value sources need a workspace).
+fn delete_rules(
+    source: &str,
+    merged: &OutputTableOptions,
+) -> anyhow::Result<Vec<DeleteRowsOptions>> {
+    let filter = |column: &str, operator: Operator, values: Vec<String>| WhereFilter {
+        column: column.to_owned(),
+        operator,
+        values,
+        data_type: None,
+    };
+    let mut rules = Vec::new();
+    if let Some(column) = merged
+        .delete_where_column
+        .as_deref()
+        .filter(|c| !c.is_empty())
+    {
+        let values = merged.delete_where_values.iter().flatten();
+        rules.push(DeleteRowsOptions {
+            where_filters: vec![filter(
+                column,
+                merged.delete_where_operator.unwrap_or_default(),
+                values.map(|v| v.0.clone()).collect(),
+            )],
+            ..Default::default()
+        });
+    }
+    for (i, rule) in merged.delete_where.iter().flatten().enumerate() {
+        let mut where_filters = Vec::new();
+        for f in &rule.where_filters {
+            let Some(values) = &f.values_from_set else {
+                return user_err(format!(
+                    "output table {source}: delete_where[{i}] filter on `{}` needs `values_from_set`; \
+                     values_from_storage and values_from_workspace need a workspace, which this component \
+                     does not use",
+                    f.column
+                ));
+            };
+            where_filters.push(filter(
+                &f.column,
+                f.operator,
+                values.iter().map(|v| v.0.clone()).collect(),
+            ));
+        }
+        rules.push(DeleteRowsOptions {
+            changed_since: rule.changed_since.clone(),
+            changed_until: rule.changed_until.clone(),
+            where_filters,
+            allow_truncate: false,
+        });
+    }
+    Ok(rules)
 }
 
 /// A mapping's `primary_key` over a manifest's native-types `schema` (the UI keeps the key in the
@@ -446,7 +455,7 @@ mod tests {
         let dests: Vec<&str> = plans.iter().map(|p| p.destination.as_str()).collect();
         assert_eq!(dests, ["out.c-b.a", "out.c-b.c", "out.c-b.t2"]);
         assert_eq!(plans[0].primary_key, ["x"]);
-        assert_eq!(plans[0].delete_where[0].filters[0].2, ["1", "2"]);
+        assert_eq!(plans[0].delete_where[0].where_filters[0].values, ["1", "2"]);
         assert!(plans[1].incremental);
         assert!(plans[0].headless_columns.is_none());
         assert!(plan_outputs(&c, out, true).unwrap().is_empty());

@@ -1,5 +1,6 @@
 //! Per-table numbers (rows, bytes, duration, MB/s) and the summary table logged at the end of a run.
 
+use kbc_storage::human_bytes;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -74,22 +75,6 @@ pub fn join(items: &[&String]) -> String {
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `1234567` → `1.2 MB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// The summary table: one row per table and step, aligned columns.

@@ -88,6 +88,8 @@ impl Client {
     /// development branch without branch storage), creating it when needed, and returns it. A bucket
     /// whose name has no `c-` can be created only on stacks with `disable-legacy-bucket-prefix`.
     pub async fn ensure_bucket(&self, bucket_id: &BucketId) -> Result<Bucket, Error> {
+        // Parallel loads into one new bucket: the first creates it, the others then find it.
+        let _guard = self.inner.bucket_lock.lock().await;
         let target = self.bucket_id_for_write(bucket_id).await?;
         if let Some(b) = self.get_bucket(&target).await? {
             return Ok(b);

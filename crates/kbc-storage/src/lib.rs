@@ -8,8 +8,12 @@
 //! - [`transport`] sends requests under the [`RetryPolicy`] (retry what is transient, never repeat a
 //!   job-creating POST the server may have acted on) and builds branch-aware paths;
 //! - [`jobs`] waits for jobs with an adaptive interval and a deadline;
-//! - `tables`, `buckets` and `files` are the typed endpoints; `export_table` and `upload_file` are the
-//!   composed flows (export job → file detail → parallel slice download; prepare → upload → import job);
+//! - `tables`, `buckets` and `files` are the typed endpoints; `export_table`, `upload_file` and
+//!   `load_table` are the composed flows (export job → file detail → parallel slice download; prepare →
+//!   upload; create when missing → delete rows → import job, dropping a table it created on failure);
+//! - [`ids`], [`dialect`] and [`Operator`] are the typed values requests take; [`stack`] resolves the URL
+//!   and token from the environment; [`secret`] holds the redaction registry; [`local_csv`] reads local
+//!   files (gzip told by content);
 //! - [`providers`] turns File Storage credentials into an `object_store` client; [`download`] and
 //!   [`upload`] stream data through it with bounded parallelism and flat memory.
 
@@ -22,7 +26,9 @@ mod error;
 mod files;
 pub mod ids;
 pub mod jobs;
+mod load;
 pub mod local_csv;
+pub mod progress;
 pub mod providers;
 pub mod retry;
 pub mod secret;
@@ -34,9 +40,11 @@ pub mod upload;
 
 pub use branch::BranchMode;
 pub use dialect::{Delimiter, Dialect, DialectError, Enclosure};
-pub use download::{TransferProgress, header_line};
+pub use download::header_line;
 pub use error::{ApiError, Error, JobFailure, JobTimeout};
 pub use ids::{BucketId, IdError, TableId};
+pub use load::{LoadError, LoadOutcome, LoadSpec, LoadStep, NewTable};
+pub use progress::{TransferProgress, human_bytes};
 pub use providers::Endpoints;
 pub use retry::{Idempotency, RetryPolicy};
 pub use secret::Secret;
@@ -132,6 +140,8 @@ struct Inner {
     /// Found out on first use and kept for the client's life (one run).
     branch_mode: tokio::sync::OnceCell<BranchMode>,
     stack_features: tokio::sync::OnceCell<Vec<String>>,
+    /// Held while a bucket is made sure of: tables load in parallel, and several may go to one new bucket.
+    bucket_lock: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Client {
@@ -185,6 +195,7 @@ impl Client {
                 branch_storage: config.branch_storage,
                 branch_mode: tokio::sync::OnceCell::new(),
                 stack_features: tokio::sync::OnceCell::new(),
+                bucket_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }

@@ -341,7 +341,7 @@ impl Client {
     }
 
     /// Uploads a one-line file holding just the header, to create a table with those columns.
-    async fn upload_header(&self, columns: &[String]) -> Result<u64, Error> {
+    pub(crate) async fn upload_header(&self, columns: &[String]) -> Result<u64, Error> {
         let dir = tempfile::tempdir()
             .map_err(|e| Error::io("creating a temporary folder in", std::env::temp_dir(), e))?;
         let path = dir.path().join("header.csv");

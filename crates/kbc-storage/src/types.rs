@@ -439,6 +439,24 @@ pub struct DeleteRowsOptions {
     pub allow_truncate: bool,
 }
 
+impl DeleteRowsOptions {
+    /// The rule in words, for logs: `status ne [done, failed] and changed since -2 days`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .where_filters
+            .iter()
+            .map(|f| format!("{} {} [{}]", f.column, f.operator, f.values.join(", ")))
+            .collect();
+        if let Some(s) = &self.changed_since {
+            parts.push(format!("changed since {s}"));
+        }
+        if let Some(u) = &self.changed_until {
+            parts.push(format!("changed until {u}"));
+        }
+        parts.join(" and ")
+    }
+}
+
 // --- lenient deserializers -------------------------------------------------------------------------------
 
 /// `null` becomes the type's default.

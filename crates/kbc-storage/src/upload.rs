@@ -8,8 +8,8 @@
 //! Memory is bounded by part size × parts in flight × slices in flight, plus chunk size × cores for
 //! compression, whatever the file size.
 
-use super::download::TransferProgress;
 use super::error::Error;
+use super::progress::TransferProgress;
 use super::providers::{Location, object_path};
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter as ObjectWriter;
