@@ -305,13 +305,26 @@ impl OutputTableMapping {
     }
 }
 
-/// A pipeline step.
+/// A step of the job, as `parameters.steps` names it and the report shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Step {
     Export,
     Transform,
     Import,
+}
+
+impl Step {
+    /// The three steps, in the order they run.
+    pub const ALL: [Step; 3] = [Step::Export, Step::Transform, Step::Import];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Export => "export",
+            Step::Transform => "transform",
+            Step::Import => "import",
+        }
+    }
 }
 
 /// One block of SQL, as in Keboola's DuckDB transformation.

@@ -4,9 +4,10 @@
 //! atomically) followed by its input manifest, written last so a manifest always describes a whole file.
 
 use super::StorageAccess;
-use super::report::{Step, TableReport, join};
+use super::report::{TableReport, join};
 use crate::error::UserError;
 use crate::interface::config::InputTableMapping;
+use crate::interface::config::Step;
 use crate::interface::manifest::{InputManifest, manifest_path};
 use crate::interface::state::State;
 use anyhow::Context as _;

@@ -6,8 +6,9 @@
 //! imported, and a table this run created that is still empty after a failed load dropped again.
 
 use super::plan::OutputPlan;
-use super::report::{Step, TableReport, join};
+use super::report::{TableReport, join};
 use crate::error::UserError;
+use crate::interface::config::Step;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kbc_storage::local_csv::{self, HeaderError};

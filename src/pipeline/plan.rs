@@ -5,53 +5,43 @@
 
 use crate::error::UserError;
 use crate::interface::Environment;
-use crate::interface::config::{Config, Step as ConfigStep};
+use crate::interface::config::{Config, Step};
 use crate::interface::manifest::{load_output_manifest, manifest_path};
 use crate::interface::output_options::{OutputTableOptions, merge};
 use kbc_storage::{DeleteRowsOptions, Dialect, Operator, TableId, WhereFilter};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// The steps this run performs.
+/// The steps this run performs: a set of [`Step`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Steps {
-    pub export: bool,
-    pub transform: bool,
-    pub import: bool,
-}
+pub struct Steps([bool; 3]);
 
 impl Steps {
+    fn of(steps: &[Step]) -> Steps {
+        Steps(Step::ALL.map(|s| steps.contains(&s)))
+    }
+
     /// `parameters.steps` when given; otherwise transform only inside Keboola (the platform maps inputs and
     /// outputs itself) and all three outside it.
     pub fn decide(config: &Config, env: &Environment) -> Steps {
         match &config.parameters.steps {
-            Some(list) => Steps {
-                export: list.contains(&ConfigStep::Export),
-                transform: list.contains(&ConfigStep::Transform),
-                import: list.contains(&ConfigStep::Import),
-            },
-            None if env.in_keboola() => Steps {
-                export: false,
-                transform: true,
-                import: false,
-            },
-            None => Steps {
-                export: true,
-                transform: true,
-                import: true,
-            },
+            Some(list) => Steps::of(list),
+            None if env.in_keboola() => Steps::of(&[Step::Transform]),
+            None => Steps::of(&Step::ALL),
         }
     }
 
-    pub fn describe(&self) -> String {
-        let names: Vec<&str> = [
-            (self.export, "export"),
-            (self.transform, "transform"),
-            (self.import, "import"),
-        ]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect();
+    pub fn contains(self, step: Step) -> bool {
+        Step::ALL.iter().zip(self.0).any(|(s, on)| on && *s == step)
+    }
+
+    /// `export + import`: the steps, in the order they run.
+    pub fn describe(self) -> String {
+        let names: Vec<&str> = Step::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(Step::as_str)
+            .collect();
         names.join(" + ")
     }
 }

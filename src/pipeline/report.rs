@@ -1,26 +1,9 @@
 //! Per-table numbers (rows, bytes, duration, MB/s) and the summary table logged at the end of a run.
 
+use crate::interface::config::Step;
 use kbc_storage::human_bytes;
 use std::fmt::Write as _;
 use std::time::Duration;
-
-/// Which step a table passed through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Export,
-    Transform,
-    Import,
-}
-
-impl Step {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Export => "export",
-            Step::Transform => "transform",
-            Step::Import => "import",
-        }
-    }
-}
 
 /// What happened to one table in one step.
 #[derive(Debug, Clone)]

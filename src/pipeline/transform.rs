@@ -12,9 +12,10 @@
 //! `$TMPDIR`. The SQL runs with the data folder as working directory, so `COPY ... TO 'out/files/x.csv'`
 //! works as in the real component.
 
-use super::report::{Step, TableReport};
+use super::report::TableReport;
 use super::sql_plan::{self, Query};
 use crate::error::UserError;
+use crate::interface::config::Step;
 use crate::interface::config::{Block, InputTableMapping, OutputTableMapping};
 use crate::interface::manifest::{InputManifest, OutputTableSpec, manifest_path};
 use anyhow::Context as _;
