@@ -10,8 +10,8 @@ use super::ids::{BucketId, TableId};
 use super::retry::Idempotency;
 use super::transport::Call;
 use super::types::{
-    CreateTableOptions, DeleteRowsOptions, DownloadMode, ExportOptions, ExportOutcome,
-    ImportOptions, ImportOutcome, Job, Table, UploadOptions,
+    CreateTableOptions, DeleteRowsOptions, DownloadMode, ExportJobResult, ExportOptions,
+    ExportOutcome, ImportOptions, ImportOutcome, Job, Table, UploadOptions,
 };
 use super::{ApiError, Client, Error, providers};
 use reqwest::Method;
@@ -172,22 +172,14 @@ impl Client {
             .run_job(call)
             .await
             .map_err(|e| e.with_subject(format!("table {table_id}")))?;
-        let file_id = job
-            .results
-            .pointer("/file/id")
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            })
-            .ok_or_else(|| Error::Decode {
-                what: format!("export job {}", job.id),
-                message: "the results have no file.id".into(),
-            })?;
-        let cache_hit = job
-            .results
-            .pointer("/cacheHit")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let ExportJobResult {
+            file: exported,
+            cache_hit,
+        } = serde_json::from_value(job.results.clone()).map_err(|e| Error::Decode {
+            what: format!("export job {}", job.id),
+            message: format!("the results have no file.id ({e})"),
+        })?;
+        let file_id = exported.id;
         let file = self.file_detail_in(file_id, scope).await?;
         let progress = self.progress();
         progress.reset(file.size_bytes);
@@ -638,6 +630,21 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(body, serde_json::json!({"gzip": true, "format": "rfc"}));
+    }
+
+    #[test]
+    fn export_results_are_typed_and_read_leniently() {
+        let r: ExportJobResult =
+            serde_json::from_value(serde_json::json!({"file": {"id": "42"}, "cacheHit": null}))
+                .unwrap();
+        assert_eq!((r.file.id, r.cache_hit), (42, false));
+        let r: ExportJobResult =
+            serde_json::from_value(serde_json::json!({"file": {"id": 7}, "cacheHit": true}))
+                .unwrap();
+        assert_eq!((r.file.id, r.cache_hit), (7, true));
+        assert!(
+            serde_json::from_value::<ExportJobResult>(serde_json::json!({"file": {}})).is_err()
+        );
     }
 
     #[test]

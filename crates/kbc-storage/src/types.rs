@@ -154,6 +154,22 @@ impl Job {
     }
 }
 
+/// The `results` of a finished export job: the file holding the data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportJobResult {
+    pub file: ExportedFile,
+    /// Whether Storage answered from its export cache.
+    #[serde(default, deserialize_with = "de_null_default")]
+    pub cache_hit: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExportedFile {
+    #[serde(deserialize_with = "de_u64_lenient")]
+    pub id: u64,
+}
+
 /// The `error` of a failed job.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
