@@ -3,7 +3,7 @@
 
 // The registry lives with the Storage client, so its `Secret`s (the token, presigned URLs, cloud
 // credentials) are registered wherever they are made.
-pub use kbc_storage::secret::{MASK, Secret, redact, register};
+pub use kbc_storage::secret::{Secret, redact, register};
 
 /// Registers every string under a key starting with `#`, at any depth of a JSON document.
 pub fn register_hash_values(value: &serde_json::Value) {

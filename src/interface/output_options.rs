@@ -91,7 +91,7 @@ pub struct OutputTableOptions {
 }
 
 /// The keys an output manifest may hold; the platform rejects any other, and so do we.
-pub const OUTPUT_MANIFEST_KEYS: &[&str] = &[
+pub(crate) const OUTPUT_MANIFEST_KEYS: &[&str] = &[
     "destination",
     "incremental",
     "primary_key",
@@ -234,18 +234,14 @@ impl OutputTableOptions {
     /// The CSV dialect, after [`OutputTableOptions::normalise`] (unset: `,` and `"`). The text stays in the
     /// struct as the platform writes it (inside Keboola the platform, not us, reads it); this is where it
     /// becomes the one-byte values the import uses.
-    pub fn dialect(&self) -> Result<Dialect, String> {
+    pub(crate) fn dialect(&self) -> Result<Dialect, String> {
         let delimiter = match self.delimiter.as_deref() {
             None | Some("") => Delimiter::default(),
-            Some(d) => d
-                .parse()
-                .map_err(|e: kbc_storage::DialectError| e.to_string())?,
+            Some(d) => d.parse::<Delimiter>().map_err(|e| e.to_string())?,
         };
         let enclosure = match self.enclosure.as_deref() {
             None => Enclosure::default(),
-            Some(e) => e
-                .parse()
-                .map_err(|e: kbc_storage::DialectError| e.to_string())?,
+            Some(e) => e.parse::<Enclosure>().map_err(|e| e.to_string())?,
         };
         Ok(Dialect {
             delimiter,
@@ -270,7 +266,7 @@ fn is_empty_json(v: &Value) -> bool {
 /// one, `[]` by default, so a mapping without the key is read as `[]`). `mapping` is `None` for a file in
 /// `out/tables` that no mapping names: then the manifest alone counts. The platform's key-by-key merges of `metadata`, `column_metadata`, `table_metadata` and
 /// `schema` are not needed here: the import sends no metadata, and `schema` comes from one side.
-pub fn merge(
+pub(crate) fn merge(
     mapping: Option<&OutputTableOptions>,
     manifest: &OutputTableOptions,
 ) -> OutputTableOptions {

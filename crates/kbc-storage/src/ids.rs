@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The stages a bucket can be in.
-pub const STAGES: [&str; 3] = ["in", "out", "sys"];
+const STAGES: [&str; 3] = ["in", "out", "sys"];
 
 /// What an id that does not parse was meant to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

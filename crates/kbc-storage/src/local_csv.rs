@@ -7,10 +7,10 @@ use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 /// The first two bytes of every gzip member.
-pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Whether data starting with `head` is gzipped.
-pub fn is_gzip(head: &[u8]) -> bool {
+pub(crate) fn is_gzip(head: &[u8]) -> bool {
     head.starts_with(&GZIP_MAGIC)
 }
 

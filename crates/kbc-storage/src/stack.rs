@@ -17,7 +17,7 @@
 use crate::secret::Secret;
 
 /// The environment's `(url, token)` variable pairs, in the order they are tried.
-pub const ENV_PAIRS: [(&str, &str); 2] = [
+const ENV_PAIRS: [(&str, &str); 2] = [
     ("KBC_URL", "KBC_TOKEN"),
     ("KEBOOLA_STACK_URL", "KEBOOLA_TOKEN"),
 ];
