@@ -75,6 +75,10 @@ pub fn classify(err: &anyhow::Error) -> ErrorClass {
         {
             return ErrorClass::User;
         }
+        // A malformed table or bucket id, wherever it was given.
+        if cause.is::<kbc_storage::IdError>() {
+            return ErrorClass::User;
+        }
     }
     ErrorClass::Application
 }

@@ -1,28 +1,9 @@
 //! Redaction of secrets. Every token and every `#` value from `config.json` is registered here as soon as
 //! it is read; all log lines and error messages pass through [`redact`] before they leave the process.
 
-use std::borrow::Cow;
-use std::sync::RwLock;
-
-static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
-
-/// What a secret is replaced with; the platform's own filter uses the same text.
-pub const MASK: &str = "[hidden]";
-
-/// Registers a secret value. Very short values are ignored: masking every `1` in the logs would make them
-/// unreadable and protect nothing.
-pub fn register(value: &str) {
-    let value = value.trim();
-    if value.len() < 4 {
-        return;
-    }
-    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
-    if !secrets.iter().any(|s| s == value) {
-        secrets.push(value.to_owned());
-        // Longest first, so a secret containing another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
-}
+// The registry lives with the Storage client, so its `Secret`s (the token, presigned URLs, cloud
+// credentials) are registered wherever they are made.
+pub use kbc_storage::secret::{Secret, redact, register};
 
 /// Registers every string under a key starting with `#`, at any depth of a JSON document.
 pub fn register_hash_values(value: &serde_json::Value) {
@@ -42,19 +23,6 @@ pub fn register_hash_values(value: &serde_json::Value) {
     walk(value, false);
 }
 
-/// Replaces every registered secret in `text` with [`MASK`].
-pub fn redact(text: &str) -> Cow<'_, str> {
-    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
-    if !secrets.iter().any(|s| text.contains(s.as_str())) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = text.to_owned();
-    for s in secrets.iter() {
-        out = out.replace(s.as_str(), MASK);
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +35,5 @@ mod tests {
             redact("token tok-1234-secret and hunter22 for bob1"),
             "token [hidden] and [hidden] for bob1"
         );
-        assert!(matches!(redact("nothing here"), Cow::Borrowed(_)));
     }
 }

@@ -320,6 +320,13 @@ fn bad_config_files() {
             &["out.c-main", "table id"],
         ),
         (
+            "a delimiter of two UTF-8 bytes",
+            r#"{"storage": {"output": {"tables": [{"source": "r.csv", "destination": "out.c-main.r",
+                "delimiter": "§"}]}}}"#
+                .as_bytes(),
+            &["delimiter `§`", "2 bytes in UTF-8"],
+        ),
+        (
             "secret in a wrong-type value",
             br##"{"parameters": {"#storage_token": 12345678901}}"##,
             &["#storage_token"],

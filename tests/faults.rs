@@ -471,6 +471,12 @@ fn matrix() -> Vec<Case> {
             ImportCreate,
             vec![job_fail("tableCreate")],
         ),
+        // As in the job: the table the command created is dropped again when its first load fails.
+        fails(
+            "import/create-then-load-fails-table-dropped",
+            ImportCreate,
+            vec![job_fail("tableImport")],
+        ),
         ambiguous(
             "import/500-before-apply-not-repeated",
             ImportIncr,
@@ -495,10 +501,11 @@ fn matrix() -> Vec<Case> {
             }],
             Storage::Applied,
         ),
+        // A new table is created empty, then loaded like any other: the ambiguous step is the load.
         ambiguous(
-            "import/create-500-after-apply-not-repeated",
+            "import/create-then-load-500-after-apply-not-repeated",
             ImportCreate,
-            vec![after_apply("POST", "*/tables-async", 500)],
+            vec![after_apply("POST", IMPORT_ASYNC, 500)],
             Storage::Applied,
         ),
         ambiguous(

@@ -152,7 +152,7 @@ async fn a_job_creating_post_is_not_repeated_after_a_500() {
     policy.max_retries = 5;
     let err = client(&base, policy, None)
         .import_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             12,
             &ImportOptions {
                 incremental: true,
@@ -220,7 +220,11 @@ async fn a_job_creating_post_is_repeated_after_a_maintenance_503_and_waits_for_t
     config.branch_storage = Some(true);
     let outcome = Client::new(config)
         .unwrap()
-        .import_table("in.c-main.t", 12, &ImportOptions::default())
+        .import_table(
+            &"in.c-main.t".parse().unwrap(),
+            12,
+            &ImportOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(posts.load(Ordering::SeqCst), 2);
@@ -255,10 +259,15 @@ async fn errors_translate_401_and_404_and_hide_the_token() {
         "{err}"
     );
     assert!(!format!("{err} {err:?}").contains("test-token-0123456789"));
-    assert!(c.get_table("in.c-x.y").await.unwrap().is_none());
+    assert!(
+        c.get_table(&"in.c-x.y".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     let err = c
         .export_table(
-            "in.c-x.y",
+            &"in.c-x.y".parse().unwrap(),
             &ExportOptions::default(),
             std::path::Path::new("/tmp/never"),
             DownloadMode::Merged,
@@ -289,7 +298,7 @@ async fn sliced_gzipped_export_merges_with_one_header_or_keeps_slices() {
     let dest = dir.path().join("t.csv");
     let outcome = c
         .export_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &ExportOptions::default(),
             &dest,
             DownloadMode::Merged,
@@ -316,7 +325,7 @@ async fn sliced_gzipped_export_merges_with_one_header_or_keeps_slices() {
     let folder = dir.path().join("slices");
     let outcome = c
         .export_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &ExportOptions::default(),
             &folder,
             DownloadMode::Sliced,

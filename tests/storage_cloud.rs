@@ -165,7 +165,7 @@ async fn round_trip(provider: Provider, endpoints: Endpoints) {
     let merged = dir.path().join("merged.csv");
     let out = client
         .export_table(
-            "in.c-main.sliced",
+            &"in.c-main.sliced".parse().unwrap(),
             &ExportOptions::default(),
             &merged,
             DownloadMode::Merged,
@@ -191,7 +191,7 @@ async fn round_trip(provider: Provider, endpoints: Endpoints) {
     let back = dir.path().join("back.csv");
     let out = client
         .export_table(
-            "in.c-main.plain",
+            &"in.c-main.plain".parse().unwrap(),
             &ExportOptions::default(),
             &back,
             DownloadMode::Merged,

@@ -68,7 +68,7 @@ fn hard_csv(n: usize) -> String {
 async fn export_merged(client: &Client, table_id: &str, dest: &Path) -> kbc_storage::ExportOutcome {
     client
         .export_table(
-            table_id,
+            &table_id.parse().unwrap(),
             &ExportOptions::default(),
             dest,
             DownloadMode::Merged,
@@ -105,8 +105,7 @@ async fn export_and_import_round_trip_hard_csv() {
     let table = s
         .client
         .create_table(
-            "in.c-main",
-            "copy",
+            &"in.c-main.copy".parse().unwrap(),
             file_id,
             &CreateTableOptions {
                 primary_key: vec!["id".into()],
@@ -126,7 +125,11 @@ async fn export_and_import_round_trip_hard_csv() {
         .unwrap();
     let outcome = s
         .client
-        .import_table("in.c-main.hard", file_id, &ImportOptions::default())
+        .import_table(
+            &"in.c-main.hard".parse().unwrap(),
+            file_id,
+            &ImportOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(outcome.total_rows_count, 260_000);
@@ -147,7 +150,7 @@ async fn sliced_export_and_sliced_upload_with_columns() {
     let out = s
         .client
         .export_table(
-            "in.c-main.src",
+            &"in.c-main.src".parse().unwrap(),
             &ExportOptions::default(),
             &folder,
             DownloadMode::Sliced,
@@ -166,8 +169,7 @@ async fn sliced_export_and_sliced_upload_with_columns() {
         .unwrap();
     s.client
         .create_table(
-            "in.c-main",
-            "resliced",
+            &"in.c-main.resliced".parse().unwrap(),
             file_id,
             &CreateTableOptions {
                 columns: Some(out.columns.clone()),
@@ -203,7 +205,7 @@ async fn incremental_upsert_filters_and_table_changes() {
     let outcome = s
         .client
         .import_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             file_id,
             &ImportOptions {
                 incremental: true,
@@ -219,12 +221,12 @@ async fn incremental_upsert_filters_and_table_changes() {
     let out = s
         .client
         .export_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &ExportOptions {
                 columns: vec!["v".into()],
                 where_filters: vec![WhereFilter {
                     column: "id".into(),
-                    operator: "ne".into(),
+                    operator: kbc_storage::Operator::Ne,
                     values: vec!["1".into()],
                     data_type: None,
                 }],
@@ -240,23 +242,34 @@ async fn incremental_upsert_filters_and_table_changes() {
     assert_eq!(header, vec!["v"]);
     assert_eq!(data, vec![vec!["B".to_owned()], vec!["c".to_owned()]]);
 
-    s.client.add_column("in.c-main.t", "extra").await.unwrap();
-    s.client.remove_primary_key("in.c-main.t").await.unwrap();
     s.client
-        .add_primary_key("in.c-main.t", &["id".into(), "v".into()])
+        .add_column(&"in.c-main.t".parse().unwrap(), "extra")
         .await
         .unwrap();
-    let table = s.client.get_table("in.c-main.t").await.unwrap().unwrap();
+    s.client
+        .remove_primary_key(&"in.c-main.t".parse().unwrap())
+        .await
+        .unwrap();
+    s.client
+        .add_primary_key(&"in.c-main.t".parse().unwrap(), &["id".into(), "v".into()])
+        .await
+        .unwrap();
+    let table = s
+        .client
+        .get_table(&"in.c-main.t".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(table.columns, vec!["id", "v", "extra"]);
     assert_eq!(table.primary_key, vec!["id", "v"]);
     let deleted = s
         .client
         .delete_rows(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &DeleteRowsOptions {
                 where_filters: vec![WhereFilter {
                     column: "id".into(),
-                    operator: "eq".into(),
+                    operator: kbc_storage::Operator::Eq,
                     values: vec!["3".into()],
                     data_type: None,
                 }],
@@ -268,18 +281,25 @@ async fn incremental_upsert_filters_and_table_changes() {
     assert_eq!(deleted, 1);
     assert!(
         s.client
-            .delete_rows("in.c-main.t", &DeleteRowsOptions::default())
+            .delete_rows(
+                &"in.c-main.t".parse().unwrap(),
+                &DeleteRowsOptions::default()
+            )
             .await
             .unwrap_err()
             .is_user()
     );
-    let preview = s.client.preview("in.c-main.t", Some(10)).await.unwrap();
+    let preview = s
+        .client
+        .preview(&"in.c-main.t".parse().unwrap(), Some(10))
+        .await
+        .unwrap();
     assert_eq!(preview.lines().count(), 3, "{preview}");
     // An emptied table exports as its header alone.
     let all = s
         .client
         .delete_rows(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &DeleteRowsOptions {
                 allow_truncate: true,
                 ..Default::default()
@@ -295,15 +315,27 @@ async fn incremental_upsert_filters_and_table_changes() {
         std::fs::read_to_string(&empty).unwrap(),
         "\"id\",\"v\",\"extra\"\n"
     );
-    s.client.drop_table("in.c-main.t").await.unwrap();
-    assert!(s.client.get_table("in.c-main.t").await.unwrap().is_none());
+    s.client
+        .drop_table(&"in.c-main.t".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        s.client
+            .get_table(&"in.c-main.t".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Dropping what is gone is fine.
-    s.client.drop_table("in.c-main.t").await.unwrap();
+    s.client
+        .drop_table(&"in.c-main.t".parse().unwrap())
+        .await
+        .unwrap();
     let bucket = s.client.create_bucket("out", "results").await.unwrap();
     assert_eq!(bucket.id, "out.c-results");
     assert!(
         s.client
-            .get_bucket("out.c-results")
+            .get_bucket(&"out.c-results".parse().unwrap())
             .await
             .unwrap()
             .is_some()
@@ -343,7 +375,7 @@ async fn a_500_after_the_import_was_applied_is_not_repeated() {
     let err = s
         .client
         .import_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             file_id,
             &ImportOptions {
                 incremental: true,
@@ -382,7 +414,12 @@ async fn maintenance_cut_downloads_and_broken_slices() {
             "method": "GET", "path": "/v2/storage/tables/in.c-main.t", "cutAfterBytes": 10
         })))
         .unwrap();
-    let table = s.client.get_table("in.c-main.t").await.unwrap().unwrap();
+    let table = s
+        .client
+        .get_table(&"in.c-main.t".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(table.columns, vec!["id", "text", "note"]);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("t.csv");
@@ -408,7 +445,7 @@ async fn maintenance_cut_downloads_and_broken_slices() {
     let err = s
         .client
         .export_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &ExportOptions {
                 limit: Some(999),
                 ..Default::default()
@@ -443,7 +480,7 @@ async fn failed_and_hanging_jobs_name_the_job() {
     let err = s
         .client
         .export_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &ExportOptions::default(),
             &dir.path().join("x.csv"),
             DownloadMode::Merged,
@@ -466,7 +503,7 @@ async fn failed_and_hanging_jobs_name_the_job() {
     let impatient = client_for(&s.emu, Duration::from_millis(800));
     let err = impatient
         .export_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &ExportOptions::default(),
             &dir.path().join("y.csv"),
             DownloadMode::Merged,
@@ -730,7 +767,11 @@ async fn files_above_one_part_upload_as_s3_multipart() {
     s.client.create_bucket("in", "main").await.unwrap();
     let table = s
         .client
-        .create_table("in.c-main", "big", file_id, &CreateTableOptions::default())
+        .create_table(
+            &"in.c-main.big".parse().unwrap(),
+            file_id,
+            &CreateTableOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(table.rows_count, 200_000);
@@ -755,19 +796,19 @@ async fn write_rows(client: &Client, table_id: &str, csv_text: &str) -> String {
         .upload_file(&file, &UploadOptions::default())
         .await
         .unwrap();
-    match client.get_table_for_write(table_id).await.unwrap() {
+    let table_id: kbc_storage::TableId = table_id.parse().unwrap();
+    match client.get_table_for_write(&table_id).await.unwrap() {
         Some(t) => {
             client
-                .import_table(&t.id, file_id, &ImportOptions::default())
+                .import_table(&table_id, file_id, &ImportOptions::default())
                 .await
                 .unwrap();
             t.id
         }
         None => {
-            let (bucket, name) = kbc_storage::split_table_id(table_id).unwrap();
-            client.ensure_bucket(bucket).await.unwrap();
+            client.ensure_bucket(&table_id.bucket()).await.unwrap();
             client
-                .create_table(bucket, name, file_id, &CreateTableOptions::default())
+                .create_table(&table_id, file_id, &CreateTableOptions::default())
                 .await
                 .unwrap()
                 .id
@@ -915,7 +956,12 @@ async fn a_branch_with_branch_storage_falls_back_to_the_default_branch_for_reads
         read_rows(&s.client, "in.c-main.src").await.1,
         one_column(&["prod"])
     );
-    assert!(dev.get_table("out.c-none.t").await.unwrap().is_none());
+    assert!(
+        dev.get_table(&"out.c-none.t".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// F2: on a stack with `disable-legacy-bucket-prefix` the server keeps bucket names as sent, so the
@@ -932,7 +978,11 @@ async fn buckets_keep_their_names_on_stacks_without_the_legacy_prefix() {
     let b = s.client.create_bucket("out", "c-main").await.unwrap();
     assert_eq!(b.id, "out.c-main");
     assert_eq!(
-        s.client.ensure_bucket("out.plain").await.unwrap().id,
+        s.client
+            .ensure_bucket(&"out.plain".parse().unwrap())
+            .await
+            .unwrap()
+            .id,
         "out.plain"
     );
     assert_eq!(
@@ -953,7 +1003,7 @@ async fn buckets_keep_their_names_on_stacks_without_the_legacy_prefix() {
     assert!(
         legacy
             .client
-            .ensure_bucket("out.plain")
+            .ensure_bucket(&"out.plain".parse().unwrap())
             .await
             .unwrap_err()
             .is_user()
@@ -973,10 +1023,10 @@ async fn a_where_column_without_values_exports_every_row() {
     let out = s
         .client
         .export_table(
-            "in.c-main.t",
+            &"in.c-main.t".parse().unwrap(),
             &ExportOptions {
                 where_column: Some("id".into()),
-                where_operator: Some("eq".into()),
+                where_operator: Some(kbc_storage::Operator::Eq),
                 ..Default::default()
             },
             &dest,
@@ -1036,12 +1086,14 @@ async fn slices_with_odd_names_are_addressed_exactly() {
         .upload_file(&folder, &UploadOptions::default())
         .await
         .unwrap();
-    s.client.ensure_bucket("in.c-main").await.unwrap();
+    s.client
+        .ensure_bucket(&"in.c-main".parse().unwrap())
+        .await
+        .unwrap();
     let t = s
         .client
         .create_table(
-            "in.c-main",
-            "odd",
+            &"in.c-main.odd".parse().unwrap(),
             file_id,
             &CreateTableOptions {
                 columns: Some(vec!["id".into()]),

@@ -16,13 +16,13 @@
 use crate::interface::DataDir;
 use anyhow::Context as _;
 use kbc_emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
-use kbc_storage::{Client, ClientConfig, ImportOptions, UploadOptions};
+use kbc_storage::{Client, ClientConfig, ImportOptions, Secret, TableId, UploadOptions};
 use std::path::{Path, PathBuf};
 
 /// The running local stack.
 pub(crate) struct LocalStack {
     emulator: Emulator,
-    token: String,
+    token: Secret,
     dir: PathBuf,
 }
 
@@ -38,13 +38,12 @@ impl LocalStack {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the local stack folder {}", dir.display()))?;
         // A fresh token per run: the emulator only has to accept it for this process's lifetime.
-        let token = format!("local-{}", uuid::Uuid::new_v4().simple());
-        crate::secrets::register(&token);
+        let token = Secret::new(format!("local-{}", uuid::Uuid::new_v4().simple()));
         let emulator = Emulator::start_with_options(
             EmulatorConfig {
                 listen: "127.0.0.1:0".parse().expect("a valid socket address"),
                 store: dir.join("storage"),
-                tokens: vec![token.clone()],
+                tokens: vec![token.expose().to_owned()],
             },
             EmulatorOptions {
                 tls,
@@ -114,7 +113,10 @@ impl LocalStack {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let table_id = name.trim_end_matches(".csv");
+            let table_id: TableId = name
+                .trim_end_matches(".csv")
+                .parse()
+                .with_context(|| format!("{}: the file name is not a table id", file.display()))?;
             let file_id = client
                 .upload_file(
                     &file,
@@ -128,7 +130,7 @@ impl LocalStack {
                 .with_context(|| format!("uploading {}", file.display()))?;
             let outcome = client
                 .import_table(
-                    table_id,
+                    &table_id,
                     file_id,
                     &ImportOptions {
                         incremental: true,
@@ -154,7 +156,7 @@ impl LocalStack {
     }
 
     pub(crate) fn token(&self) -> &str {
-        &self.token
+        self.token.expose()
     }
 
     /// Keeps `out/state.json` for the next run, as the platform does after a successful job.

@@ -7,9 +7,11 @@
 //! unknown key is ignored with a warning naming the closest known key, `"true"`/`"false"` strings are
 //! booleans; a known key of the wrong type is still an error with its key path, line and column.
 
-use super::lenient::{self, Scalar};
-use super::manifest::{ColumnSchema, DataTypeSupport};
+use super::lenient;
+use super::output_options::OutputTableOptions;
+use super::schema::DataTypeSupport;
 use super::{Error, parse_json};
+use kbc_storage::Operator;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -208,37 +210,6 @@ pub struct StorageOutput {
     pub default_bucket: Option<String>,
 }
 
-/// `eq` or `ne`, the only operators of the `where_*` and `delete_where_*` trios.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WhereOperator {
-    #[default]
-    Eq,
-    Ne,
-}
-
-impl<'de> Deserialize<'de> for WhereOperator {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // The platform normalises "" and null to eq.
-        match Option::<String>::deserialize(d)?.as_deref() {
-            None | Some("") | Some("eq") => Ok(WhereOperator::Eq),
-            Some("ne") => Ok(WhereOperator::Ne),
-            Some(other) => Err(serde::de::Error::custom(format!(
-                "unknown operator `{other}`, expected `eq` or `ne`"
-            ))),
-        }
-    }
-}
-
-impl WhereOperator {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WhereOperator::Eq => "eq",
-            WhereOperator::Ne => "ne",
-        }
-    }
-}
-
 /// One `storage.input.tables[]` item: what to export.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct InputTableMapping {
@@ -258,8 +229,8 @@ pub struct InputTableMapping {
     pub where_column: Option<String>,
     #[serde(default, deserialize_with = "lenient::strings")]
     pub where_values: Vec<String>,
-    #[serde(default)]
-    pub where_operator: WhereOperator,
+    #[serde(default, deserialize_with = "lenient::operator")]
+    pub where_operator: Operator,
     #[serde(default)]
     pub limit: Option<u64>,
     /// `csv` (default) or `parquet`: how the transform reads the table (the DuckDB transformation's
@@ -313,246 +284,6 @@ impl InputTableMapping {
     }
 }
 
-/// One rule of `delete_where` (new form).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeleteWhere {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changed_since: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changed_until: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "lenient::list",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub where_filters: Vec<DeleteWhereFilter>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeleteWhereFilter {
-    pub column: String,
-    #[serde(default)]
-    pub operator: WhereOperator,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub values_from_set: Option<Vec<Scalar>>,
-    /// Other value sources (`values_from_storage`, `values_from_workspace`) need a workspace; kept verbatim
-    /// so we can say clearly that they are not supported.
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-/// The options an output table can have, in the mapping or in its manifest (the mapping adds `source`).
-/// Fields are `Option` because the merge rules depend on whether a value was set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct OutputTableOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub incremental: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_key: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub columns: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub distribution_key: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delete_where_column: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delete_where_values: Option<Vec<Scalar>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delete_where_operator: Option<WhereOperator>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delete_where: Option<Vec<DeleteWhere>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delimiter: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enclosure: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Vec<Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column_metadata: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_always: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub has_header: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub table_metadata: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<Vec<ColumnSchema>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deduplication_strategy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unload_strategy: Option<String>,
-}
-
-/// The keys an output manifest may hold; the platform rejects any other, and so do we.
-pub const OUTPUT_MANIFEST_KEYS: &[&str] = &[
-    "destination",
-    "incremental",
-    "primary_key",
-    "columns",
-    "distribution_key",
-    "delete_where_column",
-    "delete_where_values",
-    "delete_where_operator",
-    "delete_where",
-    "delimiter",
-    "enclosure",
-    "metadata",
-    "column_metadata",
-    "write_always",
-    "tags",
-    "manifest_type",
-    "has_header",
-    "description",
-    "table_metadata",
-    "schema",
-    "deduplication_strategy",
-    "unload_strategy",
-];
-
-impl OutputTableOptions {
-    /// Turns the platform's filled-in defaults into "not set": an empty list, `false`, `""`, and the default
-    /// `incremental`, `delete_where_operator`, `delimiter` and `enclosure`. Then a plain `Option::or` merge is
-    /// the platform's merge (a mapping value wins only when it says something), and `"schema": []` is no
-    /// schema. `primary_key` is kept as given: the platform lets a mapping's `[]` clear a manifest's key.
-    pub fn normalise(&mut self) {
-        fn list<T>(v: &mut Option<Vec<T>>) {
-            if v.as_ref().is_some_and(Vec::is_empty) {
-                *v = None;
-            }
-        }
-        fn text(v: &mut Option<String>, default: &str) {
-            if v.as_deref().is_some_and(|s| s.is_empty() || s == default) {
-                *v = None;
-            }
-        }
-        fn flag(v: &mut Option<bool>) {
-            if *v == Some(false) {
-                *v = None;
-            }
-        }
-        list(&mut self.columns);
-        list(&mut self.distribution_key);
-        list(&mut self.delete_where_values);
-        list(&mut self.delete_where);
-        list(&mut self.metadata);
-        list(&mut self.tags);
-        list(&mut self.schema);
-        text(&mut self.destination, "");
-        text(&mut self.delete_where_column, "");
-        text(&mut self.delimiter, ",");
-        text(&mut self.enclosure, "\"");
-        text(&mut self.manifest_type, "");
-        text(&mut self.description, "");
-        text(&mut self.deduplication_strategy, "");
-        text(&mut self.unload_strategy, "");
-        flag(&mut self.incremental);
-        flag(&mut self.write_always);
-        flag(&mut self.has_header);
-        if self.delete_where_operator == Some(WhereOperator::Eq) {
-            self.delete_where_operator = None;
-        }
-        if self.column_metadata.as_ref().is_some_and(is_empty_json) {
-            self.column_metadata = None;
-        }
-        if self.table_metadata.as_ref().is_some_and(Map::is_empty) {
-            self.table_metadata = None;
-        }
-    }
-
-    /// The rules the platform's output mapping checks on a mapping or manifest.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(dest) = self.destination.as_deref().filter(|d| !d.is_empty())
-            && (dest.split('.').count() != 3 || dest.split('.').any(str::is_empty))
-        {
-            return Err(format!(
-                "destination `{dest}` is not a table id: it needs exactly two dots, like out.c-main.orders"
-            ));
-        }
-        if self.schema.is_some() {
-            for (key, set) in [
-                (
-                    "columns",
-                    self.columns.as_ref().is_some_and(|c| !c.is_empty()),
-                ),
-                (
-                    "primary_key",
-                    self.primary_key.as_ref().is_some_and(|c| !c.is_empty()),
-                ),
-                (
-                    "metadata",
-                    self.metadata.as_ref().is_some_and(|c| !c.is_empty()),
-                ),
-                (
-                    "column_metadata",
-                    self.column_metadata
-                        .as_ref()
-                        .is_some_and(|c| !is_empty_json(c)),
-                ),
-            ] {
-                if set {
-                    return Err(format!("`schema` cannot be combined with `{key}`"));
-                }
-            }
-        }
-        let has_old = self
-            .delete_where_column
-            .as_deref()
-            .is_some_and(|c| !c.is_empty());
-        if has_old && self.delete_where.as_ref().is_some_and(|d| !d.is_empty()) {
-            return Err("`delete_where_column` cannot be combined with `delete_where`".into());
-        }
-        if has_old
-            && self
-                .delete_where_values
-                .as_ref()
-                .is_none_or(|v| v.is_empty())
-        {
-            return Err("`delete_where_column` needs `delete_where_values`".into());
-        }
-        for (i, rule) in self.delete_where.iter().flatten().enumerate() {
-            if rule.changed_since.is_none()
-                && rule.changed_until.is_none()
-                && rule.where_filters.is_empty()
-            {
-                return Err(format!(
-                    "delete_where[{i}] needs at least one of changed_since, changed_until, where_filters"
-                ));
-            }
-        }
-        if let Some(d) = self.delimiter.as_deref()
-            && d.chars().count() != 1
-        {
-            return Err(format!(
-                "delimiter must be one character, got {} characters",
-                d.chars().count()
-            ));
-        }
-        if let Some(e) = self.enclosure.as_deref()
-            && e.chars().count() > 1
-        {
-            return Err("enclosure must be one character or empty".into());
-        }
-        Ok(())
-    }
-}
-
-fn is_empty_json(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        _ => false,
-    }
-}
-
 /// One `storage.output.tables[]` item: what to import.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct OutputTableMapping {
@@ -574,13 +305,26 @@ impl OutputTableMapping {
     }
 }
 
-/// A pipeline step.
+/// A step of the job, as `parameters.steps` names it and the report shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Step {
     Export,
     Transform,
     Import,
+}
+
+impl Step {
+    /// The three steps, in the order they run.
+    pub const ALL: [Step; 3] = [Step::Export, Step::Transform, Step::Import];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Export => "export",
+            Step::Transform => "transform",
+            Step::Import => "import",
+        }
+    }
 }
 
 /// One block of SQL, as in Keboola's DuckDB transformation.
@@ -713,7 +457,7 @@ mod tests {
         let t = &c.storage.input.tables[0];
         assert_eq!(t.destination(), "in.c-a.b");
         assert_eq!(t.where_values, ["1", "2"]);
-        assert_eq!(t.where_operator, WhereOperator::Eq);
+        assert_eq!(t.where_operator, Operator::Eq);
         assert_eq!(c.action, "run");
     }
 
@@ -808,6 +552,25 @@ mod tests {
         let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "out.c-a"}]}}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("exactly two dots"), "{err}");
+        // One character but two bytes: refused with the reason, not cut to its first byte.
+        let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "out.c-a.t", "delimiter": "§"}]}}}"#)
+            .unwrap_err();
+        assert!(err.is_user());
+        assert!(
+            err.to_string().contains(
+                "storage.output.tables[0]: x.csv: delimiter `§` is 2 bytes in UTF-8; the delimiter must be a one-byte (ASCII) character"
+            ),
+            "{err}"
+        );
+        // The client's rule, checked before anything runs: a stage other than in, out or sys.
+        let err = parse(r#"{"storage": {"output": {"tables": [{"source": "x.csv", "destination": "foo.c-a.t"}]}}}"#)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "destination `foo.c-a.t` is not a table id: the stage must be in, out or sys"
+            ),
+            "{err}"
+        );
         let c = parse(r#"{"storage": {"input": {"tables": [{"source": "in.c-a.b", "days": 3}]}}}"#)
             .unwrap();
         assert_eq!(

@@ -3,32 +3,10 @@
 //! platform; everything is optional here because local runs have none of it.
 
 use super::Error;
-use super::manifest::DataTypeSupport;
+use super::schema::DataTypeSupport;
+use crate::secrets::Secret;
+use kbc_storage::{Credentials, MissingCredentials};
 use serde::Deserialize;
-use std::fmt;
-
-/// A secret string: registered for redaction when read, and never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        let value = value.into();
-        crate::secrets::register(&value);
-        Secret(value)
-    }
-
-    /// The plain value, for the one place that must send it (an HTTP header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::secrets::MASK)
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 struct KbcVars {
@@ -101,8 +79,12 @@ impl Environment {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        // Empty values are the same as unset: the platform writes `KBC_RUNID=""` for some runs.
-        let vars: Vec<(String, String)> = vars.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        // Empty values are the same as unset: the platform writes `KBC_RUNID=""` for some runs. So are
+        // values of only whitespace (a stray space in a shell export), as in every command.
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .collect();
         let kbc: KbcVars = envy::prefixed("KBC_")
             .from_iter(vars.iter().cloned())
             .map_err(|e| Error::Env {
@@ -158,27 +140,25 @@ impl Environment {
         self.run_id.is_some()
     }
 
-    /// The Storage API URL and token from the environment: the forwarded `KBC_URL`/`KBC_TOKEN` first, then
-    /// the brief's `KEBOOLA_STACK_URL`/`KEBOOLA_TOKEN`. A bare host gets `https://`.
-    pub fn storage_credentials(&self) -> Option<(String, Secret)> {
-        let (url, token) = match (&self.kbc_url, &self.kbc_token) {
-            (Some(url), Some(token)) => (url.clone(), token.clone()),
-            _ => match (&self.keboola_stack_url, &self.keboola_token) {
-                (Some(url), Some(token)) => (url.clone(), token.clone()),
-                _ => return None,
-            },
-        };
-        Some((normalize_url(&url), token))
+    /// The Storage API URL and token by the one rule of [`kbc_storage::stack`]: `url` and `token` given
+    /// explicitly (parameters, flags) win for their half; otherwise `KBC_URL`+`KBC_TOKEN`, then
+    /// `KEBOOLA_STACK_URL`+`KEBOOLA_TOKEN`, each only as a pair.
+    pub fn storage_credentials(
+        &self,
+        url: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Credentials, MissingCredentials> {
+        Credentials::resolve(url, token, |name| self.storage_var(name))
     }
-}
 
-/// `connection.keboola.com` → `https://connection.keboola.com`; trailing slashes removed.
-pub fn normalize_url(url: &str) -> String {
-    let url = url.trim().trim_end_matches('/');
-    if url.starts_with("http://") || url.starts_with("https://") {
-        url.to_owned()
-    } else {
-        format!("https://{url}")
+    fn storage_var(&self, name: &str) -> Option<String> {
+        match name {
+            "KBC_URL" => self.kbc_url.clone(),
+            "KBC_TOKEN" => self.kbc_token.as_ref().map(|t| t.expose().to_owned()),
+            "KEBOOLA_STACK_URL" => self.keboola_stack_url.clone(),
+            "KEBOOLA_TOKEN" => self.keboola_token.as_ref().map(|t| t.expose().to_owned()),
+            _ => None,
+        }
     }
 }
 
@@ -209,26 +189,34 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_token_wins_and_bare_host_gets_https() {
+    fn forwarded_pair_wins_and_pairs_are_not_crossed() {
         let e = env(&[
             ("KEBOOLA_TOKEN", "kb-token-1"),
             ("KEBOOLA_STACK_URL", "connection.keboola.com"),
         ]);
-        let (url, token) = e.storage_credentials().unwrap();
-        assert_eq!(url, "https://connection.keboola.com");
-        assert_eq!(token.expose(), "kb-token-1");
-        assert_eq!(format!("{token:?}"), "[hidden]");
+        let c = e.storage_credentials(None, None).unwrap();
+        assert_eq!(c.url, "connection.keboola.com");
+        assert_eq!(c.token.expose(), "kb-token-1");
+        assert_eq!(format!("{:?}", c.token), "[hidden]");
         let e = env(&[
             ("KEBOOLA_TOKEN", "kb-token-1"),
             ("KEBOOLA_STACK_URL", "connection.keboola.com"),
             ("KBC_TOKEN", "kbc-token-2"),
             ("KBC_URL", "http://127.0.0.1:9/"),
         ]);
-        let (url, token) = e.storage_credentials().unwrap();
+        let c = e.storage_credentials(None, None).unwrap();
         assert_eq!(
-            (url.as_str(), token.expose()),
-            ("http://127.0.0.1:9", "kbc-token-2")
+            (c.url.as_str(), c.token.expose()),
+            ("http://127.0.0.1:9/", "kbc-token-2")
         );
+        // KBC_URL with KEBOOLA_TOKEN is no pair (as in `tables`); whitespace is unset.
+        let e = env(&[
+            ("KBC_URL", "http://127.0.0.1:9"),
+            ("KEBOOLA_TOKEN", "kb-token-1"),
+            ("KBC_TOKEN", "  "),
+        ]);
+        assert_eq!(e.kbc_token, None);
+        assert!(e.storage_credentials(None, None).is_err());
         assert!(!env(&[]).in_keboola());
     }
 

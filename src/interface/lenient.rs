@@ -1,6 +1,7 @@
 //! Deserializers for the shapes the platform really writes: config.json passes through PHP arrays, so an
 //! empty object can arrive as `[]`, and list items that should be strings can arrive as numbers.
 
+use kbc_storage::Operator;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use std::marker::PhantomData;
@@ -130,4 +131,20 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<boo
         }
     }
     deserializer.deserialize_option(FlagVisitor)
+}
+
+/// A row-filter operator (`eq`, `ne`); the platform normalises `""` and `null` to `eq`.
+pub fn operator<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Operator, D::Error> {
+    Ok(opt_operator(deserializer)?.unwrap_or_default())
+}
+
+/// An optional operator: `null` is unset, `""` is `eq` (the platform's normalised default).
+pub fn opt_operator<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Operator>, D::Error> {
+    match Option::<String>::deserialize(deserializer)?.as_deref() {
+        None => Ok(None),
+        Some("") => Ok(Some(Operator::Eq)),
+        Some(other) => other.parse().map(Some).map_err(de::Error::custom),
+    }
 }

@@ -6,6 +6,9 @@
 //!   `parameters`;
 //! - [`manifest`]: input table manifests (read and written by the export step) and output table manifests
 //!   (legacy and native-types `schema` forms);
+//! - [`output_options`]: the options of an output table (mapping or manifest), their one key list, checks
+//!   and the platform's mapping-over-manifest merge;
+//! - [`schema`]: column schemas, data types and the data type support level;
 //! - [`state`]: `in/state.json` and `out/state.json`.
 //!
 //! This module never touches the network: everything here is testable from fixture folders alone.
@@ -15,6 +18,8 @@ pub mod datadir;
 pub mod env;
 mod lenient;
 pub mod manifest;
+pub mod output_options;
+pub mod schema;
 pub mod state;
 
 pub use config::{Config, Parameters};

@@ -68,7 +68,8 @@ async fn run_action(ctx: &Context, name: &str) -> anyhow::Result<Value> {
                 )
                 .into());
             };
-            let table = client.get_table(table_id).await?.ok_or_else(|| {
+            let table_id: kbc_storage::TableId = table_id.parse()?;
+            let table = client.get_table(&table_id).await?.ok_or_else(|| {
                 UserError::new(format!(
                     "listColumns: table `{table_id}` does not exist in Storage"
                 ))

@@ -3,7 +3,7 @@
 use crate::error::UserError;
 use crate::interface::{Config, DataDir, Environment};
 use anyhow::Context as _;
-use kbc_storage::{Client, ClientConfig};
+use kbc_storage::{Client, ClientConfig, Credentials, MissingCredentials, Secret};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ pub(crate) struct Context {
 /// Where Storage is and how to reach it; the client is made on first use, so runs that never touch
 /// Storage need no token.
 pub(crate) struct StorageAccess {
-    credentials: Option<(String, String)>,
+    credentials: Result<Credentials, MissingCredentials>,
     /// The S3 endpoint of an emulator (the local stack); otherwise the client's own rules apply.
     s3_endpoint: Option<String>,
     /// `KBC_BRANCHID`: the branch this run is in. The client finds out whether it is the default branch and
@@ -31,30 +31,41 @@ pub(crate) struct StorageAccess {
 }
 
 impl StorageAccess {
-    /// Credentials from `KBC_URL`/`KBC_TOKEN`, then `KEBOOLA_STACK_URL`/`KEBOOLA_TOKEN`, then the
-    /// parameters `storage_url` and `#storage_token`.
+    /// Credentials by the one rule of [`kbc_storage::stack`]: the environment's pairs first
+    /// (`KBC_URL`+`KBC_TOKEN`, then `KEBOOLA_STACK_URL`+`KEBOOLA_TOKEN`), as the platform forwards them;
+    /// then the parameter `#storage_token`, with `storage_url` or else the environment's URL.
     pub(crate) fn from_env(env: &Environment, config: &Config) -> StorageAccess {
-        let from_env = env
-            .storage_credentials()
-            .map(|(url, token)| (url, token.expose().to_owned()));
-        let from_params = config.parameters.storage_token.as_ref().and_then(|token| {
-            let url = config
-                .parameters
-                .storage_url
-                .clone()
-                .or_else(|| env.kbc_url.clone())
-                .or_else(|| env.keboola_stack_url.clone())?;
-            Some((crate::interface::env::normalize_url(&url), token.clone()))
+        let params = &config.parameters;
+        let credentials = env.storage_credentials(None, None).or_else(|missing| {
+            match params
+                .storage_token
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+            {
+                Some(token) => env.storage_credentials(params.storage_url.as_deref(), Some(token)),
+                None => Err(missing),
+            }
         });
-        let mut access = StorageAccess::new(from_env.or(from_params), config);
+        let mut access = StorageAccess::with_credentials(credentials, config);
         access.branch = env.branch_id.clone();
         access
     }
 
+    /// Known credentials (the local stack's), or none.
     pub(crate) fn new(credentials: Option<(String, String)>, config: &Config) -> StorageAccess {
-        if let Some((_, token)) = &credentials {
-            crate::secrets::register(token);
-        }
+        let credentials = credentials
+            .map(|(url, token)| Credentials {
+                url,
+                token: Secret::new(token),
+            })
+            .ok_or_else(MissingCredentials::default);
+        StorageAccess::with_credentials(credentials, config)
+    }
+
+    fn with_credentials(
+        credentials: Result<Credentials, MissingCredentials>,
+        config: &Config,
+    ) -> StorageAccess {
         StorageAccess {
             credentials,
             s3_endpoint: None,
@@ -83,15 +94,19 @@ impl StorageAccess {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
-        let Some((url, token)) = &self.credentials else {
-            return Err(UserError::new(format!(
-                "{why} needs the Storage API, but no token is set: set KBC_TOKEN and KBC_URL (or \
-                 KEBOOLA_TOKEN and KEBOOLA_STACK_URL), or parameters.#storage_token and \
-                 parameters.storage_url in config.json"
-            ))
-            .into());
+        let credentials = match &self.credentials {
+            Ok(c) => c,
+            Err(missing) => {
+                return Err(UserError::new(format!(
+                    "{why} needs the Storage API, but no token is set: set KBC_TOKEN and KBC_URL (or \
+                     KEBOOLA_TOKEN and KEBOOLA_STACK_URL), or parameters.#storage_token and \
+                     parameters.storage_url in config.json{}",
+                    missing.unpaired_note()
+                ))
+                .into());
+            }
         };
-        let mut config = ClientConfig::new(url.clone(), token.clone());
+        let mut config = ClientConfig::new(credentials.url.clone(), credentials.token.clone());
         config.job_timeout = self.job_timeout;
         config.max_connections = self.max_connections;
         if let Some(endpoint) = &self.s3_endpoint {
@@ -116,6 +131,11 @@ mod tests {
         Config::parse(Path::new("config.json"), text).unwrap()
     }
 
+    fn credentials(access: &StorageAccess) -> (String, String) {
+        let c = access.credentials.as_ref().unwrap();
+        (c.url.clone(), c.token.expose().to_owned())
+    }
+
     #[test]
     fn credentials_come_from_env_then_parameters() {
         let params = config(
@@ -128,25 +148,43 @@ mod tests {
             ]),
             &params,
         );
-        let (url, token) = access.credentials.clone().unwrap();
         assert_eq!(
-            (url.as_str(), token.as_str()),
-            ("https://env.example.com", "env-token-1")
+            credentials(&access),
+            ("https://env.example.com".into(), "env-token-1".into())
         );
 
         let access = StorageAccess::from_env(&env(&[("KBC_BRANCHID", "123")]), &params);
         assert_eq!(access.branch.as_deref(), Some("123"));
-        let (url, token) = access.credentials.clone().unwrap();
         assert_eq!(
-            (url.as_str(), token.as_str()),
-            ("https://param.example.com", "param-token-1")
+            credentials(&access),
+            ("param.example.com".into(), "param-token-1".into())
         );
 
         // A parameter token without its URL borrows the forwarded URL.
         let token_only = config(r##"{"parameters": {"#storage_token": "param-token-2"}}"##);
         let access =
             StorageAccess::from_env(&env(&[("KBC_URL", "http://127.0.0.1:9")]), &token_only);
-        assert_eq!(access.credentials.unwrap().0, "http://127.0.0.1:9");
+        assert_eq!(credentials(&access).0, "http://127.0.0.1:9");
+    }
+
+    /// The same environment means the same credentials in `run` as in `tables`: a URL of one pair and a
+    /// token of the other are no pair, and the message says so.
+    #[test]
+    fn crossed_halves_are_no_credentials() {
+        let access = StorageAccess::from_env(
+            &env(&[
+                ("KBC_URL", "http://127.0.0.1:9"),
+                ("KEBOOLA_TOKEN", "kb-token-crossed"),
+            ]),
+            &config("{}"),
+        );
+        let err = access.client("the export step").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "KBC_URL is set without KBC_TOKEN, KEBOOLA_TOKEN is set without KEBOOLA_STACK_URL"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

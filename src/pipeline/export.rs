@@ -4,14 +4,15 @@
 //! atomically) followed by its input manifest, written last so a manifest always describes a whole file.
 
 use super::StorageAccess;
-use super::report::{Step, TableReport, join};
+use super::report::{TableReport, join};
 use crate::error::UserError;
 use crate::interface::config::InputTableMapping;
+use crate::interface::config::Step;
 use crate::interface::manifest::{InputManifest, manifest_path};
 use crate::interface::state::State;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
-use kbc_storage::{DownloadMode, ExportOptions, Table};
+use kbc_storage::{DownloadMode, ExportOptions, Table, TableId};
 use serde_json::{Map, Value};
 use std::path::Path;
 use std::time::Instant;
@@ -82,12 +83,13 @@ async fn export_one(
         }
     }
 
+    let table_id: TableId = source.parse().with_context(|| format!("export {source}"))?;
     // Only now is Storage needed: a run whose tables were all placed by the platform needs no token.
     let client = storage.client("the export step (storage.input.tables)")?;
     // The table detail is read before the export: its lastImportDate then never covers rows the export
     // missed, so the next adaptive run may repeat rows but never loses any.
     let table = client
-        .get_table(source)
+        .get_table(&table_id)
         .await
         .with_context(|| format!("export {source}"))?
         .ok_or_else(|| {
@@ -132,12 +134,12 @@ async fn export_one(
             .where_column
             .as_ref()
             .filter(|c| !c.is_empty())
-            .map(|_| mapping.where_operator.as_str().to_owned()),
+            .map(|_| mapping.where_operator),
         limit: mapping.limit,
         ..Default::default()
     };
     let outcome = client
-        .export_table(source, &options, &dest, DownloadMode::Merged)
+        .export_table(&table_id, &options, &dest, DownloadMode::Merged)
         .await
         .with_context(|| format!("export {source} to {}", dest.display()))?;
     let manifest = input_manifest(&table, &outcome.columns);

@@ -1,17 +1,19 @@
 //! The import step (output mapping): each planned output table is checked against Storage first (for all
-//! tables, before anything is uploaded), then loaded, at most `concurrency` at once:
-//! bucket and table created when missing (with the primary key), a differing primary key changed the way
-//! the platform does it (warn, change, roll back on failure), the file uploaded (gzip; a sliced folder as
-//! a sliced file), `delete_where` rules applied before an incremental load, and the file imported.
-//! A table this run created that is still empty after a failed load is dropped again.
+//! tables, before anything is uploaded), then loaded, at most `concurrency` at once: a differing primary
+//! key changed the way the platform does it (warn, change, roll back on failure), the file uploaded (gzip;
+//! a sliced folder as a sliced file), then the client's [`Client::load_table`]: bucket and table created
+//! when missing (with the primary key), `delete_where` rules applied before an incremental load, the file
+//! imported, and a table this run created that is still empty after a failed load dropped again.
 
-use super::plan::{DeleteRule, OutputPlan, split_table_id};
-use super::report::{Step, TableReport, join};
+use super::plan::OutputPlan;
+use super::report::{TableReport, join};
 use crate::error::UserError;
+use crate::interface::config::Step;
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
+use kbc_storage::local_csv::{self, HeaderError};
 use kbc_storage::{
-    Client, CreateTableOptions, DeleteRowsOptions, ImportOptions, Table, UploadOptions, WhereFilter,
+    Client, Dialect, ImportOptions, LoadSpec, NewTable, Table, TableId, UploadOptions,
 };
 use std::path::Path;
 use std::time::Instant;
@@ -37,10 +39,8 @@ pub async fn run(
         .buffered(concurrency.max(1))
         .try_collect()
         .await?;
-    let bucket_lock = tokio::sync::Mutex::new(());
-    let bucket_lock = &bucket_lock;
     futures::stream::iter(checked)
-        .map(|c| async move { load(client, &c, bucket_lock).await })
+        .map(|c| async move { load(client, &c).await })
         .buffered(concurrency.max(1))
         .try_collect()
         .await
@@ -51,7 +51,7 @@ pub fn file_columns(plan: &OutputPlan) -> anyhow::Result<Vec<String>> {
     if let Some(cols) = &plan.headless_columns {
         return Ok(cols.clone());
     }
-    read_header(&plan.path, &plan.delimiter, &plan.enclosure)
+    read_header(&plan.path, plan.dialect)
 }
 
 /// Counts the data rows of a file or of all slices, streaming (quoted newlines are part of a value).
@@ -69,7 +69,8 @@ pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
     };
     let mut rows: u64 = 0;
     for file in files {
-        let mut csv = csv_reader(&file, &plan.delimiter, &plan.enclosure)?;
+        let mut csv = local_csv::reader(&file, plan.dialect)
+            .with_context(|| format!("opening {}", file.display()))?;
         let mut record = csv::ByteRecord::new();
         while csv
             .read_byte_record(&mut record)
@@ -84,49 +85,24 @@ pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
     Ok(rows)
 }
 
-fn csv_reader(
-    path: &Path,
-    delimiter: &str,
-    enclosure: &str,
-) -> anyhow::Result<csv::Reader<Box<dyn std::io::Read>>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-            file,
-        )))
-    } else {
-        Box::new(std::io::BufReader::new(file))
-    };
-    Ok(csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delimiter.bytes().next().unwrap_or(b','))
-        .quoting(!enclosure.is_empty())
-        .quote(enclosure.bytes().next().unwrap_or(b'"'))
-        .from_reader(reader))
-}
-
-/// Reads only the first record of a CSV (gzipped when the name ends in `.gz`).
-pub fn read_header(path: &Path, delimiter: &str, enclosure: &str) -> anyhow::Result<Vec<String>> {
-    let mut csv = csv_reader(path, delimiter, enclosure)?;
-    let mut record = csv::StringRecord::new();
-    let read = csv.read_record(&mut record).map_err(|e| {
-        UserError::new(format!(
-            "{}: cannot read the CSV header: {e}",
-            path.display()
-        ))
-    })?;
-    if !read {
-        return Err(UserError::new(format!(
+/// Reads only the first record of an output CSV, gzipped or not (told by its content).
+pub fn read_header(path: &Path, dialect: Dialect) -> anyhow::Result<Vec<String>> {
+    match local_csv::read_header(path, dialect) {
+        Ok(Some(header)) => Ok(header),
+        Ok(None) => Err(UserError::new(format!(
             "{} is empty: an output CSV needs a header row (or `columns` in its manifest)",
             path.display()
         ))
-        .into());
+        .into()),
+        Err(HeaderError::Open(e)) => {
+            Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
+        }
+        Err(HeaderError::Read(e)) => Err(UserError::new(format!(
+            "{}: cannot read the CSV header: {e}",
+            path.display()
+        ))
+        .into()),
     }
-    Ok(record
-        .iter()
-        .map(|s| s.trim_start_matches('\u{feff}').to_owned())
-        .collect())
 }
 
 /// The pre-upload checks: header against manifest, primary key, and the existing table's columns.
@@ -202,122 +178,83 @@ async fn check(client: &Client, plan: OutputPlan) -> anyhow::Result<Checked> {
     })
 }
 
-/// Loads one checked table.
-async fn load(
-    client: &Client,
-    c: &Checked,
-    bucket_lock: &tokio::sync::Mutex<()>,
-) -> anyhow::Result<TableReport> {
+/// Loads one checked table: the primary key aligned on an existing table, the file uploaded, then the
+/// client's load (table created when missing, `delete_where` rows deleted, import; a table it created
+/// is dropped again when the load fails).
+async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
     let started = Instant::now();
     let plan = &c.plan;
-    let dest = plan.destination.as_str();
+    let dest = &plan.destination;
     let context = || format!("import {} → {dest}", plan.source);
-    let Some((bucket_id, table_name)) = split_table_id(dest) else {
-        return Err(UserError::new(format!("{}: `{dest}` is not a table id", context())).into());
-    };
-    let mut created = false;
-    let table = match &c.existing {
-        Some(t) => {
-            align_primary_key(client, t, &plan.primary_key)
-                .await
-                .with_context(context)?;
-            t.clone()
-        }
-        None => {
-            ensure_bucket(client, bucket_id, bucket_lock)
-                .await
-                .with_context(context)?;
-            let t = create_empty(client, bucket_id, table_name, &c.columns, &plan.primary_key)
-                .await
-                .with_context(context)?;
-            created = true;
-            tracing::info!(
-                "created table {dest} (primary key: [{}])",
-                plan.primary_key.join(", ")
-            );
-            t
-        }
-    };
-    let result = load_data(client, c, &table).await;
-    match result {
-        Ok(mut report) => {
-            report.duration = started.elapsed();
-            if created {
-                report.note = format!("created; {}", report.note);
-            }
-            tracing::info!("{}", report.line());
-            Ok(report)
-        }
-        Err(err) => {
-            if created {
-                drop_if_empty(client, dest).await;
-            }
-            Err(err.context(context()))
-        }
+    if let Some(t) = &c.existing {
+        align_primary_key(client, dest, t, &plan.primary_key)
+            .await
+            .with_context(context)?;
     }
-}
-
-async fn load_data(client: &Client, c: &Checked, table: &Table) -> anyhow::Result<TableReport> {
-    let plan = &c.plan;
     let bytes = size_of(&plan.path);
-    let gzipped = plan.path.extension().is_some_and(|e| e == "gz");
     let file_id = client
         .upload_file(
             &plan.path,
             &UploadOptions {
                 name: upload_name(&plan.source),
                 tags: vec!["kbc-runner".to_owned()],
-                gzip: !gzipped,
+                // Sent as it is when it is gzipped already.
+                gzip: true,
             },
         )
         .await
-        .with_context(|| format!("uploading {}", plan.path.display()))?;
-    // Rows are deleted only once the new data is safely in File Storage: a failed upload deletes nothing.
-    if plan.incremental && !plan.delete_where.is_empty() {
-        for rule in &plan.delete_where {
-            let deleted = client
-                .delete_rows(&table.id, &delete_options(rule))
-                .await
-                .context("deleting rows (delete_where) before the incremental load")?;
-            tracing::info!(
-                "{}: deleted {deleted} rows ({})",
-                table.id,
-                describe_rule(rule)
-            );
-        }
-    }
+        .with_context(|| format!("uploading {}", plan.path.display()))
+        .with_context(context)?;
+    let spec = LoadSpec {
+        import: ImportOptions {
+            incremental: plan.incremental,
+            columns: plan.headless_columns.clone(),
+            delimiter: Some(plan.dialect.delimiter),
+            enclosure: Some(plan.dialect.enclosure),
+        },
+        create: c.existing.is_none().then(|| NewTable {
+            columns: c.columns.clone(),
+            primary_key: plan.primary_key.clone(),
+        }),
+        // Only after the upload: a failed upload deletes nothing.
+        delete_first: if plan.incremental {
+            plan.delete_where.clone()
+        } else {
+            Vec::new()
+        },
+    };
     let outcome = client
-        .import_table(
-            &table.id,
-            file_id,
-            &ImportOptions {
-                incremental: plan.incremental,
-                columns: plan.headless_columns.clone(),
-                delimiter: Some(plan.delimiter.clone()),
-                enclosure: Some(plan.enclosure.clone()),
-            },
-        )
+        .load_table(dest, file_id, &spec)
         .await
-        .context("loading the uploaded file")?;
-    for w in &outcome.warnings {
-        tracing::warn!("{}: Storage warning: {w}", table.id);
+        .with_context(context)?;
+    // The table written: in a development branch, the branch's.
+    let table_id = match outcome.created.as_ref().or(c.existing.as_ref()) {
+        Some(t) => t.id.clone(),
+        None => dest.to_string(),
+    };
+    for w in &outcome.import.warnings {
+        tracing::warn!("{table_id}: Storage warning: {w}");
     }
-    Ok(TableReport {
+    let kind = if plan.incremental {
+        "incremental"
+    } else {
+        "full"
+    };
+    let rows_now = outcome.import.total_rows_count;
+    let report = TableReport {
         step: Step::Import,
-        table: table.id.clone(),
+        table: table_id,
         rows: Some(c.rows),
         bytes,
-        duration: Default::default(),
-        note: format!(
-            "{}, table has {} rows",
-            if plan.incremental {
-                "incremental"
-            } else {
-                "full"
-            },
-            outcome.total_rows_count
-        ),
-    })
+        duration: started.elapsed(),
+        note: if outcome.created.is_some() {
+            format!("created; {kind}, table has {rows_now} rows")
+        } else {
+            format!("{kind}, table has {rows_now} rows")
+        },
+    };
+    tracing::info!("{}", report.line());
+    Ok(report)
 }
 
 fn upload_name(source: &str) -> String {
@@ -340,105 +277,11 @@ fn size_of(path: &Path) -> u64 {
     }
 }
 
-fn delete_options(rule: &DeleteRule) -> DeleteRowsOptions {
-    DeleteRowsOptions {
-        changed_since: rule.changed_since.clone(),
-        changed_until: rule.changed_until.clone(),
-        where_filters: rule
-            .filters
-            .iter()
-            .map(|(column, op, values)| WhereFilter {
-                column: column.clone(),
-                operator: op.as_str().to_owned(),
-                values: values.clone(),
-                data_type: None,
-            })
-            .collect(),
-        allow_truncate: false,
-    }
-}
-
-fn describe_rule(rule: &DeleteRule) -> String {
-    let mut parts: Vec<String> = rule
-        .filters
-        .iter()
-        .map(|(c, op, v)| format!("{c} {} [{}]", op.as_str(), v.join(", ")))
-        .collect();
-    if let Some(s) = &rule.changed_since {
-        parts.push(format!("changed since {s}"));
-    }
-    if let Some(u) = &rule.changed_until {
-        parts.push(format!("changed until {u}"));
-    }
-    parts.join(" and ")
-}
-
-/// Creates the bucket when it does not exist (in a development branch, the bucket the branch writes to).
-async fn ensure_bucket(
-    client: &Client,
-    bucket_id: &str,
-    lock: &tokio::sync::Mutex<()>,
-) -> anyhow::Result<()> {
-    // Tables load in parallel and several may go to one new bucket: create it once.
-    let _guard = lock.lock().await;
-    client
-        .ensure_bucket(bucket_id)
-        .await
-        .with_context(|| format!("creating bucket {bucket_id}"))?;
-    Ok(())
-}
-
-/// Creates an empty table from a header-only file: the data then goes through the same import as for an
-/// existing table, so a failed load leaves an empty table that can be recognised and dropped.
-async fn create_empty(
-    client: &Client,
-    bucket_id: &str,
-    name: &str,
-    columns: &[String],
-    primary_key: &[String],
-) -> anyhow::Result<Table> {
-    let dir = tempfile::Builder::new()
-        .prefix("kbc-runner-header-")
-        .tempdir()
-        .context("creating a temp folder")?;
-    let path = dir.path().join(format!("{name}.csv"));
-    let mut writer = csv::WriterBuilder::new()
-        .quote_style(csv::QuoteStyle::Always)
-        .from_path(&path)
-        .context("writing the header file")?;
-    writer.write_record(columns)?;
-    writer.flush()?;
-    drop(writer);
-    let file_id = client
-        .upload_file(
-            &path,
-            &UploadOptions {
-                name: format!("{name}.csv"),
-                tags: vec!["kbc-runner".to_owned()],
-                gzip: false,
-            },
-        )
-        .await
-        .context("uploading the header of the new table")?;
-    let table = client
-        .create_table(
-            bucket_id,
-            name,
-            file_id,
-            &CreateTableOptions {
-                primary_key: primary_key.to_vec(),
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("creating table {bucket_id}.{name}"))?;
-    Ok(table)
-}
-
 /// Changes a differing primary key to the configured one, as the platform's output mapping does; when the
 /// new key cannot be set (duplicates, say), the old key is put back and the load fails.
 async fn align_primary_key(
     client: &Client,
+    table_id: &TableId,
     table: &Table,
     wanted: &[String],
 ) -> anyhow::Result<()> {
@@ -453,7 +296,7 @@ async fn align_primary_key(
     // but only after the key change).
     for column in wanted.iter().filter(|c| !table.columns.contains(c)) {
         client
-            .add_column(&table.id, column)
+            .add_column(table_id, column)
             .await
             .with_context(|| format!("adding the primary key column `{column}` to {}", table.id))?;
         tracing::info!(
@@ -469,16 +312,16 @@ async fn align_primary_key(
     );
     if !table.primary_key.is_empty() {
         client
-            .remove_primary_key(&table.id)
+            .remove_primary_key(table_id)
             .await
             .context("removing the old primary key")?;
     }
     if wanted.is_empty() {
         return Ok(());
     }
-    if let Err(err) = client.add_primary_key(&table.id, wanted).await {
+    if let Err(err) = client.add_primary_key(table_id, wanted).await {
         if !table.primary_key.is_empty() {
-            if let Err(rollback) = client.add_primary_key(&table.id, &table.primary_key).await {
+            if let Err(rollback) = client.add_primary_key(table_id, &table.primary_key).await {
                 tracing::error!(
                     "{}: could not restore the old primary key [{}]: {rollback}",
                     table.id,
@@ -497,17 +340,11 @@ async fn align_primary_key(
     Ok(())
 }
 
-/// Drops a table this run created when the load failed and it is still empty.
-async fn drop_if_empty(client: &Client, table_id: &str) {
-    match client.get_table_for_write(table_id).await {
-        Ok(Some(t)) if t.rows_count == 0 => match client.drop_table(table_id).await {
-            Ok(()) => tracing::info!(
-                "dropped {table_id}: created by this run and still empty after the failed load"
-            ),
-            Err(e) => tracing::warn!("could not drop the empty table {table_id}: {e}"),
-        },
-        Ok(_) => {}
-        Err(e) => tracing::warn!("could not check {table_id} after the failed load: {e}"),
+#[cfg(test)]
+fn dialect(delimiter: &str, enclosure: &str) -> Dialect {
+    Dialect {
+        delimiter: delimiter.parse().unwrap(),
+        enclosure: enclosure.parse().unwrap(),
     }
 }
 
@@ -520,10 +357,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.csv");
         std::fs::write(&p, "\u{feff}\"id\";\"na;me\"\n\"1\";\"x\"\n").unwrap();
-        assert_eq!(read_header(&p, ";", "\"").unwrap(), ["id", "na;me"]);
+        assert_eq!(
+            read_header(&p, dialect(";", "\"")).unwrap(),
+            ["id", "na;me"]
+        );
         std::fs::write(&p, "").unwrap();
         assert!(
-            read_header(&p, ",", "\"")
+            read_header(&p, Dialect::default())
                 .unwrap_err()
                 .to_string()
                 .contains("empty")
@@ -533,7 +373,28 @@ mod tests {
             flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
         std::io::Write::write_all(&mut enc, b"a,b\n1,2\n").unwrap();
         enc.finish().unwrap();
-        assert_eq!(read_header(&gz, ",", "\"").unwrap(), ["a", "b"]);
+        assert_eq!(read_header(&gz, Dialect::default()).unwrap(), ["a", "b"]);
+        // Gzip is told by the content: a gzipped `x.csv` reads like its plain text, and so do its rows.
+        let hidden = dir.path().join("x.csv");
+        std::fs::rename(&gz, &hidden).unwrap();
+        assert_eq!(
+            read_header(&hidden, Dialect::default()).unwrap(),
+            ["a", "b"]
+        );
+        let plan = OutputPlan {
+            source: "x.csv".into(),
+            path: hidden,
+            sliced: false,
+            destination: "out.c-a.x".parse().unwrap(),
+            incremental: false,
+            primary_key: vec![],
+            headless_columns: None,
+            expected_header: None,
+            dialect: Dialect::default(),
+            delete_where: vec![],
+            write_always: false,
+        };
+        assert_eq!(count_rows(&plan).unwrap(), 1);
         assert_eq!(upload_name("x.csv.gz"), "x.csv");
     }
 
@@ -546,13 +407,12 @@ mod tests {
             source: "a.csv".into(),
             path: file,
             sliced: false,
-            destination: "out.c-a.a".into(),
+            destination: "out.c-a.a".parse().unwrap(),
             incremental: false,
             primary_key: vec![],
             headless_columns: None,
             expected_header: None,
-            delimiter: ",".into(),
-            enclosure: "\"".into(),
+            dialect: Dialect::default(),
             delete_where: vec![],
             write_always: false,
         };
@@ -582,15 +442,16 @@ mod properties {
         #[test]
         fn any_bytes_give_a_header_or_an_error(
             bytes in prop::collection::vec(any::<u8>(), 0..300),
-            delimiter in prop_oneof![Just(","), Just(";"), Just("\t"), Just("")],
+            delimiter in prop_oneof![Just(","), Just(";"), Just("\t"), Just("|")],
             enclosure in prop_oneof![Just("\""), Just("'"), Just("")],
             gz in any::<bool>(),
         ) {
             let d = tempfile::tempdir().unwrap();
-            // A `.gz` name with plain bytes exercises the decoder's error path too.
-            let path = d.path().join(if gz { "t.csv.gz" } else { "t.csv" });
+            // Random bytes behind the gzip magic exercise the decoder's error path too.
+            let bytes = if gz { [&[0x1f, 0x8b][..], &bytes].concat() } else { bytes };
+            let path = d.path().join("t.csv");
             std::fs::write(&path, &bytes).unwrap();
-            let _ = read_header(&path, delimiter, enclosure);
+            let _ = read_header(&path, dialect(delimiter, enclosure));
         }
 
         #[test]
@@ -606,7 +467,7 @@ mod properties {
             let mut bytes = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
             bytes.extend(w.into_inner().unwrap());
             std::fs::write(&path, &bytes).unwrap();
-            prop_assert_eq!(read_header(&path, ",", "\"").unwrap(), names);
+            prop_assert_eq!(read_header(&path, Dialect::default()).unwrap(), names);
         }
     }
 }

@@ -24,6 +24,7 @@ mod transform;
 pub(crate) use context::{Context, StorageAccess};
 
 use crate::error::UserError;
+use crate::interface::config::Step;
 use crate::interface::manifest::uses_schema_form;
 use crate::interface::state::State;
 use crate::shutdown::Shutdown;
@@ -38,7 +39,7 @@ pub(crate) async fn run(ctx: &Context, shutdown: &Shutdown) -> anyhow::Result<()
     for warning in &ctx.config.warnings {
         tracing::warn!("config.json: {warning}");
     }
-    if steps.import && ctx.env.in_keboola() {
+    if steps.contains(Step::Import) && ctx.env.in_keboola() {
         // The platform's output mapping always runs after the component and loads every file in
         // out/tables; loading them here too would write Storage twice (or fail the platform's mapping).
         return Err(UserError::new(
@@ -100,7 +101,7 @@ async fn run_steps(
     let concurrency = ctx.config.parameters.concurrency();
     let before_import: anyhow::Result<()> = async {
         let inputs = &ctx.config.storage.input.tables;
-        if steps.export && !inputs.is_empty() {
+        if steps.contains(Step::Export) && !inputs.is_empty() {
             tracing::info!("export: {} tables, {concurrency} at a time", inputs.len());
             let exported = export::run(
                 &ctx.storage,
@@ -118,7 +119,7 @@ async fn run_steps(
                 reports.push(e.report);
             }
         }
-        if steps.transform {
+        if steps.contains(Step::Transform) {
             let params = &ctx.config.parameters;
             let job = transform::TransformJob {
                 in_tables: ctx.data.in_tables(),
@@ -148,7 +149,7 @@ async fn run_steps(
     }
     .await;
 
-    if steps.import {
+    if steps.contains(Step::Import) {
         let only_write_always = before_import.is_err();
         let plans = plan::plan_outputs(&ctx.config, &ctx.data.out_tables(), only_write_always)?;
         if !plans.is_empty() {

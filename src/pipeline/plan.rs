@@ -5,62 +5,45 @@
 
 use crate::error::UserError;
 use crate::interface::Environment;
-use crate::interface::config::{Config, OutputTableOptions, Step as ConfigStep, WhereOperator};
+use crate::interface::config::{Config, Step};
 use crate::interface::manifest::{load_output_manifest, manifest_path};
+use crate::interface::output_options::{OutputTableOptions, merge};
+use kbc_storage::{DeleteRowsOptions, Dialect, Operator, TableId, WhereFilter};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// The steps this run performs.
+/// The steps this run performs: a set of [`Step`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Steps {
-    pub export: bool,
-    pub transform: bool,
-    pub import: bool,
-}
+pub struct Steps([bool; 3]);
 
 impl Steps {
+    fn of(steps: &[Step]) -> Steps {
+        Steps(Step::ALL.map(|s| steps.contains(&s)))
+    }
+
     /// `parameters.steps` when given; otherwise transform only inside Keboola (the platform maps inputs and
     /// outputs itself) and all three outside it.
     pub fn decide(config: &Config, env: &Environment) -> Steps {
         match &config.parameters.steps {
-            Some(list) => Steps {
-                export: list.contains(&ConfigStep::Export),
-                transform: list.contains(&ConfigStep::Transform),
-                import: list.contains(&ConfigStep::Import),
-            },
-            None if env.in_keboola() => Steps {
-                export: false,
-                transform: true,
-                import: false,
-            },
-            None => Steps {
-                export: true,
-                transform: true,
-                import: true,
-            },
+            Some(list) => Steps::of(list),
+            None if env.in_keboola() => Steps::of(&[Step::Transform]),
+            None => Steps::of(&Step::ALL),
         }
     }
 
-    pub fn describe(&self) -> String {
-        let names: Vec<&str> = [
-            (self.export, "export"),
-            (self.transform, "transform"),
-            (self.import, "import"),
-        ]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect();
+    pub fn contains(self, step: Step) -> bool {
+        Step::ALL.iter().zip(self.0).any(|(s, on)| on && *s == step)
+    }
+
+    /// `export + import`: the steps, in the order they run.
+    pub fn describe(self) -> String {
+        let names: Vec<&str> = Step::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(Step::as_str)
+            .collect();
         names.join(" + ")
     }
-}
-
-/// One rule deleting rows before an incremental load.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DeleteRule {
-    pub changed_since: Option<String>,
-    pub changed_until: Option<String>,
-    /// `(column, operator, values)`, ANDed.
-    pub filters: Vec<(String, WhereOperator, Vec<String>)>,
 }
 
 /// One output table, ready to import.
@@ -71,7 +54,7 @@ pub struct OutputPlan {
     pub path: PathBuf,
     /// A folder of slices.
     pub sliced: bool,
-    pub destination: String,
+    pub destination: TableId,
     pub incremental: bool,
     pub primary_key: Vec<String>,
     /// Columns of a header-less file (legacy `columns`, or `schema` without `has_header`).
@@ -79,96 +62,10 @@ pub struct OutputPlan {
     /// The header a headed file must have: the `schema` column names, in order (the platform skips the
     /// header line and maps the values by the schema's order).
     pub expected_header: Option<Vec<String>>,
-    pub delimiter: String,
-    pub enclosure: String,
-    pub delete_where: Vec<DeleteRule>,
+    pub dialect: Dialect,
+    /// Rules deleting rows before an incremental load.
+    pub delete_where: Vec<DeleteRowsOptions>,
     pub write_always: bool,
-}
-
-/// Merges a mapping over a manifest the way the platform's output mapping does. Both sides are
-/// [normalised](OutputTableOptions::normalise) first (defaults and empty values are "not set"), so the
-/// mapping wins wherever it says something and the manifest fills the rest; the exception is
-/// `primary_key`, where a mapping's value replaces the manifest's even when empty (the platform always sends
-/// one, `[]` by default, so a mapping without the key is read as `[]`). `mapping` is `None` for a file in
-/// `out/tables` that no mapping names: then the manifest alone counts. The platform's key-by-key merges of `metadata`, `column_metadata`, `table_metadata` and
-/// `schema` are not needed here: the import sends no metadata, and `schema` comes from one side.
-pub fn merge(
-    mapping: Option<&OutputTableOptions>,
-    manifest: &OutputTableOptions,
-) -> OutputTableOptions {
-    let mapped = mapping.is_some();
-    let mut mapping = mapping.cloned().unwrap_or_default();
-    let mut manifest = manifest.clone();
-    mapping.normalise();
-    manifest.normalise();
-    fn pick<T>(m: Option<T>, f: Option<T>) -> Option<T> {
-        m.or(f)
-    }
-    let OutputTableOptions {
-        destination,
-        incremental,
-        primary_key,
-        columns,
-        distribution_key,
-        delete_where_column,
-        delete_where_values,
-        delete_where_operator,
-        delete_where,
-        delimiter,
-        enclosure,
-        metadata,
-        column_metadata,
-        write_always,
-        tags,
-        manifest_type,
-        has_header,
-        description,
-        table_metadata,
-        schema,
-        deduplication_strategy,
-        unload_strategy,
-    } = mapping;
-    let mut merged = OutputTableOptions {
-        destination: pick(destination, manifest.destination.take()),
-        incremental: pick(incremental, manifest.incremental),
-        primary_key: if mapped {
-            Some(primary_key.unwrap_or_default())
-        } else {
-            manifest.primary_key.take()
-        },
-        columns: pick(columns, manifest.columns.take()),
-        distribution_key: pick(distribution_key, manifest.distribution_key.take()),
-        delete_where_column: pick(
-            delete_where_column.clone(),
-            manifest.delete_where_column.take(),
-        ),
-        delete_where_values: pick(delete_where_values, manifest.delete_where_values.take()),
-        delete_where_operator: pick(delete_where_operator, manifest.delete_where_operator),
-        delete_where: pick(delete_where.clone(), manifest.delete_where.take()),
-        delimiter: pick(delimiter, manifest.delimiter.take()),
-        enclosure: pick(enclosure, manifest.enclosure.take()),
-        metadata: pick(metadata, manifest.metadata.take()),
-        column_metadata: pick(column_metadata, manifest.column_metadata.take()),
-        write_always: pick(write_always, manifest.write_always),
-        tags: pick(tags, manifest.tags.take()),
-        manifest_type: pick(manifest_type, manifest.manifest_type.take()),
-        has_header: pick(has_header, manifest.has_header),
-        description: pick(description, manifest.description.take()),
-        table_metadata: pick(table_metadata, manifest.table_metadata.take()),
-        schema: pick(schema, manifest.schema.take()),
-        deduplication_strategy: pick(
-            deduplication_strategy,
-            manifest.deduplication_strategy.take(),
-        ),
-        unload_strategy: pick(unload_strategy, manifest.unload_strategy.take()),
-    };
-    // One legacy-vs-new delete rule form at a time: the mapping's form wins.
-    if delete_where.is_some() {
-        merged.delete_where_column = None;
-    } else if delete_where_column.is_some() {
-        merged.delete_where = None;
-    }
-    merged
 }
 
 /// Lists the output tables to import: every mapping `source` (which must exist), plus every other file in
@@ -216,7 +113,7 @@ pub fn plan_outputs(
         plans.push(plan_one(config, out_tables, file, None)?);
     }
     // Two files loading one table at once would race (and a full load would drop the other's rows).
-    let mut by_destination: std::collections::BTreeMap<&str, &str> = Default::default();
+    let mut by_destination: std::collections::BTreeMap<&TableId, &str> = Default::default();
     for p in &plans {
         if let Some(other) = by_destination.insert(&p.destination, &p.source) {
             return user_err(format!(
@@ -316,6 +213,9 @@ fn plan_one(
     merged
         .validate()
         .map_err(|m| UserError::new(format!("output table {source}: {m}")))?;
+    let dialect = merged
+        .dialect()
+        .map_err(|m| UserError::new(format!("output table {source}: {m}")))?;
     let sliced = path.is_dir();
     let destination = resolve_destination(config, source, &merged)?;
 
@@ -346,45 +246,7 @@ fn plan_one(
             .collect(),
         None => merged.primary_key.clone().unwrap_or_default(),
     };
-    let mut delete_where = Vec::new();
-    if let Some(column) = merged.delete_where_column.clone().filter(|c| !c.is_empty()) {
-        delete_where.push(DeleteRule {
-            filters: vec![(
-                column,
-                merged.delete_where_operator.unwrap_or_default(),
-                merged
-                    .delete_where_values
-                    .iter()
-                    .flatten()
-                    .map(|v| v.0.clone())
-                    .collect(),
-            )],
-            ..Default::default()
-        });
-    }
-    for (i, rule) in merged.delete_where.iter().flatten().enumerate() {
-        let mut filters = Vec::new();
-        for f in &rule.where_filters {
-            let Some(values) = &f.values_from_set else {
-                return user_err(format!(
-                    "output table {source}: delete_where[{i}] filter on `{}` needs `values_from_set`; \
-                     values_from_storage and values_from_workspace need a workspace, which this component \
-                     does not use",
-                    f.column
-                ));
-            };
-            filters.push((
-                f.column.clone(),
-                f.operator,
-                values.iter().map(|v| v.0.clone()).collect(),
-            ));
-        }
-        delete_where.push(DeleteRule {
-            changed_since: rule.changed_since.clone(),
-            changed_until: rule.changed_until.clone(),
-            filters,
-        });
-    }
+    let delete_where = delete_rules(source, &merged)?;
     Ok(OutputPlan {
         source: source.to_owned(),
         path,
@@ -394,15 +256,65 @@ fn plan_one(
         primary_key,
         headless_columns,
         expected_header,
-        delimiter: merged
-            .delimiter
-            .clone()
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| ",".into()),
-        enclosure: merged.enclosure.clone().unwrap_or_else(|| "\"".into()),
+        dialect,
         delete_where,
         write_always: merged.write_always.unwrap_or(false),
     })
+}
+
+/// The rows to delete before an incremental load: the legacy `delete_where_column` trio, or the
+/// `delete_where` rules (only `values_from_set`: the other value sources need a workspace).
+fn delete_rules(
+    source: &str,
+    merged: &OutputTableOptions,
+) -> anyhow::Result<Vec<DeleteRowsOptions>> {
+    let filter = |column: &str, operator: Operator, values: Vec<String>| WhereFilter {
+        column: column.to_owned(),
+        operator,
+        values,
+        data_type: None,
+    };
+    let mut rules = Vec::new();
+    if let Some(column) = merged
+        .delete_where_column
+        .as_deref()
+        .filter(|c| !c.is_empty())
+    {
+        let values = merged.delete_where_values.iter().flatten();
+        rules.push(DeleteRowsOptions {
+            where_filters: vec![filter(
+                column,
+                merged.delete_where_operator.unwrap_or_default(),
+                values.map(|v| v.0.clone()).collect(),
+            )],
+            ..Default::default()
+        });
+    }
+    for (i, rule) in merged.delete_where.iter().flatten().enumerate() {
+        let mut where_filters = Vec::new();
+        for f in &rule.where_filters {
+            let Some(values) = &f.values_from_set else {
+                return user_err(format!(
+                    "output table {source}: delete_where[{i}] filter on `{}` needs `values_from_set`; \
+                     values_from_storage and values_from_workspace need a workspace, which this component \
+                     does not use",
+                    f.column
+                ));
+            };
+            where_filters.push(filter(
+                &f.column,
+                f.operator,
+                values.iter().map(|v| v.0.clone()).collect(),
+            ));
+        }
+        rules.push(DeleteRowsOptions {
+            changed_since: rule.changed_since.clone(),
+            changed_until: rule.changed_until.clone(),
+            where_filters,
+            allow_truncate: false,
+        });
+    }
+    Ok(rules)
 }
 
 /// A mapping's `primary_key` over a manifest's native-types `schema` (the UI keeps the key in the
@@ -449,17 +361,21 @@ fn resolve_destination(
     config: &Config,
     source: &str,
     merged: &OutputTableOptions,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<TableId> {
+    let table_id = |id: String| {
+        id.parse::<TableId>()
+            .map_err(|e| UserError::new(format!("output table {source}: {e}")))
+    };
     if let Some(d) = merged.destination.clone().filter(|d| !d.is_empty()) {
-        return Ok(d);
+        return Ok(table_id(d)?);
     }
     let base = source.strip_suffix(".csv").unwrap_or(source);
-    if is_table_id(base) {
+    if let Ok(id) = base.parse::<TableId>() {
         tracing::warn!(
             "output table {source}: the destination is taken from the file name, which is deprecated; \
              set `destination` in storage.output.tables"
         );
-        return Ok(base.to_owned());
+        return Ok(id);
     }
     if let Some(bucket) = config
         .storage
@@ -468,24 +384,12 @@ fn resolve_destination(
         .clone()
         .filter(|b| !b.is_empty())
     {
-        return Ok(format!("{bucket}.{base}"));
+        return Ok(table_id(format!("{bucket}.{base}"))?);
     }
     user_err(format!(
         "failed to resolve the destination of output table {source}: set `destination` (like \
          out.c-main.{base}) in its storage.output.tables item or manifest"
     ))
-}
-
-/// `stage.c-bucket.table`: exactly two dots, no empty part.
-pub fn is_table_id(id: &str) -> bool {
-    let parts: Vec<&str> = id.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| !p.is_empty())
-}
-
-/// Splits a table id into its bucket id and table name.
-pub fn split_table_id(id: &str) -> Option<(&str, &str)> {
-    let (bucket, name) = id.rsplit_once('.')?;
-    is_table_id(id).then_some((bucket, name))
 }
 
 #[cfg(test)]
@@ -495,42 +399,6 @@ mod tests {
 
     fn config(text: &str) -> Config {
         Config::parse(Path::new("config.json"), text).unwrap()
-    }
-
-    fn opts(json: &str) -> OutputTableOptions {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn merge_follows_the_platform() {
-        let merged = |mapping: &str, manifest: &str| merge(Some(&opts(mapping)), &opts(manifest));
-        // A mapping's false or default value cannot undo the manifest's.
-        let m = merged(r#"{"incremental": false}"#, r#"{"incremental": true}"#);
-        assert_eq!(m.incremental, Some(true));
-        let m = merged(r#"{"incremental": true}"#, r#"{"incremental": false}"#);
-        assert_eq!(m.incremental, Some(true));
-        let m = merged(r#"{"delimiter": ","}"#, r#"{"delimiter": ";"}"#);
-        assert_eq!(m.delimiter.as_deref(), Some(";"));
-        let m = merged(
-            r#"{"destination": "out.c-a.x", "primary_key": ["id"]}"#,
-            r#"{"destination": "out.c-a.y", "primary_key": ["a", "b"]}"#,
-        );
-        assert_eq!(m.destination.as_deref(), Some("out.c-a.x"));
-        assert_eq!(m.primary_key, Some(vec!["id".to_owned()]));
-        // A mapping's empty primary key (the platform's default) clears the manifest's...
-        let m = merged(r#"{"primary_key": []}"#, r#"{"primary_key": ["a"]}"#);
-        assert_eq!(m.primary_key, Some(vec![]));
-        // ...but a file no mapping names keeps its manifest's.
-        let m = merge(None, &opts(r#"{"primary_key": ["a"]}"#));
-        assert_eq!(m.primary_key, Some(vec!["a".to_owned()]));
-        // Empty lists and strings are "not set": the manifest's values stay.
-        let m = merged(
-            r#"{"columns": [], "schema": [], "destination": "", "write_always": false}"#,
-            r#"{"columns": ["a"], "destination": "out.c-a.y", "write_always": true}"#,
-        );
-        assert_eq!(m.columns, Some(vec!["a".to_owned()]));
-        assert_eq!(m.destination.as_deref(), Some("out.c-a.y"));
-        assert_eq!((m.schema, m.write_always), (None, Some(true)));
     }
 
     /// Every default the platform fills into an output-mapping item, next to a primary key: the same plan
@@ -577,7 +445,7 @@ mod tests {
         let dests: Vec<&str> = plans.iter().map(|p| p.destination.as_str()).collect();
         assert_eq!(dests, ["out.c-b.a", "out.c-b.c", "out.c-b.t2"]);
         assert_eq!(plans[0].primary_key, ["x"]);
-        assert_eq!(plans[0].delete_where[0].filters[0].2, ["1", "2"]);
+        assert_eq!(plans[0].delete_where[0].where_filters[0].values, ["1", "2"]);
         assert!(plans[1].incremental);
         assert!(plans[0].headless_columns.is_none());
         assert!(plan_outputs(&c, out, true).unwrap().is_empty());
@@ -699,7 +567,5 @@ mod tests {
         assert_eq!(Steps::decide(&c, &inside).describe(), "transform");
         let c = config(r#"{"parameters": {"steps": ["import", "export"]}}"#);
         assert_eq!(Steps::decide(&c, &inside).describe(), "export + import");
-        assert_eq!(split_table_id("out.c-a.b"), Some(("out.c-a", "b")));
-        assert_eq!(split_table_id("out.b"), None);
     }
 }

@@ -1,25 +1,9 @@
 //! Per-table numbers (rows, bytes, duration, MB/s) and the summary table logged at the end of a run.
 
+use crate::interface::config::Step;
+use kbc_storage::human_bytes;
 use std::fmt::Write as _;
 use std::time::Duration;
-
-/// Which step a table passed through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Export,
-    Transform,
-    Import,
-}
-
-impl Step {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Export => "export",
-            Step::Transform => "transform",
-            Step::Import => "import",
-        }
-    }
-}
 
 /// What happened to one table in one step.
 #[derive(Debug, Clone)]
@@ -74,22 +58,6 @@ pub fn join(items: &[&String]) -> String {
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `1234567` → `1.2 MB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// The summary table: one row per table and step, aligned columns.

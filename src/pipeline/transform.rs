@@ -12,9 +12,10 @@
 //! `$TMPDIR`. The SQL runs with the data folder as working directory, so `COPY ... TO 'out/files/x.csv'`
 //! works as in the real component.
 
-use super::report::{Step, TableReport};
+use super::report::TableReport;
 use super::sql_plan::{self, Query};
 use crate::error::UserError;
+use crate::interface::config::Step;
 use crate::interface::config::{Block, InputTableMapping, OutputTableMapping};
 use crate::interface::manifest::{InputManifest, OutputTableSpec, manifest_path};
 use anyhow::Context as _;
@@ -650,7 +651,7 @@ fn decimal_type(length: &str) -> Option<String> {
 
 /// The DuckDB type of a schema column: its base type, with the precision of a `NUMERIC` when the
 /// manifest gives a valid one (`"10,2"`), so decimals are not rounded to the default scale.
-fn column_type(column: &crate::interface::manifest::ColumnSchema) -> String {
+fn column_type(column: &crate::interface::schema::ColumnSchema) -> String {
     let base = column.base_type();
     if base.is_some_and(|b| b.eq_ignore_ascii_case("NUMERIC"))
         && let Some(decimal) = column
@@ -1147,12 +1148,12 @@ mod tests {
 
     #[test]
     fn numeric_keeps_the_manifest_precision() {
-        let col: crate::interface::manifest::ColumnSchema = serde_json::from_str(
+        let col: crate::interface::schema::ColumnSchema = serde_json::from_str(
             r#"{"name": "p", "data_type": {"base": {"type": "NUMERIC", "length": "12,4"}}}"#,
         )
         .unwrap();
         assert_eq!(column_type(&col), "DECIMAL(12,4)");
-        let col: crate::interface::manifest::ColumnSchema = serde_json::from_str(
+        let col: crate::interface::schema::ColumnSchema = serde_json::from_str(
             r#"{"name": "p", "data_type": {"base": {"type": "NUMERIC", "length": "99,x"}}}"#,
         )
         .unwrap();

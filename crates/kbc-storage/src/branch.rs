@@ -21,10 +21,11 @@
 //! them), once per client: `disable-legacy-bucket-prefix` means the server no longer adds `c-` to new
 //! bucket names, so the name is sent as it appears in the bucket id.
 
+use super::Client;
 use super::error::Error;
+use super::ids::{BucketId, TableId};
 use super::transport::Call;
 use super::types::TokenInfo;
-use super::{Client, split_bucket_id, split_table_id};
 use serde::Deserialize;
 
 /// The project feature that makes development branches use branch storage.
@@ -72,15 +73,13 @@ pub fn branch_bucket_name(name: &str, branch: &str) -> String {
 }
 
 /// `out.c-main` → `out.c-{id}-main`.
-pub fn branch_bucket_id(bucket_id: &str, branch: &str) -> Result<String, Error> {
-    let (stage, name) = split_bucket_id(bucket_id)?;
-    Ok(format!("{stage}.{}", branch_bucket_name(name, branch)))
+pub fn branch_bucket_id(bucket_id: &BucketId, branch: &str) -> Result<BucketId, Error> {
+    Ok(bucket_id.with_name(&branch_bucket_name(bucket_id.name(), branch))?)
 }
 
 /// `out.c-main.t` → `out.c-{id}-main.t`.
-pub fn branch_table_id(table_id: &str, branch: &str) -> Result<String, Error> {
-    let (bucket, name) = split_table_id(table_id)?;
-    Ok(format!("{}.{name}", branch_bucket_id(bucket, branch)?))
+pub fn branch_table_id(table_id: &TableId, branch: &str) -> Result<TableId, Error> {
+    Ok(branch_bucket_id(&table_id.bucket(), branch)?.table(table_id.name())?)
 }
 
 /// `GET dev-branches/{id}`, the part we read.
@@ -198,20 +197,18 @@ impl Client {
 
     /// The table id a write of `table_id` goes to: the branch's bucket in a branch without branch storage,
     /// else the id itself.
-    pub async fn table_id_for_write(&self, table_id: &str) -> Result<String, Error> {
-        split_table_id(table_id)?;
+    pub async fn table_id_for_write(&self, table_id: &TableId) -> Result<TableId, Error> {
         match self.branch_mode().await? {
             BranchMode::Prefixed { id } => branch_table_id(table_id, id),
-            _ => Ok(table_id.to_owned()),
+            _ => Ok(table_id.clone()),
         }
     }
 
     /// The bucket id a write into `bucket_id` goes to (see [`Client::table_id_for_write`]).
-    pub async fn bucket_id_for_write(&self, bucket_id: &str) -> Result<String, Error> {
-        split_bucket_id(bucket_id)?;
+    pub async fn bucket_id_for_write(&self, bucket_id: &BucketId) -> Result<BucketId, Error> {
         match self.branch_mode().await? {
             BranchMode::Prefixed { id } => branch_bucket_id(bucket_id, id),
-            _ => Ok(bucket_id.to_owned()),
+            _ => Ok(bucket_id.clone()),
         }
     }
 }
@@ -226,11 +223,10 @@ mod tests {
         assert_eq!(branch_bucket_name("main", "123"), "123-main");
         // Already the branch's bucket: kept.
         assert_eq!(branch_bucket_name("c-123-main", "123"), "c-123-main");
-        assert_eq!(
-            branch_table_id("out.c-main.t", "123").unwrap(),
-            "out.c-123-main.t"
-        );
-        assert_eq!(branch_bucket_id("in.c-x", "9").unwrap(), "in.c-9-x");
-        assert!(branch_table_id("nonsense", "9").is_err());
+        let table: TableId = "out.c-main.t".parse().unwrap();
+        assert_eq!(branch_table_id(&table, "123").unwrap(), "out.c-123-main.t");
+        let bucket: BucketId = "in.c-x".parse().unwrap();
+        assert_eq!(branch_bucket_id(&bucket, "9").unwrap(), "in.c-9-x");
+        assert!(branch_bucket_id(&bucket, "a.b").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Bucket endpoints: list, detail, create.
 
 use super::branch::{BranchMode, branch_bucket_name};
+use super::ids::BucketId;
 use super::retry::Idempotency;
 use super::transport::Call;
 use super::types::Bucket;
@@ -15,8 +16,7 @@ impl Client {
     }
 
     /// `GET buckets/{id}`; `None` when it does not exist. The id is used as given (no branch rewriting).
-    pub async fn get_bucket(&self, bucket_id: &str) -> Result<Option<Bucket>, Error> {
-        super::split_bucket_id(bucket_id)?;
+    pub async fn get_bucket(&self, bucket_id: &BucketId) -> Result<Option<Bucket>, Error> {
         self.branch_mode().await?;
         self.inner
             .transport
@@ -57,11 +57,12 @@ impl Client {
                 "bucket name {sent:?} may contain only letters, digits, underscores and dashes"
             )));
         }
-        let id = if keep {
+        let id: BucketId = if keep {
             format!("{stage}.{sent}")
         } else {
             format!("{stage}.c-{sent}")
-        };
+        }
+        .parse()?;
         let call = Call::new(Method::POST, "buckets", Idempotency::Idempotent)
             .json(serde_json::json!({ "stage": stage, "name": sent }));
         match self.inner.transport.json::<Bucket>(&call).await {
@@ -86,21 +87,25 @@ impl Client {
     /// Makes sure the bucket a write into `bucket_id` goes to exists (the branch's bucket in a
     /// development branch without branch storage), creating it when needed, and returns it. A bucket
     /// whose name has no `c-` can be created only on stacks with `disable-legacy-bucket-prefix`.
-    pub async fn ensure_bucket(&self, bucket_id: &str) -> Result<Bucket, Error> {
+    pub async fn ensure_bucket(&self, bucket_id: &BucketId) -> Result<Bucket, Error> {
+        // Parallel loads into one new bucket: the first creates it, the others then find it.
+        let _guard = self.inner.bucket_lock.lock().await;
         let target = self.bucket_id_for_write(bucket_id).await?;
         if let Some(b) = self.get_bucket(&target).await? {
             return Ok(b);
         }
-        let (stage, name) = super::split_bucket_id(&target)?;
-        if !name.starts_with("c-") && !self.keeps_bucket_names().await? {
+        if !target.name().starts_with("c-") && !self.keeps_bucket_names().await? {
             return Err(Error::Invalid(format!(
                 "bucket {target} does not exist and cannot be created: this stack adds \"c-\" to \
-                 bucket names, so new buckets are named {stage}.c-…"
+                 bucket names, so new buckets are named {}.c-…",
+                target.stage()
             )));
         }
         // `create_bucket` makes the branch's name itself: give it the name as asked, so it is made once.
-        let (stage, name) = super::split_bucket_id(bucket_id)?;
-        match self.create_bucket(stage, name).await {
+        match self
+            .create_bucket(bucket_id.stage(), bucket_id.name())
+            .await
+        {
             Ok(b) => {
                 tracing::info!("created bucket {}", b.id);
                 Ok(b)

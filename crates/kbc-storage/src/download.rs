@@ -13,6 +13,7 @@
 //! than the download itself on a virtual disk.
 
 use super::error::Error;
+use super::progress::TransferProgress;
 use super::providers::Location;
 use super::types::DownloadMode;
 use async_compression::tokio::bufread::GzipDecoder;
@@ -23,33 +24,11 @@ use object_store::path::Path as ObjectPath;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 
 const BUF: usize = 256 * 1024;
-
-/// Counters a caller can read while a transfer runs (for progress lines).
-#[derive(Debug, Default)]
-pub struct TransferProgress {
-    /// Bytes moved over the network (compressed, as stored).
-    pub transferred: AtomicU64,
-    /// The expected total of `transferred`, when known (0 = unknown).
-    pub expected: AtomicU64,
-    /// Uncompressed bytes written or read locally.
-    pub local_bytes: AtomicU64,
-    /// CSV records seen.
-    pub rows: AtomicU64,
-}
-
-impl TransferProgress {
-    pub fn reset(&self, expected: u64) {
-        self.transferred.store(0, Ordering::Relaxed);
-        self.expected.store(expected, Ordering::Relaxed);
-        self.local_bytes.store(0, Ordering::Relaxed);
-        self.rows.store(0, Ordering::Relaxed);
-    }
-}
 
 /// Counts CSV records in a byte stream split at arbitrary points: a newline outside quotes ends a record.
 /// Assumes the RFC dialect the Storage API exports (`"` enclosure, `""` escape), where a toggling quote
@@ -174,7 +153,7 @@ pub(crate) async fn stream_to_file(
         .fill_buf()
         .await
         .map_err(|e| Error::cloud("downloading", what.to_owned(), e))?;
-    let gzipped = head.starts_with(&[0x1f, 0x8b]);
+    let gzipped = crate::local_csv::is_gzip(head);
     let mut reader: Pin<Box<dyn AsyncRead + Send + '_>> = if gzipped {
         let mut d = GzipDecoder::new(raw);
         // Concatenated gzip members are valid gzip; some writers produce them.

@@ -15,6 +15,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A table or bucket id that breaks the id rules.
+    #[error(transparent)]
+    Id(#[from] crate::ids::IdError),
+
     /// The Storage API answered with an error status (after any retries the policy allowed).
     #[error("{0}")]
     Api(Box<ApiError>),
@@ -159,7 +163,7 @@ impl Error {
     /// failures and local I/O failures are the application's.
     pub fn is_user(&self) -> bool {
         match self {
-            Error::Invalid(_) | Error::JobTimeout(_) => true,
+            Error::Invalid(_) | Error::Id(_) | Error::JobTimeout(_) => true,
             Error::Api(e) => (400..500).contains(&e.status) && !matches!(e.status, 408 | 429),
             Error::JobFailed(e) => job_error_is_user(e.code.as_deref()),
             Error::MaybeApplied { .. }

@@ -1,37 +1,54 @@
 //! A client for the Keboola Storage API (`/v2/storage`): buckets, tables, async jobs, and File Storage
 //! transfers on AWS S3, Azure Blob Storage and Google Cloud Storage.
 //!
-//! It is a library of its own: it knows nothing of the pipeline, the CLI or the Common Interface. It takes
-//! plain strings for the URL and the token and never shows the token (or cloud credentials) in `Debug`
-//! output, errors or logs.
+//! It is a library of its own: it knows nothing of the pipeline, the CLI or the Common Interface. The token
+//! and every cloud credential is a [`Secret`]: never in `Debug` output or errors, and registered for
+//! [`secret::redact`], which programs built on the client apply to everything they print.
 //!
 //! - [`transport`] sends requests under the [`RetryPolicy`] (retry what is transient, never repeat a
 //!   job-creating POST the server may have acted on) and builds branch-aware paths;
 //! - [`jobs`] waits for jobs with an adaptive interval and a deadline;
-//! - `tables`, `buckets` and `files` are the typed endpoints; `export_table` and `upload_file` are the
-//!   composed flows (export job → file detail → parallel slice download; prepare → upload → import job);
+//! - `tables`, `buckets` and `files` are the typed endpoints; `export_table`, `upload_file` and
+//!   `load_table` are the composed flows (export job → file detail → parallel slice download; prepare →
+//!   upload; create when missing → delete rows → import job, dropping a table it created on failure);
+//! - [`ids`], [`dialect`] and [`Operator`] are the typed values requests take; [`stack`] resolves the URL
+//!   and token from the environment; [`secret`] holds the redaction registry; [`local_csv`] reads local
+//!   files (gzip told by content);
 //! - [`providers`] turns File Storage credentials into an `object_store` client; [`download`] and
 //!   [`upload`] stream data through it with bounded parallelism and flat memory.
 
 pub mod branch;
 mod buckets;
 mod credentials;
+pub mod dialect;
 pub mod download;
 mod error;
 mod files;
+pub mod ids;
 pub mod jobs;
+mod load;
+pub mod local_csv;
+pub mod progress;
 pub mod providers;
 pub mod retry;
+pub mod secret;
+pub mod stack;
 mod tables;
 pub mod transport;
 pub mod types;
 pub mod upload;
 
 pub use branch::BranchMode;
-pub use download::{TransferProgress, header_line};
+pub use dialect::{Delimiter, Dialect, DialectError, Enclosure};
+pub use download::header_line;
 pub use error::{ApiError, Error, JobFailure, JobTimeout};
+pub use ids::{BucketId, IdError, TableId};
+pub use load::{LoadError, LoadOutcome, LoadSpec, LoadStep, NewTable};
+pub use progress::{TransferProgress, human_bytes};
 pub use providers::Endpoints;
 pub use retry::{Idempotency, RetryPolicy};
+pub use secret::Secret;
+pub use stack::{Credentials, MissingCredentials};
 pub use types::*;
 
 use std::fmt;
@@ -46,7 +63,7 @@ pub struct ClientConfig {
     /// The stack URL, e.g. `https://connection.keboola.com` (a bare host gets `https://`).
     pub url: String,
     /// The Storage API token.
-    pub token: String,
+    pub token: Secret,
     /// A branch id (`KBC_BRANCHID`). A development branch is handled as the platform handles it (see
     /// [`branch`]): with branch storage, `/v2/storage/branch/{id}/...` paths; without, the branch's
     /// `c-{id}-` buckets. The default branch's id means production.
@@ -71,7 +88,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Defaults: no branch, job timeout 1 h, 8 parallel transfers, endpoint overrides from the environment.
-    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<String>, token: impl Into<Secret>) -> Self {
         Self {
             url: url.into(),
             token: token.into(),
@@ -94,7 +111,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("url", &self.url)
-            .field("token", &"[redacted]")
+            .field("token", &self.token)
             .field("branch", &self.branch)
             .field("job_timeout", &self.job_timeout)
             .field("max_connections", &self.max_connections)
@@ -123,6 +140,8 @@ struct Inner {
     /// Found out on first use and kept for the client's life (one run).
     branch_mode: tokio::sync::OnceCell<BranchMode>,
     stack_features: tokio::sync::OnceCell<Vec<String>>,
+    /// Held while a bucket is made sure of: tables load in parallel, and several may go to one new bucket.
+    bucket_lock: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Client {
@@ -154,7 +173,7 @@ impl Client {
         retry.wait_deadline = retry.wait_deadline.min(config.job_timeout);
         let transport = Transport::new(TransportConfig {
             url: config.url,
-            token: Secret::new(config.token.trim()),
+            token: Secret::new(config.token.expose().trim()),
             branch: config
                 .branch
                 .map(|b| b.trim().to_owned())
@@ -176,6 +195,7 @@ impl Client {
                 branch_storage: config.branch_storage,
                 branch_mode: tokio::sync::OnceCell::new(),
                 stack_features: tokio::sync::OnceCell::new(),
+                bucket_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -259,57 +279,9 @@ impl Client {
     }
 }
 
-/// Checks a table id (`stage.c-bucket.table`) and splits it into bucket id and table name.
-pub fn split_table_id(table_id: &str) -> Result<(&str, &str), Error> {
-    let parts: Vec<&str> = table_id.split('.').collect();
-    let valid = parts.len() == 3
-        && parts.iter().all(|p| !p.is_empty())
-        && matches!(parts[0], "in" | "out" | "sys");
-    if !valid {
-        return Err(Error::Invalid(format!(
-            "{table_id:?} is not a table id (expected STAGE.BUCKET.TABLE, e.g. in.c-main.orders)"
-        )));
-    }
-    let split = table_id.rfind('.').unwrap_or(0);
-    Ok((&table_id[..split], &table_id[split + 1..]))
-}
-
-/// Checks a bucket id (`stage.c-name`) and splits it into stage and name.
-pub fn split_bucket_id(bucket_id: &str) -> Result<(&str, &str), Error> {
-    match bucket_id.split_once('.') {
-        Some((stage, name))
-            if matches!(stage, "in" | "out" | "sys") && !name.is_empty() && !name.contains('.') =>
-        {
-            Ok((stage, name))
-        }
-        _ => Err(Error::Invalid(format!(
-            "{bucket_id:?} is not a bucket id (expected STAGE.NAME, e.g. in.c-main)"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_checked() {
-        assert_eq!(
-            split_table_id("in.c-main.orders").unwrap(),
-            ("in.c-main", "orders")
-        );
-        for bad in [
-            "orders",
-            "in.c-main",
-            "x.c-main.t",
-            "in..t",
-            "in.c-main.t.u",
-        ] {
-            assert!(split_table_id(bad).unwrap_err().is_user(), "{bad}");
-        }
-        assert_eq!(split_bucket_id("out.c-x").unwrap(), ("out", "c-x"));
-        assert!(split_bucket_id("c-x").is_err());
-    }
 
     #[test]
     fn config_and_client_hide_the_token() {

@@ -9,7 +9,8 @@
 
 use super::credentials::{self, Dated, Refresh, Refreshing};
 use super::error::Error;
-use super::types::{AwsCredentials, FileInfo, Secret};
+use super::secret::Secret;
+use super::types::{AwsCredentials, FileInfo};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use std::sync::Arc;

@@ -6,25 +6,23 @@
 
 use super::branch::{BranchMode, ReadScope, branch_table_id};
 use super::download;
+use super::ids::{BucketId, TableId};
 use super::retry::Idempotency;
 use super::transport::Call;
 use super::types::{
-    CreateTableOptions, DeleteRowsOptions, DownloadMode, ExportOptions, ExportOutcome,
-    ImportOptions, ImportOutcome, Job, Table, UploadOptions,
+    CreateTableOptions, DeleteRowsOptions, DownloadMode, ExportJobResult, ExportOptions,
+    ExportOutcome, ImportOptions, ImportOutcome, Job, Table, UploadOptions,
 };
-use super::{ApiError, Client, Error, providers, split_bucket_id, split_table_id};
+use super::{ApiError, Client, Error, providers};
 use reqwest::Method;
 use std::path::Path;
 
 impl Client {
     /// `GET tables` (or `buckets/{id}/tables`) with columns.
-    pub async fn list_tables(&self, bucket_id: Option<&str>) -> Result<Vec<Table>, Error> {
+    pub async fn list_tables(&self, bucket_id: Option<&BucketId>) -> Result<Vec<Table>, Error> {
         self.branch_mode().await?;
         let call = match bucket_id {
-            Some(b) => {
-                split_bucket_id(b)?;
-                Call::get(format!("buckets/{b}/tables"))
-            }
+            Some(b) => Call::get(format!("buckets/{b}/tables")),
             None => Call::get("tables"),
         }
         .query("include", "columns,buckets");
@@ -43,13 +41,13 @@ impl Client {
     /// The table a read of `table_id` uses; `None` when it does not exist. In a development branch this
     /// is the branch's table when there is one, else production's (see [`super::branch`]); the returned
     /// table's `id` says which.
-    pub async fn get_table(&self, table_id: &str) -> Result<Option<Table>, Error> {
+    pub async fn get_table(&self, table_id: &TableId) -> Result<Option<Table>, Error> {
         Ok(self.find_table(table_id).await?.map(|(t, _)| t))
     }
 
     /// The table a write of `table_id` goes to (see [`Client::table_id_for_write`]), without falling back
     /// to production or the default branch; `None` when it does not exist there yet.
-    pub async fn get_table_for_write(&self, table_id: &str) -> Result<Option<Table>, Error> {
+    pub async fn get_table_for_write(&self, table_id: &TableId) -> Result<Option<Table>, Error> {
         let id = self.table_id_for_write(table_id).await?;
         self.table_at(&id, ReadScope::Own).await
     }
@@ -57,14 +55,13 @@ impl Client {
     /// The table a read uses and where it was found.
     pub(crate) async fn find_table(
         &self,
-        table_id: &str,
+        table_id: &TableId,
     ) -> Result<Option<(Table, ReadScope)>, Error> {
-        split_table_id(table_id)?;
         match self.branch_mode().await? {
             BranchMode::Production => {}
             BranchMode::Prefixed { id } => {
                 let dev = branch_table_id(table_id, id)?;
-                if dev != table_id
+                if dev != *table_id
                     && let Some(t) = self.table_at(&dev, ReadScope::Own).await?
                 {
                     tracing::info!("using dev input {dev} instead of {table_id}");
@@ -91,7 +88,7 @@ impl Client {
     }
 
     /// `GET tables/{id}` in one scope; `None` when it does not exist there.
-    async fn table_at(&self, table_id: &str, scope: ReadScope) -> Result<Option<Table>, Error> {
+    async fn table_at(&self, table_id: &TableId, scope: ReadScope) -> Result<Option<Table>, Error> {
         let table: Option<Table> = self
             .inner
             .transport
@@ -102,7 +99,7 @@ impl Client {
     }
 
     /// The table a read uses, or a user error saying it does not exist.
-    async fn require_table(&self, table_id: &str) -> Result<(Table, ReadScope), Error> {
+    async fn require_table(&self, table_id: &TableId) -> Result<(Table, ReadScope), Error> {
         self.find_table(table_id).await?.ok_or_else(|| {
             Error::Api(Box::new(ApiError {
                 method: "GET".into(),
@@ -117,13 +114,10 @@ impl Client {
     }
 
     /// `GET tables/{id}/data-preview` as RFC CSV text with a header (at most 1000 rows).
-    pub async fn preview(&self, table_id: &str, limit: Option<u32>) -> Result<String, Error> {
+    pub async fn preview(&self, table_id: &TableId, limit: Option<u32>) -> Result<String, Error> {
         // Only a development branch has to find out which table a read uses.
         let (id, scope) = match self.branch_mode().await? {
-            BranchMode::Production => {
-                split_table_id(table_id)?;
-                (table_id.to_owned(), ReadScope::Own)
-            }
+            BranchMode::Production => (table_id.to_string(), ReadScope::Own),
             _ => {
                 let (table, scope) = self.require_table(table_id).await?;
                 (table.id, scope)
@@ -150,7 +144,7 @@ impl Client {
     /// slices (sliced). The data lands under a temporary name and is renamed on success.
     pub async fn export_table(
         &self,
-        table_id: &str,
+        table_id: &TableId,
         options: &ExportOptions,
         dest: &Path,
         mode: DownloadMode,
@@ -178,22 +172,14 @@ impl Client {
             .run_job(call)
             .await
             .map_err(|e| e.with_subject(format!("table {table_id}")))?;
-        let file_id = job
-            .results
-            .pointer("/file/id")
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            })
-            .ok_or_else(|| Error::Decode {
-                what: format!("export job {}", job.id),
-                message: "the results have no file.id".into(),
-            })?;
-        let cache_hit = job
-            .results
-            .pointer("/cacheHit")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let ExportJobResult {
+            file: exported,
+            cache_hit,
+        } = serde_json::from_value(job.results.clone()).map_err(|e| Error::Decode {
+            what: format!("export job {}", job.id),
+            message: format!("the results have no file.id ({e})"),
+        })?;
+        let file_id = exported.id;
         let file = self.file_detail_in(file_id, scope).await?;
         let progress = self.progress();
         progress.reset(file.size_bytes);
@@ -284,15 +270,13 @@ impl Client {
     /// columns and then loaded with an import, as the API takes column names only from a header.
     pub async fn create_table(
         &self,
-        bucket_id: &str,
-        name: &str,
+        table_id: &TableId,
         file_id: u64,
         options: &CreateTableOptions,
     ) -> Result<Table, Error> {
-        let bucket_id = self.bucket_id_for_write(bucket_id).await?;
-        let bucket_id = bucket_id.as_str();
-        let table_id = format!("{bucket_id}.{name}");
-        split_table_id(&table_id)?;
+        let name = table_id.name();
+        let table_id = self.table_id_for_write(table_id).await?;
+        let bucket_id = table_id.bucket();
         if let Some(columns) = &options.columns {
             let header_file = self.upload_header(columns).await?;
             let plain = CreateTableOptions {
@@ -301,19 +285,19 @@ impl Client {
                 enclosure: None,
                 ..options.clone()
             };
-            let table = Box::pin(self.create_table(bucket_id, name, header_file, &plain)).await?;
+            let table = Box::pin(self.create_table(&table_id, header_file, &plain)).await?;
             self.import_table(
-                &table.id,
+                &table_id,
                 file_id,
                 &ImportOptions {
                     incremental: true,
                     columns: Some(columns.clone()),
-                    delimiter: options.delimiter.clone(),
-                    enclosure: options.enclosure.clone(),
+                    delimiter: options.delimiter,
+                    enclosure: options.enclosure,
                 },
             )
             .await?;
-            return self.get_table_for_write(&table.id).await?.ok_or_else(|| {
+            return self.get_table_for_write(&table_id).await?.ok_or_else(|| {
                 Error::Invalid(format!("table {} was created but cannot be read", table.id))
             });
         }
@@ -321,11 +305,11 @@ impl Client {
         if !options.primary_key.is_empty() {
             body["primaryKey"] = options.primary_key.join(",").into();
         }
-        if let Some(d) = &options.delimiter {
-            body["delimiter"] = d.clone().into();
+        if let Some(d) = options.delimiter {
+            body["delimiter"] = d.to_string().into();
         }
-        if let Some(e) = &options.enclosure {
-            body["enclosure"] = e.clone().into();
+        if let Some(e) = options.enclosure {
+            body["enclosure"] = e.to_string().into();
         }
         let call = Call::new(
             Method::POST,
@@ -349,7 +333,7 @@ impl Client {
     }
 
     /// Uploads a one-line file holding just the header, to create a table with those columns.
-    async fn upload_header(&self, columns: &[String]) -> Result<u64, Error> {
+    pub(crate) async fn upload_header(&self, columns: &[String]) -> Result<u64, Error> {
         let dir = tempfile::tempdir()
             .map_err(|e| Error::io("creating a temporary folder in", std::env::temp_dir(), e))?;
         let path = dir.path().join("header.csv");
@@ -370,23 +354,22 @@ impl Client {
     /// `POST tables/{id}/import-async` from an uploaded file; waits for the job.
     pub async fn import_table(
         &self,
-        table_id: &str,
+        table_id: &TableId,
         file_id: u64,
         options: &ImportOptions,
     ) -> Result<ImportOutcome, Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let mut body =
             serde_json::json!({ "dataFileId": file_id, "incremental": options.incremental });
         if let Some(columns) = &options.columns {
             body["columns"] = columns.clone().into();
         }
-        if let Some(d) = &options.delimiter {
-            body["delimiter"] = d.clone().into();
+        if let Some(d) = options.delimiter {
+            body["delimiter"] = d.to_string().into();
         }
-        if let Some(e) = &options.enclosure {
-            body["enclosure"] = e.clone().into();
+        if let Some(e) = options.enclosure {
+            body["enclosure"] = e.to_string().into();
         }
         let hint = if options.incremental {
             format!(
@@ -412,10 +395,13 @@ impl Client {
     }
 
     /// `POST tables/{id}/primary-key`; waits for the job.
-    pub async fn add_primary_key(&self, table_id: &str, columns: &[String]) -> Result<(), Error> {
+    pub async fn add_primary_key(
+        &self,
+        table_id: &TableId,
+        columns: &[String],
+    ) -> Result<(), Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let call = Call::new(
             Method::POST,
             format!("tables/{table_id}/primary-key"),
@@ -430,10 +416,9 @@ impl Client {
     }
 
     /// `DELETE tables/{id}/primary-key`; waits for the job.
-    pub async fn remove_primary_key(&self, table_id: &str) -> Result<(), Error> {
+    pub async fn remove_primary_key(&self, table_id: &TableId) -> Result<(), Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let call = Call::new(
             Method::DELETE,
             format!("tables/{table_id}/primary-key"),
@@ -446,10 +431,9 @@ impl Client {
     }
 
     /// `POST tables/{id}/columns`; waits for the job.
-    pub async fn add_column(&self, table_id: &str, name: &str) -> Result<(), Error> {
+    pub async fn add_column(&self, table_id: &TableId, name: &str) -> Result<(), Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let call = Call::new(
             Method::POST,
             format!("tables/{table_id}/columns"),
@@ -466,12 +450,11 @@ impl Client {
     /// `DELETE tables/{id}/rows`; waits for the job and returns `deletedRows`.
     pub async fn delete_rows(
         &self,
-        table_id: &str,
+        table_id: &TableId,
         options: &DeleteRowsOptions,
     ) -> Result<u64, Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let no_filter = options.changed_since.is_none()
             && options.changed_until.is_none()
             && options.where_filters.is_empty();
@@ -509,10 +492,9 @@ impl Client {
     }
 
     /// `DELETE tables/{id}`; waits for the job. A table that is already gone counts as dropped.
-    pub async fn drop_table(&self, table_id: &str) -> Result<(), Error> {
+    pub async fn drop_table(&self, table_id: &TableId) -> Result<(), Error> {
         // Writes in a development branch go to the branch's table, never to production's.
         let table_id = self.table_id_for_write(table_id).await?;
-        let table_id = table_id.as_str();
         let call = Call::new(
             Method::DELETE,
             format!("tables/{table_id}"),
@@ -598,11 +580,7 @@ fn export_body(options: &ExportOptions) -> serde_json::Value {
     {
         body["whereColumn"] = c.clone().into();
         body["whereValues"] = options.where_values.clone().into();
-        body["whereOperator"] = options
-            .where_operator
-            .clone()
-            .unwrap_or_else(|| "eq".into())
-            .into();
+        body["whereOperator"] = options.where_operator.unwrap_or_default().as_str().into();
     }
     if !options.where_filters.is_empty() {
         body["whereFilters"] = serde_json::to_value(&options.where_filters).unwrap_or_default();
@@ -616,7 +594,7 @@ fn export_body(options: &ExportOptions) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::WhereFilter;
+    use crate::{Operator, WhereFilter};
 
     #[test]
     fn export_body_uses_the_documented_shapes() {
@@ -627,7 +605,7 @@ mod tests {
             where_values: vec!["1".into(), "2".into()],
             where_filters: vec![WhereFilter {
                 column: "name".into(),
-                operator: "ne".into(),
+                operator: Operator::Ne,
                 values: vec!["x".into()],
                 data_type: None,
             }],
@@ -648,10 +626,25 @@ mod tests {
     fn a_where_column_without_values_exports_the_whole_table() {
         let body = export_body(&ExportOptions {
             where_column: Some("id".into()),
-            where_operator: Some("ne".into()),
+            where_operator: Some(Operator::Ne),
             ..Default::default()
         });
         assert_eq!(body, serde_json::json!({"gzip": true, "format": "rfc"}));
+    }
+
+    #[test]
+    fn export_results_are_typed_and_read_leniently() {
+        let r: ExportJobResult =
+            serde_json::from_value(serde_json::json!({"file": {"id": "42"}, "cacheHit": null}))
+                .unwrap();
+        assert_eq!((r.file.id, r.cache_hit), (42, false));
+        let r: ExportJobResult =
+            serde_json::from_value(serde_json::json!({"file": {"id": 7}, "cacheHit": true}))
+                .unwrap();
+        assert_eq!((r.file.id, r.cache_hit), (7, true));
+        assert!(
+            serde_json::from_value::<ExportJobResult>(serde_json::json!({"file": {}})).is_err()
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::error::{ApiError, Error};
 use super::retry::{Decision, Failure, Idempotency, RetryPolicy, parse_retry_after};
-use super::types::Secret;
+use super::secret::Secret;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::time::Duration;

@@ -2,38 +2,12 @@
 //!
 //! Responses are parsed leniently where the API is inconsistent (ids that are numbers in one place and
 //! strings in another, `null` where a list is expected, `[]` where an object is expected). Anything that
-//! carries a credential or a presigned URL is a [`Secret`], so `Debug` output never shows it.
+//! carries a credential or a presigned URL is a [`Secret`], so `Debug` output never shows it and
+//! [`crate::secret::redact`] masks it.
 
+use crate::dialect::{Delimiter, Enclosure};
+use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
-use std::fmt;
-
-/// A string that must not be shown: tokens, presigned URLs, cloud credentials.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "[redacted]"
-        })
-    }
-}
 
 /// `GET tokens/verify`.
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +152,22 @@ impl Job {
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "success" | "error")
     }
+}
+
+/// The `results` of a finished export job: the file holding the data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportJobResult {
+    pub file: ExportedFile,
+    /// Whether Storage answered from its export cache.
+    #[serde(default, deserialize_with = "de_null_default")]
+    pub cache_hit: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExportedFile {
+    #[serde(deserialize_with = "de_u64_lenient")]
+    pub id: u64,
 }
 
 /// The `error` of a failed job.
@@ -327,13 +317,48 @@ pub enum DownloadMode {
     Sliced,
 }
 
+/// How a row filter compares: `eq` (the value is one of the values) or `ne` (none of them). The API's
+/// `gt`, `ge`, `lt` and `le` work on Snowflake only and are not offered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operator {
+    #[default]
+    Eq,
+    Ne,
+}
+
+impl Operator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operator::Eq => "eq",
+            Operator::Ne => "ne",
+        }
+    }
+}
+
+impl std::str::FromStr for Operator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "eq" => Ok(Operator::Eq),
+            "ne" => Ok(Operator::Ne),
+            other => Err(format!("unknown operator `{other}`, expected `eq` or `ne`")),
+        }
+    }
+}
+
+impl std::fmt::Display for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A row filter of an export or a rows delete.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WhereFilter {
     pub column: String,
-    /// `eq`, `ne` (all backends); `gt`, `ge`, `lt`, `le` (Snowflake only).
-    pub operator: String,
+    pub operator: Operator,
     pub values: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_type: Option<String>,
@@ -349,8 +374,7 @@ pub struct ExportOptions {
     /// The deprecated single-filter form (`whereColumn`/`whereValues`/`whereOperator`).
     pub where_column: Option<String>,
     pub where_values: Vec<String>,
-    /// `eq` or `ne`.
-    pub where_operator: Option<String>,
+    pub where_operator: Option<Operator>,
     pub where_filters: Vec<WhereFilter>,
     pub limit: Option<u64>,
 }
@@ -394,8 +418,8 @@ impl Default for UploadOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateTableOptions {
     pub primary_key: Vec<String>,
-    pub delimiter: Option<String>,
-    pub enclosure: Option<String>,
+    pub delimiter: Option<Delimiter>,
+    pub enclosure: Option<Enclosure>,
     /// The columns of header-less data (a sliced upload): the table is created from these, then loaded.
     pub columns: Option<Vec<String>>,
 }
@@ -406,8 +430,8 @@ pub struct ImportOptions {
     pub incremental: bool,
     /// The columns of header-less data; when set, the first line is data.
     pub columns: Option<Vec<String>>,
-    pub delimiter: Option<String>,
-    pub enclosure: Option<String>,
+    pub delimiter: Option<Delimiter>,
+    pub enclosure: Option<Enclosure>,
 }
 
 /// What an import did.
@@ -429,6 +453,24 @@ pub struct DeleteRowsOptions {
     pub where_filters: Vec<WhereFilter>,
     /// Required to delete every row (no filters).
     pub allow_truncate: bool,
+}
+
+impl DeleteRowsOptions {
+    /// The rule in words, for logs: `status ne [done, failed] and changed since -2 days`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .where_filters
+            .iter()
+            .map(|f| format!("{} {} [{}]", f.column, f.operator, f.values.join(", ")))
+            .collect();
+        if let Some(s) = &self.changed_since {
+            parts.push(format!("changed since {s}"));
+        }
+        if let Some(u) = &self.changed_until {
+            parts.push(format!("changed until {u}"));
+        }
+        parts.join(" and ")
+    }
 }
 
 // --- lenient deserializers -------------------------------------------------------------------------------

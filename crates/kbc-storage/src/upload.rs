@@ -8,8 +8,8 @@
 //! Memory is bounded by part size × parts in flight × slices in flight, plus chunk size × cores for
 //! compression, whatever the file size.
 
-use super::download::TransferProgress;
 use super::error::Error;
+use super::progress::TransferProgress;
 use super::providers::{Location, object_path};
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter as ObjectWriter;
@@ -40,7 +40,7 @@ pub(crate) async fn is_gzipped(path: &Path) -> Result<bool, Error> {
         }
         got += n;
     }
-    Ok(got == 2 && magic == [0x1f, 0x8b])
+    Ok(crate::local_csv::is_gzip(&magic[..got]))
 }
 
 /// Uploads one local file to `key`, compressing it when `compress` is set.
