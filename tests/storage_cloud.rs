@@ -52,8 +52,9 @@ fn missing(what: &str) -> bool {
     true
 }
 
+/// Waits up to 60 s: Azurite (node) starts in about a second on an idle machine, far slower on a loaded one.
 async fn wait_for_port(port: u16) {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 /// A data folder laid out as the platform lays it out.
 #[derive(Debug, Clone)]
-pub struct DataDir {
+pub(crate) struct DataDir {
     root: PathBuf,
 }
 
 impl DataDir {
     /// Picks the data folder: `--data-dir`, else `KBC_DATADIR`, else `/data` when it exists, else `./data`.
-    pub fn resolve(explicit: Option<&Path>, env: &Environment) -> DataDir {
+    pub(crate) fn resolve(explicit: Option<&Path>, env: &Environment) -> DataDir {
         let root = if let Some(dir) = explicit {
             dir.to_owned()
         } else if let Some(dir) = env.data_dir.as_deref() {
@@ -26,45 +26,45 @@ impl DataDir {
         DataDir { root }
     }
 
-    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> DataDir {
         DataDir { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn config_file(&self) -> PathBuf {
+    pub(crate) fn config_file(&self) -> PathBuf {
         self.root.join("config.json")
     }
 
-    pub fn in_tables(&self) -> PathBuf {
+    pub(crate) fn in_tables(&self) -> PathBuf {
         self.root.join("in").join("tables")
     }
 
-    pub fn in_files(&self) -> PathBuf {
+    pub(crate) fn in_files(&self) -> PathBuf {
         self.root.join("in").join("files")
     }
 
-    pub fn in_state(&self) -> PathBuf {
+    pub(crate) fn in_state(&self) -> PathBuf {
         self.root.join("in").join("state.json")
     }
 
-    pub fn out_tables(&self) -> PathBuf {
+    pub(crate) fn out_tables(&self) -> PathBuf {
         self.root.join("out").join("tables")
     }
 
-    pub fn out_files(&self) -> PathBuf {
+    pub(crate) fn out_files(&self) -> PathBuf {
         self.root.join("out").join("files")
     }
 
-    pub fn out_state(&self) -> PathBuf {
+    pub(crate) fn out_state(&self) -> PathBuf {
         self.root.join("out").join("state.json")
     }
 
     /// Fails with a user error when the folder or its config.json is missing: locally that is a wrong
     /// `--data-dir`; the platform always provides both.
-    pub fn check(&self) -> Result<(), Error> {
+    pub(crate) fn check(&self) -> Result<(), Error> {
         if !self.root.is_dir() {
             return Err(Error::Missing(format!(
                 "data folder {} does not exist: pass --data-dir DIR or set KBC_DATADIR",
@@ -81,7 +81,7 @@ impl DataDir {
     }
 
     /// Creates the folders the platform would create (`in/tables`, `in/files`, `out/tables`, `out/files`).
-    pub fn ensure_layout(&self) -> Result<(), Error> {
+    pub(crate) fn ensure_layout(&self) -> Result<(), Error> {
         for dir in [
             self.in_tables(),
             self.in_files(),

@@ -12,16 +12,8 @@ use serde::Deserialize;
 struct KbcVars {
     datadir: Option<String>,
     runid: Option<String>,
-    projectid: Option<String>,
-    stackid: Option<String>,
-    configid: Option<String>,
-    configrowid: Option<String>,
-    configversion: Option<String>,
-    componentid: Option<String>,
     branchid: Option<String>,
     data_type_support: Option<String>,
-    component_run_mode: Option<String>,
-    staging_file_provider: Option<String>,
     token: Option<String>,
     url: Option<String>,
     logger_addr: Option<String>,
@@ -34,28 +26,19 @@ struct KeboolaVars {
     stack_url: Option<String>,
 }
 
-/// The component's environment, as the platform sets it (every variable optional).
+/// The component's environment, as the platform sets it (every variable optional). Only what the runner
+/// uses is read; the platform's other `KBC_*` variables (project, config and component ids, run mode) are
+/// ignored until a feature needs them.
 #[derive(Debug, Clone, Default)]
-pub struct Environment {
+pub(crate) struct Environment {
     /// `KBC_DATADIR`, with its trailing slash as the platform writes it.
     pub data_dir: Option<String>,
     /// `KBC_RUNID`: set (non-empty) when the platform runs us; dotted for nested runs.
     pub run_id: Option<String>,
-    pub project_id: Option<String>,
-    /// `KBC_STACKID`: the host of the Storage API URL.
-    pub stack_id: Option<String>,
-    /// `KBC_CONFIGID`: a numeric id, or a 40-character sha1 for configData-only runs.
-    pub config_id: Option<String>,
-    pub config_row_id: Option<String>,
-    pub config_version: Option<String>,
-    pub component_id: Option<String>,
     /// `KBC_BRANCHID`: may be the default branch too; its presence does not mean "dev branch".
     pub branch_id: Option<String>,
     /// `KBC_DATA_TYPE_SUPPORT`: only with the project feature `new-native-types`.
     pub data_type_support: Option<DataTypeSupport>,
-    /// `KBC_COMPONENT_RUN_MODE`: `run` or `debug`.
-    pub run_mode: Option<String>,
-    pub staging_file_provider: Option<String>,
     /// `KBC_TOKEN` (forwarded token).
     pub kbc_token: Option<Secret>,
     /// `KBC_URL` (forwarded Storage API URL).
@@ -70,12 +53,12 @@ pub struct Environment {
 
 impl Environment {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Self, Error> {
+    pub(crate) fn from_env() -> Result<Self, Error> {
         Self::from_vars(std::env::vars())
     }
 
     /// Reads the given variables (tests pass their own).
-    pub fn from_vars<I>(vars: I) -> Result<Self, Error>
+    pub(crate) fn from_vars<I>(vars: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -117,16 +100,8 @@ impl Environment {
         Ok(Environment {
             data_dir: kbc.datadir,
             run_id: kbc.runid,
-            project_id: kbc.projectid,
-            stack_id: kbc.stackid,
-            config_id: kbc.configid,
-            config_row_id: kbc.configrowid,
-            config_version: kbc.configversion,
-            component_id: kbc.componentid,
             branch_id: kbc.branchid,
             data_type_support,
-            run_mode: kbc.component_run_mode,
-            staging_file_provider: kbc.staging_file_provider,
             kbc_token: kbc.token.map(Secret::new),
             kbc_url: kbc.url,
             keboola_token: keboola.token.map(Secret::new),
@@ -136,14 +111,14 @@ impl Environment {
     }
 
     /// Whether the Keboola platform is running us (it always sets a run id there).
-    pub fn in_keboola(&self) -> bool {
+    pub(crate) fn in_keboola(&self) -> bool {
         self.run_id.is_some()
     }
 
     /// The Storage API URL and token by the one rule of [`kbc_storage::stack`]: `url` and `token` given
     /// explicitly (parameters, flags) win for their half; otherwise `KBC_URL`+`KBC_TOKEN`, then
     /// `KEBOOLA_STACK_URL`+`KEBOOLA_TOKEN`, each only as a pair.
-    pub fn storage_credentials(
+    pub(crate) fn storage_credentials(
         &self,
         url: Option<&str>,
         token: Option<&str>,

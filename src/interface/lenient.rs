@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 /// Deserializes a struct or map that may arrive as `[]` (PHP's empty array) or `null` (then: default).
 /// The map case is forwarded without an intermediate value, so error paths and positions stay exact.
-pub fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(super) fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
@@ -79,18 +79,18 @@ impl<'de> Deserialize<'de> for Scalar {
 }
 
 /// A list of scalars as strings; `null` means empty.
-pub fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(super) fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     let items: Option<Vec<Scalar>> = Option::deserialize(deserializer)?;
     Ok(items.unwrap_or_default().into_iter().map(|s| s.0).collect())
 }
 
 /// A string where `null` means empty.
-pub fn string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+pub(super) fn string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// A list where `null` means empty.
-pub fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+pub(super) fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -100,7 +100,9 @@ where
 
 /// An optional boolean that may also arrive as the string `"true"` or `"false"` (the DuckDB
 /// transformation's own configs have `"debug": "true"`); anything else is an error.
-pub fn opt_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+pub(super) fn opt_bool<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<bool>, D::Error> {
     struct FlagVisitor;
     impl<'de> Visitor<'de> for FlagVisitor {
         type Value = Option<bool>;
@@ -134,12 +136,12 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<boo
 }
 
 /// A row-filter operator (`eq`, `ne`); the platform normalises `""` and `null` to `eq`.
-pub fn operator<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Operator, D::Error> {
+pub(super) fn operator<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Operator, D::Error> {
     Ok(opt_operator(deserializer)?.unwrap_or_default())
 }
 
 /// An optional operator: `null` is unset, `""` is `eq` (the platform's normalised default).
-pub fn opt_operator<'de, D: Deserializer<'de>>(
+pub(super) fn opt_operator<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Operator>, D::Error> {
     match Option::<String>::deserialize(deserializer)?.as_deref() {

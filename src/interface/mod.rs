@@ -14,17 +14,17 @@
 //! This module never touches the network: everything here is testable from fixture folders alone.
 
 pub mod config;
-pub mod datadir;
-pub mod env;
+pub(crate) mod datadir;
+pub(crate) mod env;
 mod lenient;
 pub mod manifest;
-pub mod output_options;
-pub mod schema;
+pub(crate) mod output_options;
+pub(crate) mod schema;
 pub mod state;
 
 pub use config::{Config, Parameters};
-pub use datadir::DataDir;
-pub use env::Environment;
+pub(crate) use datadir::DataDir;
+pub(crate) use env::Environment;
 
 use std::path::{Path, PathBuf};
 

@@ -9,16 +9,16 @@ use std::io::Write;
 use std::time::Duration;
 
 /// The sync actions this component knows, in the order the error message lists them.
-pub const ACTIONS: &[&str] = &["testConnection", "listTables", "listColumns"];
+pub(crate) const ACTIONS: &[&str] = &["testConnection", "listTables", "listColumns"];
 
 /// The platform's limit is 30 s; leave room for start-up and output.
 const DEADLINE: Duration = Duration::from_secs(25);
 
 /// How long one Storage job may take inside an action.
-pub const JOB_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const JOB_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs the named action and prints its result.
-pub async fn dispatch(ctx: &Context) -> anyhow::Result<()> {
+pub(crate) async fn dispatch(ctx: &Context) -> anyhow::Result<()> {
     let name = ctx.config.action.as_str();
     if !ACTIONS.contains(&name) {
         return Err(UserError::new(format!(
@@ -87,7 +87,7 @@ async fn run_action(ctx: &Context, name: &str) -> anyhow::Result<Value> {
 }
 
 /// Writes the one JSON document of an action's result on stdout.
-pub fn print_result(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_result(value: &Value) -> anyhow::Result<()> {
     let text = serde_json::to_string(value)?;
     let mut out = std::io::stdout().lock();
     out.write_all(crate::secrets::redact(&text).as_bytes())?;

@@ -19,14 +19,14 @@ use std::time::Instant;
 
 /// The result of exporting one table.
 #[derive(Debug)]
-pub struct Exported {
+pub(super) struct Exported {
     pub report: TableReport,
     /// `(table id, last import date)` to remember for `adaptive`; `None` when skipped.
     pub last_import: Option<(String, String)>,
 }
 
 /// Exports all input tables. `in_keboola`: the platform may already have placed some of them.
-pub async fn run(
+pub(super) async fn run(
     storage: &StorageAccess,
     mappings: &[InputTableMapping],
     in_tables: &Path,
@@ -168,7 +168,7 @@ async fn export_one(
 
 /// The input manifest as the platform writes it: `id`, `uri`, `name`, `primary_key`, dates, the exported
 /// columns in file order, and (empty) metadata.
-pub fn input_manifest(table: &Table, columns: &[String]) -> InputManifest {
+pub(super) fn input_manifest(table: &Table, columns: &[String]) -> InputManifest {
     let columns: Vec<String> = if columns.is_empty() {
         table.columns.clone()
     } else {

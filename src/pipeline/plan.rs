@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// The steps this run performs: a set of [`Step`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Steps([bool; 3]);
+pub(crate) struct Steps([bool; 3]);
 
 impl Steps {
     fn of(steps: &[Step]) -> Steps {
@@ -23,7 +23,7 @@ impl Steps {
 
     /// `parameters.steps` when given; otherwise transform only inside Keboola (the platform maps inputs and
     /// outputs itself) and all three outside it.
-    pub fn decide(config: &Config, env: &Environment) -> Steps {
+    pub(crate) fn decide(config: &Config, env: &Environment) -> Steps {
         match &config.parameters.steps {
             Some(list) => Steps::of(list),
             None if env.in_keboola() => Steps::of(&[Step::Transform]),
@@ -31,12 +31,12 @@ impl Steps {
         }
     }
 
-    pub fn contains(self, step: Step) -> bool {
+    pub(crate) fn contains(self, step: Step) -> bool {
         Step::ALL.iter().zip(self.0).any(|(s, on)| on && *s == step)
     }
 
     /// `export + import`: the steps, in the order they run.
-    pub fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         let names: Vec<&str> = Step::ALL
             .into_iter()
             .filter(|s| self.contains(*s))
@@ -70,7 +70,7 @@ pub struct OutputPlan {
 
 /// Lists the output tables to import: every mapping `source` (which must exist), plus every other file in
 /// `out/tables` (the platform uploads all of them). `only_write_always` keeps just the `write_always` ones.
-pub fn plan_outputs(
+pub(crate) fn plan_outputs(
     config: &Config,
     out_tables: &Path,
     only_write_always: bool,

@@ -52,7 +52,7 @@ impl TableReport {
 }
 
 /// Names joined for a message: `a, b, c`.
-pub fn join(items: &[&String]) -> String {
+pub(crate) fn join(items: &[&String]) -> String {
     items
         .iter()
         .map(|s| s.as_str())
@@ -61,7 +61,7 @@ pub fn join(items: &[&String]) -> String {
 }
 
 /// The summary table: one row per table and step, aligned columns.
-pub fn summary(reports: &[TableReport]) -> String {
+pub(crate) fn summary(reports: &[TableReport]) -> String {
     let header = ["step", "table", "rows", "bytes", "seconds", "MB/s", "note"];
     let rows: Vec<[String; 7]> = reports
         .iter()

@@ -25,7 +25,7 @@ use std::ops::ControlFlow;
 
 /// What a query does at its top level; decides which query counts as a table's producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Create,
     Insert,
     Other,
@@ -33,7 +33,7 @@ pub enum Kind {
 
 /// The tables one query reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Analysis {
+pub(super) struct Analysis {
     pub reads: BTreeSet<String>,
     pub writes: BTreeSet<String>,
     pub kind: Kind,
@@ -41,7 +41,7 @@ pub struct Analysis {
 
 /// One `script[]` item with where it came from.
 #[derive(Debug, Clone)]
-pub struct Query {
+pub(super) struct Query {
     /// Position among all queries of the configuration.
     pub index: usize,
     pub block: String,
@@ -57,7 +57,7 @@ pub struct Query {
 
 impl Query {
     /// `code #1 `Join`, statement 2 of 3`: where the query is written.
-    pub fn label(&self) -> String {
+    pub(super) fn label(&self) -> String {
         format!(
             "{}, statement {} of {}",
             self.code_label(),
@@ -67,12 +67,12 @@ impl Query {
     }
 
     /// `code #1 `Join``.
-    pub fn code_label(&self) -> String {
+    pub(super) fn code_label(&self) -> String {
         numbered("code", self.code_index, &self.code)
     }
 
     /// `block #2 `Join``.
-    pub fn block_label(&self) -> String {
+    pub(super) fn block_label(&self) -> String {
         numbered("block", self.block_index, &self.block)
     }
 }
@@ -87,13 +87,13 @@ fn numbered(kind: &str, index: usize, name: &str) -> String {
 
 /// A merged block: batches run in order, the queries of one batch in any order or in parallel.
 #[derive(Debug, Clone)]
-pub struct PlannedBlock {
+pub(super) struct PlannedBlock {
     pub label: String,
     pub batches: Vec<Vec<Query>>,
 }
 
 /// Parses one query (one or more `;`-separated statements). `None` when it does not parse.
-pub fn analyze(sql: &str) -> Option<Analysis> {
+pub(super) fn analyze(sql: &str) -> Option<Analysis> {
     let statements = sqlparser::parser::Parser::parse_sql(&DuckDbDialect {}, sql).ok()?;
     let mut reads = BTreeSet::new();
     let mut writes = BTreeSet::new();
@@ -228,7 +228,7 @@ fn factor_name(factor: &TableFactor) -> Option<String> {
 
 /// A block whose queries depend on each other in a circle; names the queries left unordered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CircularDependency {
+pub(super) struct CircularDependency {
     pub block: String,
     pub queries: Vec<String>,
 }
@@ -247,7 +247,7 @@ impl std::fmt::Display for CircularDependency {
 }
 
 /// Lists every query of the configuration in order, parsed.
-pub fn queries(blocks: &[Block]) -> Vec<Query> {
+pub(super) fn queries(blocks: &[Block]) -> Vec<Query> {
     let mut out = Vec::new();
     for (b, block) in blocks.iter().enumerate() {
         for (c, code) in block.codes.iter().enumerate() {
@@ -273,7 +273,7 @@ pub fn queries(blocks: &[Block]) -> Vec<Query> {
 }
 
 /// Plans the blocks: merged by name, each a list of batches.
-pub fn plan(blocks: &[Block]) -> Result<Vec<PlannedBlock>, CircularDependency> {
+pub(super) fn plan(blocks: &[Block]) -> Result<Vec<PlannedBlock>, CircularDependency> {
     let all = queries(blocks);
     // Producers over all queries (later writers win, INSERTs over the rest); only those in the same
     // block order anything, as blocks run one after another anyway.

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 /// Everything the transform needs, owned so it can move to a blocking thread.
 #[derive(Debug, Clone, Default)]
-pub struct TransformJob {
+pub(super) struct TransformJob {
     pub in_tables: PathBuf,
     pub out_tables: PathBuf,
     pub out_files: PathBuf,
@@ -47,7 +47,7 @@ pub struct TransformJob {
 
 /// How an input is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum InputFormat {
+pub(super) enum InputFormat {
     #[default]
     Csv,
     Parquet,
@@ -55,7 +55,7 @@ pub enum InputFormat {
 
 /// One input table as DuckDB sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct InputView {
+pub(super) struct InputView {
     /// The view name: the mapping's `destination` (= the file name in `in/tables`).
     pub name: String,
     pub path: PathBuf,
@@ -68,7 +68,7 @@ pub struct InputView {
 }
 
 /// Runs the whole transform on a blocking thread.
-pub async fn run(job: TransformJob) -> anyhow::Result<Vec<TableReport>> {
+pub(super) async fn run(job: TransformJob) -> anyhow::Result<Vec<TableReport>> {
     tokio::task::spawn_blocking(move || run_blocking(&job))
         .await
         .context("the DuckDB thread stopped unexpectedly")?
@@ -127,7 +127,7 @@ fn open_duckdb(tmp: &Path) -> anyhow::Result<duckdb::Connection> {
 }
 
 /// The transform, synchronously (DuckDB's connection is not async).
-pub fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
+pub(super) fn run_blocking(job: &TransformJob) -> anyhow::Result<Vec<TableReport>> {
     // Absolute paths first: the working directory changes below.
     let in_tables = std::path::absolute(&job.in_tables).context("resolving in/tables")?;
     let out_tables = std::path::absolute(&job.out_tables).context("resolving out/tables")?;
@@ -511,7 +511,7 @@ fn shorten(text: &str, max: usize) -> String {
 }
 
 /// `orders.csv` → `orders`; other names stay as they are (`in.c-main.orders`).
-pub fn table_name(file_name: &str) -> String {
+pub(super) fn table_name(file_name: &str) -> String {
     file_name
         .strip_suffix(".csv")
         .unwrap_or(file_name)
@@ -521,7 +521,7 @@ pub fn table_name(file_name: &str) -> String {
 /// Finds input tables: each file or folder in `in/tables` (manifests and hidden files aside). The view
 /// is named after the input mapping's `destination` (as the real component does), else after the file
 /// name; the mapping's `file_type` says whether it is CSV or Parquet.
-pub fn discover_inputs(
+pub(super) fn discover_inputs(
     in_tables: &Path,
     mappings: &[InputTableMapping],
     dtypes_infer: bool,
@@ -674,7 +674,7 @@ fn column_type(column: &crate::interface::schema::ColumnSchema) -> String {
 /// 9 decimals (or the manifest's precision) where 18,3 rounds, and FLOAT keeps a double's digits. Any
 /// value the real component reads, this reads as the same number; only wide results differ (more
 /// decimal places in text, no 32-bit overflow).
-pub fn duckdb_type(base: Option<&str>) -> &'static str {
+pub(super) fn duckdb_type(base: Option<&str>) -> &'static str {
     match base.map(|b| b.to_ascii_uppercase()).as_deref() {
         Some("INTEGER") => "BIGINT",
         Some("NUMERIC") => "DECIMAL(38,9)",
@@ -691,7 +691,7 @@ pub fn duckdb_type(base: Option<&str>) -> &'static str {
 /// only `TIMESTAMP` and `TIMESTAMP WITH TIME ZONE` are TIMESTAMP (`TIMESTAMP_NS` & co. are text). DuckDB
 /// names the 32-bit float `FLOAT` in its catalog, which the real list (`REAL`) misses and so writes
 /// STRING; we follow its evident intent and write NUMERIC for both names.
-pub fn base_type(duckdb: &str) -> &'static str {
+pub(super) fn base_type(duckdb: &str) -> &'static str {
     let t = duckdb.trim().to_ascii_uppercase();
     let t = t.split('(').next().unwrap_or("").trim();
     match t {
@@ -736,7 +736,7 @@ fn first_paragraph(message: &str) -> String {
 }
 
 /// The `CREATE VIEW` for one input: RFC CSV (`,`, `"` doubled inside values), as the platform writes it.
-pub fn view_sql(view: &InputView) -> String {
+pub(super) fn view_sql(view: &InputView) -> String {
     if view.sliced && is_empty_dir(&view.path) {
         // No slices is an empty table; a glob over nothing would fail.
         let cols: Vec<String> = view
@@ -849,12 +849,12 @@ fn is_empty_dir(path: &Path) -> bool {
 }
 
 /// A quoted SQL identifier.
-pub fn ident(name: &str) -> String {
+pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A quoted SQL string literal.
-pub fn sql_string(value: &str) -> String {
+pub(super) fn sql_string(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 

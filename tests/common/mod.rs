@@ -4,7 +4,7 @@
 //! - [`rows`]: CSV text as a header and a sorted row set, to compare tables regardless of order;
 //! - [`tls`]: a throwaway CA and server certificate for the HTTPS tests;
 //! - [`doubles`]: a hand-written Storage API + S3 double for the client's edge cases.
-#![allow(dead_code, unused_imports)] // each test crate uses a different part
+#![allow(dead_code, unused_imports, unreachable_pub)] // each test crate uses a different part
 
 pub mod binary;
 pub mod doubles;

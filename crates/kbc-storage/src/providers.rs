@@ -57,7 +57,7 @@ pub(crate) struct Location {
 
 impl Location {
     /// The object path of a manifest entry URL, checked to lie in the same bucket or container.
-    pub fn entry_path(&self, url: &str) -> Result<ObjectPath, Error> {
+    pub(crate) fn entry_path(&self, url: &str) -> Result<ObjectPath, Error> {
         let key = if let Some(container) = &self.container {
             // azure://acc.blob.core.windows.net/container/blob or https://host[/account]/container/blob
             let after_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
@@ -82,7 +82,7 @@ impl Location {
     }
 
     /// The manifest entry URL of an object key.
-    pub fn entry_url(&self, key: &str) -> String {
+    pub(crate) fn entry_url(&self, key: &str) -> String {
         format!("{}{key}", self.url_prefix)
     }
 }

@@ -26,11 +26,11 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    pub fn get(path: impl Into<String>) -> Self {
+    pub(crate) fn get(path: impl Into<String>) -> Self {
         Self::new(Method::GET, path, Idempotency::Idempotent)
     }
 
-    pub fn new(method: Method, path: impl Into<String>, idempotency: Idempotency) -> Self {
+    pub(crate) fn new(method: Method, path: impl Into<String>, idempotency: Idempotency) -> Self {
         Call {
             method,
             path: path.into(),
@@ -42,22 +42,22 @@ impl Call {
         }
     }
 
-    pub fn query(mut self, key: &str, value: impl Into<String>) -> Self {
+    pub(crate) fn query(mut self, key: &str, value: impl Into<String>) -> Self {
         self.query.push((key.to_owned(), value.into()));
         self
     }
 
-    pub fn json(mut self, body: serde_json::Value) -> Self {
+    pub(crate) fn json(mut self, body: serde_json::Value) -> Self {
         self.json = Some(body);
         self
     }
 
-    pub fn global(mut self) -> Self {
+    pub(crate) fn global(mut self) -> Self {
         self.branch_scoped = false;
         self
     }
 
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
         self.maybe_applied_hint = Some(hint.into());
         self
     }
@@ -112,7 +112,7 @@ struct ErrorBody {
 }
 
 impl Transport {
-    pub fn new(config: TransportConfig) -> Result<Self, Error> {
+    pub(crate) fn new(config: TransportConfig) -> Result<Self, Error> {
         let root = normalize_url(&config.url)?;
         if config.token.is_empty() {
             return Err(Error::Invalid("the Storage API token is empty".into()));
@@ -165,21 +165,21 @@ impl Transport {
         })
     }
 
-    pub fn root(&self) -> &str {
+    pub(crate) fn root(&self) -> &str {
         &self.root
     }
 
-    pub fn branch(&self) -> Option<&str> {
+    pub(crate) fn branch(&self) -> Option<&str> {
         self.branch.as_deref()
     }
 
     /// Sets the branch of branch-scoped paths, once the branch mode is known.
-    pub fn set_path_branch(&self, branch: Option<String>) {
+    pub(crate) fn set_path_branch(&self, branch: Option<String>) {
         let _ = self.path_branch.set(branch);
     }
 
     /// The path as shown in messages and built into URLs: `/v2/storage/[branch/{id}/]path`.
-    pub fn api_path(&self, call: &Call) -> String {
+    pub(crate) fn api_path(&self, call: &Call) -> String {
         match (self.path_branch.get(), call.branch_scoped) {
             (Some(Some(branch)), true) => format!("/v2/storage/branch/{branch}/{}", call.path),
             _ => format!("/v2/storage/{}", call.path),
@@ -187,7 +187,7 @@ impl Transport {
     }
 
     /// Sends a call, retrying as the policy allows; returns the first success response (body unread).
-    pub async fn send(&self, call: &Call) -> Result<reqwest::Response, Error> {
+    pub(crate) async fn send(&self, call: &Call) -> Result<reqwest::Response, Error> {
         self.exchange(call, |resp| async move { Ok(resp) }).await
     }
 
@@ -318,14 +318,17 @@ impl Transport {
     }
 
     /// Sends a call and parses the JSON answer.
-    pub async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, Error> {
+    pub(crate) async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, Error> {
         let bytes = self.send_read(call).await?;
         let what = format!("{} {}", call.method, self.api_path(call));
         decode(&what, &bytes)
     }
 
     /// Like [`Transport::json`], but a 404 is `None`.
-    pub async fn json_opt<T: DeserializeOwned>(&self, call: &Call) -> Result<Option<T>, Error> {
+    pub(crate) async fn json_opt<T: DeserializeOwned>(
+        &self,
+        call: &Call,
+    ) -> Result<Option<T>, Error> {
         match self.json(call).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -334,13 +337,13 @@ impl Transport {
     }
 
     /// Sends a call and returns the body as text.
-    pub async fn text(&self, call: &Call) -> Result<String, Error> {
+    pub(crate) async fn text(&self, call: &Call) -> Result<String, Error> {
         let bytes = self.send_read(call).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// A plain GET of a presigned URL (no token), streamed; used when a file has no cloud credentials.
-    pub async fn get_presigned(&self, url: &Secret) -> Result<reqwest::Response, Error> {
+    pub(crate) async fn get_presigned(&self, url: &Secret) -> Result<reqwest::Response, Error> {
         let resp = self
             .http
             .get(url.expose())

@@ -149,7 +149,7 @@ pub struct ImportArgs {
 }
 
 /// Runs a `tables` command.
-pub fn run_command(args: TablesArgs) -> anyhow::Result<()> {
+pub(crate) fn run_command(args: TablesArgs) -> anyhow::Result<()> {
     crate::logging::init(crate::logging::Target::Stderr, None);
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let credentials = credentials(&args.connection, env)?;
