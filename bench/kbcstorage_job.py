@@ -8,7 +8,7 @@
 3. kbcstorage `Tables.create` with the primary key on the first run, `Tables.load` incremental (an upsert
    by the primary key) once the table exists.
 
-    kbcstorage_job.py URL TOKEN ORDER_LINES CUSTOMERS DESTINATION STATE_FILE WORK_DIR SQL_FILE
+    kbcstorage_job.py URL TOKEN ORDER_LINES CUSTOMERS DESTINATION STATE_FILE WORK_DIR SQL_FILE [DUCKDB]
 """
 import json
 import os
@@ -19,6 +19,7 @@ import requests
 from kbcstorage.tables import Tables
 
 url, token, order_lines, customers, destination, state_path, work, sql_path = sys.argv[1:9]
+duckdb = sys.argv[9] if len(sys.argv) > 9 else "duckdb"
 tables = Tables(url, token)
 state = {}
 if os.path.exists(state_path):
@@ -35,7 +36,7 @@ customers_csv = tables.export_to_file(customers, work, columns=["customer_id", "
 with open(sql_path) as f:
     sql = f.read()
 result = os.path.join(work, "order_summary.csv")
-subprocess.run(["duckdb", "-c",
+subprocess.run([duckdb, "-c",
                 f"CREATE VIEW order_lines AS SELECT * FROM read_csv('{lines_csv}', header=true, all_varchar=true);"
                 f"CREATE VIEW customers AS SELECT * FROM read_csv('{customers_csv}', header=true, all_varchar=true);"
                 f"{sql}"
