@@ -252,9 +252,9 @@ class Emulator:
 
 
 def api(url, method, path, **kw):
+    """A Storage API or control API request with the bench's token."""
     import requests
-    r = requests.request(method, f"{url}{path}", headers={"X-StorageApi-Token": TOKEN}, timeout=600, **kw)
-    return r
+    return requests.request(method, f"{url}{path}", headers={"X-StorageApi-Token": TOKEN}, timeout=600, **kw)
 
 
 def duckdb_sql(sql):
@@ -316,10 +316,6 @@ class Results:
             if (r["step"], r["rows"], r["tool"]) == (step, rows, tool):
                 return r
         return None
-
-
-def measure_only(wall, rss):
-    return {"wall": wall, "rss": rss, "down": 0, "up": 0, "job": None, "client": None}
 
 
 def main():
