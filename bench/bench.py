@@ -771,8 +771,8 @@ def targets(results, link):
 def report(results, startup, waits, link):
     caches = ("page cache dropped and inputs re-read before every run." if CLEAN_CACHE
               else "page cache left as it was (not root).")
-    lines = [f"Run on {time.strftime('%Y-%m-%d')}, {machine()}; median of {RUNS} runs; peak RSS is the maximum "
-             f"over the runs; {caches}"]
+    lines = [f"Run on {time.strftime('%Y-%m-%d')}, {machine()}; median of {RUNS} run{'s' if RUNS != 1 else ''}; peak RSS is "
+             f"the maximum over the runs; {caches}"]
     if link:
         lines += ["", f"Link: the emulator in a network namespace of its own behind a veth pair shaped with tc tbf "
                       f"`rate {LINK} burst {LINK_BURST} latency 50ms` in each direction; measured (plain TCP bulk "
