@@ -28,7 +28,8 @@ TOKEN = "bench-token-0123456789"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 DUCKDB_CLI_VERSION = "1.5.6"
 # bench/run installs duckdb 2.0 for the same-engine reference into its own venv.
-DUCKDB2_PYTHON = os.environ.get("BENCH_DUCKDB2_PYTHON", sys.executable)
+_VENV_PYTHON = Path.home() / ".cache/kbc-runner/bench-venv/bin/python"
+DUCKDB2_PYTHON = os.environ.get("BENCH_DUCKDB2_PYTHON") or str(_VENV_PYTHON if _VENV_PYTHON.exists() else sys.executable)
 ROW_COUNTS = [int(n) for n in os.environ.get("BENCH_ROWS", "1000000,10000000").split(",")]
 # The shaped link, when bench/run --link made one.
 LINK = os.environ.get("BENCH_LINK", "")

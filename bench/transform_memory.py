@@ -105,8 +105,11 @@ def main():
     try:
         for name, cmd, env_, clean in variants:
             bench.log(name)
-            w, c, m, mx, f = measure(cmd, env_, clean)
-            lines.append(f"| {name} | {w:.2f} | {c:.2f} | {m:.0f} | {mx:.0f} | {f:.0f} |")
+            try:
+                w, c, m, mx, f = measure(cmd, env_, clean)
+                lines.append(f"| {name} | {w:.2f} | {c:.2f} | {m:.0f} | {mx:.0f} | {f:.0f} |")
+            except subprocess.CalledProcessError as e:
+                lines.append(f"| {name} | failed (exit {e.returncode}) | | | | |")
             bench.log(lines[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
