@@ -87,13 +87,25 @@ pub fn count_rows(plan: &OutputPlan) -> anyhow::Result<u64> {
 
 /// Reads only the first record of an output CSV, gzipped or not (told by its content).
 pub fn read_header(path: &Path, dialect: Dialect) -> anyhow::Result<Vec<String>> {
+    header_or_user_error(
+        path,
+        dialect,
+        "an output CSV needs a header row (or `columns` in its manifest)",
+    )
+}
+
+/// The header of a local CSV; an empty or unreadable file is the user's to fix (`when_empty` says what
+/// the caller needs instead), a file that cannot be opened is not.
+pub(crate) fn header_or_user_error(
+    path: &Path,
+    dialect: Dialect,
+    when_empty: &str,
+) -> anyhow::Result<Vec<String>> {
     match local_csv::read_header(path, dialect) {
         Ok(Some(header)) => Ok(header),
-        Ok(None) => Err(UserError::new(format!(
-            "{} is empty: an output CSV needs a header row (or `columns` in its manifest)",
-            path.display()
-        ))
-        .into()),
+        Ok(None) => {
+            Err(UserError::new(format!("{} is empty: {when_empty}", path.display())).into())
+        }
         Err(HeaderError::Open(e)) => {
             Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
         }

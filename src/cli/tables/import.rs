@@ -6,7 +6,6 @@ use super::ImportArgs;
 use super::progress::Ticker;
 use crate::error::UserError;
 use anyhow::Context;
-use kbc_storage::local_csv::{self, HeaderError};
 use kbc_storage::{
     Client, Dialect, ImportOptions, LoadSpec, NewTable, TableId, UploadOptions, human_bytes,
 };
@@ -124,21 +123,9 @@ fn header_of(args: &ImportArgs) -> anyhow::Result<Vec<String>> {
         delimiter: args.delimiter.unwrap_or_default(),
         enclosure: args.enclosure.unwrap_or_default(),
     };
-    let path = &args.file;
-    match local_csv::read_header(path, dialect) {
-        Ok(Some(header)) => Ok(header),
-        Ok(None) => Err(UserError::new(format!(
-            "{} is empty: a new table needs a header row (or --columns)",
-            path.display()
-        ))
-        .into()),
-        Err(HeaderError::Open(e)) => {
-            Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
-        }
-        Err(HeaderError::Read(e)) => Err(UserError::new(format!(
-            "{}: cannot read the CSV header: {e}",
-            path.display()
-        ))
-        .into()),
-    }
+    crate::pipeline::import::header_or_user_error(
+        &args.file,
+        dialect,
+        "a new table needs a header row (or --columns)",
+    )
 }
