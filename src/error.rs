@@ -75,6 +75,11 @@ pub fn classify(err: &anyhow::Error) -> ErrorClass {
         {
             return ErrorClass::User;
         }
+        if let Some(e) = cause.downcast_ref::<kbc_storage::QueryError>()
+            && e.is_user()
+        {
+            return ErrorClass::User;
+        }
         // A malformed table or bucket id, wherever it was given.
         if cause.is::<kbc_storage::IdError>() {
             return ErrorClass::User;

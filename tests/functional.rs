@@ -167,6 +167,12 @@ fn run_step(
     for (key, value) in read_env_file(&step.join("env"), stack)? {
         command.env(key, value);
     }
+    let expected_stats = read_optional(&step.join("expected/storage/stats.json"))?;
+    let stats_before = match (&expected_stats, stack) {
+        (Some(_), Some(stack)) => Some(emulator_stats(stack)?),
+        (Some(_), None) => return Err("expected/storage/stats.json needs a Storage stack".into()),
+        _ => None,
+    };
     let (code, stdout, stderr) = run_with_timeout(command)?;
 
     let context = || format!("\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
@@ -218,7 +224,69 @@ fn run_step(
         let stack = stack.ok_or("expected/storage needs a Storage stack")?;
         compare_storage(stack, &expected_tables)?;
     }
+    if let (Some(expected), Some(before), Some(stack)) = (expected_stats, stats_before, stack) {
+        compare_stats(&expected, &before, &emulator_stats(stack)?)?;
+    }
     Ok(fs::read(data.join("out/state.json")).ok())
+}
+
+/// The emulator's counters (`GET /_emulator/stats`).
+fn emulator_stats(stack: &Stack) -> Result<serde_json::Value, String> {
+    let url = format!("{}/_emulator/stats", stack.emulator.url());
+    stack.runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(&url)
+            .header("X-StorageApi-Token", TOKEN)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", response.status()));
+        }
+        response
+            .json::<serde_json::Value>()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))
+    })
+}
+
+/// `expected/storage/stats.json` against what this step did: the file transfers it caused (counters
+/// after minus before) and the workspaces that exist after it. Only the keys the file lists are compared.
+fn compare_stats(
+    expected: &str,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) -> Result<(), String> {
+    let expected: serde_json::Value =
+        serde_json::from_str(expected).map_err(|e| format!("expected/storage/stats.json: {e}"))?;
+    let mut actual = serde_json::json!({ "workspaces": after["workspaces"] });
+    for key in ["uploads", "downloads", "bytesUp", "bytesDown"] {
+        let n = |v: &serde_json::Value| v["fileTransfers"][key].as_u64().unwrap_or(0);
+        actual["fileTransfers"][key] = n(after).saturating_sub(n(before)).into();
+    }
+    let subset = |e: &serde_json::Value, a: &serde_json::Value| -> Vec<String> {
+        let mut wrong = Vec::new();
+        for (k, v) in e.as_object().into_iter().flatten() {
+            match v.as_object() {
+                Some(inner) => {
+                    for (k2, v2) in inner {
+                        if &a[k][k2] != v2 {
+                            wrong.push(format!("{k}.{k2}: expected {v2}, got {}", a[k][k2]));
+                        }
+                    }
+                }
+                None if &a[k] != v => wrong.push(format!("{k}: expected {v}, got {}", a[k])),
+                None => {}
+            }
+        }
+        wrong
+    };
+    let wrong = subset(&expected, &actual);
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("emulator stats differ: {}", wrong.join("; ")))
+    }
 }
 
 /// Rewrites config.json the way the platform delivers it: every input- and output-mapping item with all

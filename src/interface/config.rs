@@ -112,6 +112,14 @@ fn unknown_parameters(raw: &Value) -> Vec<String> {
         field_names::<Parameters>(),
         &mut warnings,
     );
+    if let Some(workspace) = params.get("workspace").and_then(Value::as_object) {
+        warn_unknown(
+            "parameters.workspace",
+            workspace,
+            field_names::<WorkspaceSettings>(),
+            &mut warnings,
+        );
+    }
     let blocks = params.get("blocks").and_then(Value::as_array);
     for (b, block) in blocks.into_iter().flatten().enumerate() {
         let Some(block) = block.as_object() else {
@@ -195,6 +203,9 @@ pub struct StorageInput {
     /// File mappings are accepted and passed through; this component works with tables only.
     #[serde(default, deserialize_with = "lenient::list")]
     pub files: Vec<Value>,
+    /// The platform's key for a workspace that reads every Storage table in place (workspace engine).
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub read_only_storage_access: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -393,6 +404,68 @@ pub struct Parameters {
     /// is set with `KBC_RUNNER_LOG` instead.
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub debug: Option<bool>,
+    /// Where the SQL runs: `duckdb` (default: in this process, on exported files) or `workspace` (in a
+    /// Keboola workspace of the project's backend, through the Query Service; no table data moves).
+    #[serde(default)]
+    pub engine: Engine,
+    /// Settings of the workspace engine.
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub workspace: WorkspaceSettings,
+}
+
+/// `parameters.engine`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Duckdb,
+    Workspace,
+}
+
+/// `parameters.workspace`: the workspace engine's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WorkspaceSettings {
+    /// `auto` (default: the project's default backend), `snowflake` or `bigquery`.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The workspace's `backendSize` (Snowflake: `small`, `medium`, `large`; feature-gated).
+    #[serde(default)]
+    pub size: Option<String>,
+    /// How long one code's statements may run, in seconds (default 7200, as Keboola's Snowflake
+    /// transformation's `query_timeout`).
+    #[serde(default)]
+    pub query_timeout_seconds: Option<u64>,
+    /// Keep the workspace after the run (for debugging; its id is logged).
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub keep: Option<bool>,
+}
+
+impl WorkspaceSettings {
+    /// The backend to ask for; `None` lets the project's default decide.
+    pub fn backend(&self) -> Option<&str> {
+        self.backend
+            .as_deref()
+            .map(str::trim)
+            .filter(|b| !b.is_empty() && !b.eq_ignore_ascii_case("auto"))
+    }
+
+    pub fn query_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.query_timeout_seconds.unwrap_or(7200))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(b) = self.backend()
+            && !matches!(b, "snowflake" | "bigquery")
+        {
+            return Err(format!(
+                "`workspace.backend` must be auto, snowflake or bigquery, got `{b}`"
+            ));
+        }
+        if self.query_timeout_seconds == Some(0) {
+            return Err("`workspace.query_timeout_seconds` must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Parameters {
@@ -416,7 +489,7 @@ impl Parameters {
         {
             return Err("`steps` is empty: list at least one of export, transform, import".into());
         }
-        Ok(())
+        self.workspace.validate()
     }
 
     /// The concurrency to use for exports and imports.

@@ -13,6 +13,8 @@ struct KbcVars {
     datadir: Option<String>,
     runid: Option<String>,
     branchid: Option<String>,
+    componentid: Option<String>,
+    configid: Option<String>,
     data_type_support: Option<String>,
     token: Option<String>,
     url: Option<String>,
@@ -27,8 +29,8 @@ struct KeboolaVars {
 }
 
 /// The component's environment, as the platform sets it (every variable optional). Only what the runner
-/// uses is read; the platform's other `KBC_*` variables (project, config and component ids, run mode) are
-/// ignored until a feature needs them.
+/// uses is read; the platform's other `KBC_*` variables (project id, run mode) are ignored until a
+/// feature needs them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Environment {
     /// `KBC_DATADIR`, with its trailing slash as the platform writes it.
@@ -37,6 +39,9 @@ pub(crate) struct Environment {
     pub run_id: Option<String>,
     /// `KBC_BRANCHID`: may be the default branch too; its presence does not mean "dev branch".
     pub branch_id: Option<String>,
+    /// `KBC_COMPONENTID` and `KBC_CONFIGID`: the workspace engine creates a configuration workspace
+    /// (attributed to and visible on the configuration) when both are set.
+    pub configuration: Option<(String, String)>,
     /// `KBC_DATA_TYPE_SUPPORT`: only with the project feature `new-native-types`.
     pub data_type_support: Option<DataTypeSupport>,
     /// `KBC_TOKEN` (forwarded token).
@@ -101,6 +106,7 @@ impl Environment {
             data_dir: kbc.datadir,
             run_id: kbc.runid,
             branch_id: kbc.branchid,
+            configuration: kbc.componentid.zip(kbc.configid),
             data_type_support,
             kbc_token: kbc.token.map(Secret::new),
             kbc_url: kbc.url,

@@ -90,6 +90,11 @@ impl StorageAccess {
 
     /// The client; a user error naming every way to give a token when there is none. `why` says which
     /// step needs Storage.
+    /// How long one Storage job may take (`parameters.job_timeout_seconds`).
+    pub(crate) fn job_timeout(&self) -> Duration {
+        self.job_timeout
+    }
+
     pub(crate) fn client(&self, why: &str) -> anyhow::Result<&Client> {
         if let Some(c) = self.client.get() {
             return Ok(c);

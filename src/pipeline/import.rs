@@ -236,7 +236,7 @@ async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
         },
     };
     let outcome = client
-        .load_table(dest, file_id, &spec)
+        .load_table(dest, &kbc_storage::DataSource::File(file_id), &spec)
         .await
         .with_context(context)?;
     // The table written: in a development branch, the branch's.
@@ -291,7 +291,7 @@ fn size_of(path: &Path) -> u64 {
 
 /// Changes a differing primary key to the configured one, as the platform's output mapping does; when the
 /// new key cannot be set (duplicates, say), the old key is put back and the load fails.
-async fn align_primary_key(
+pub(super) async fn align_primary_key(
     client: &Client,
     table_id: &TableId,
     table: &Table,

@@ -9,6 +9,8 @@
 //! - [`context`]: the run's inputs and the lazily made Storage client;
 //! - [`plan`]: steps, output mapping + manifest merge, destination resolution (pure);
 //! - [`export`], [`transform`], [`import`]: the three steps;
+//! - [`workspace`]: the workspace engine (`parameters.engine: workspace`), the same three steps run by
+//!   the project's backend through Storage workspaces and the Query Service;
 //! - [`actions`]: sync actions (`testConnection`, `listTables`, `listColumns`);
 //! - [`report`]: per-table numbers and the final summary.
 
@@ -20,11 +22,12 @@ pub(crate) mod plan;
 pub(crate) mod report;
 mod sql_plan;
 mod transform;
+mod workspace;
 
 pub(crate) use context::{Context, StorageAccess};
 
 use crate::error::UserError;
-use crate::interface::config::Step;
+use crate::interface::config::{Engine, Step};
 use crate::interface::manifest::uses_schema_form;
 use crate::interface::state::State;
 use crate::shutdown::Shutdown;
@@ -39,7 +42,8 @@ pub(crate) async fn run(ctx: &Context, shutdown: &Shutdown) -> anyhow::Result<()
     for warning in &ctx.config.warnings {
         tracing::warn!("config.json: {warning}");
     }
-    if steps.contains(Step::Import) && ctx.env.in_keboola() {
+    let engine = ctx.config.parameters.engine;
+    if engine == Engine::Duckdb && steps.contains(Step::Import) && ctx.env.in_keboola() {
         // The platform's output mapping always runs after the component and loads every file in
         // out/tables; loading them here too would write Storage twice (or fail the platform's mapping).
         return Err(UserError::new(
@@ -50,9 +54,14 @@ pub(crate) async fn run(ctx: &Context, shutdown: &Shutdown) -> anyhow::Result<()
         .into());
     }
     tracing::info!(
-        "data folder {}; steps: {}{}",
+        "data folder {}; steps: {}{}{}",
         ctx.data.root().display(),
         steps.describe(),
+        if engine == Engine::Workspace {
+            " in a Storage workspace"
+        } else {
+            ""
+        },
         if ctx.env.in_keboola() {
             " (running in Keboola)"
         } else {
@@ -67,9 +76,16 @@ pub(crate) async fn run(ctx: &Context, shutdown: &Shutdown) -> anyhow::Result<()
     let mut reports = Vec::new();
     // SIGTERM drops the steps (their temporary files with them) and takes the failure path below, so
     // the previous state is written back and nothing half-done is published.
-    let result = shutdown
-        .unless_requested(run_steps(ctx, steps, &state, &mut reports))
-        .await;
+    // The workspace engine watches the shutdown itself: it cancels its query job and deletes its
+    // workspace before it returns.
+    let result = match engine {
+        Engine::Duckdb => {
+            shutdown
+                .unless_requested(run_steps(ctx, steps, &state, &mut reports))
+                .await
+        }
+        Engine::Workspace => workspace::run(ctx, steps, &state, &mut reports, shutdown).await,
+    };
     if !reports.is_empty() {
         tracing::info!("summary:\n{}", report::summary(&reports));
     }

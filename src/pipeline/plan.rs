@@ -96,7 +96,7 @@ pub(crate) fn plan_outputs(
         }
         plans.push(plan_one(
             config,
-            out_tables,
+            Some(out_tables),
             &mapping.source,
             Some(&mapping.options),
         )?);
@@ -110,11 +110,40 @@ pub(crate) fn plan_outputs(
         ));
     }
     for file in files.iter().filter(|f| !seen.contains(*f)) {
-        plans.push(plan_one(config, out_tables, file, None)?);
+        plans.push(plan_one(config, Some(out_tables), file, None)?);
     }
-    // Two files loading one table at once would race (and a full load would drop the other's rows).
+    check_destinations(&plans)?;
+    Ok(plans)
+}
+
+/// The output mappings on their own, for the workspace engine (whose outputs are workspace tables, not
+/// files). `only_write_always` keeps just the `write_always` ones.
+pub(crate) fn plan_mapped_outputs(
+    config: &Config,
+    only_write_always: bool,
+) -> anyhow::Result<Vec<OutputPlan>> {
+    let mut plans = Vec::new();
+    let mut seen = BTreeSet::new();
+    for mapping in &config.storage.output.tables {
+        if !seen.insert(mapping.source.clone()) {
+            return user_err(format!(
+                "storage.output.tables: source `{}` is listed twice; one source may have one destination",
+                mapping.source
+            ));
+        }
+        let plan = plan_one(config, None, &mapping.source, Some(&mapping.options))?;
+        if plan.write_always || !only_write_always {
+            plans.push(plan);
+        }
+    }
+    check_destinations(&plans)?;
+    Ok(plans)
+}
+
+/// Two outputs loading one table at once would race (and a full load would drop the other's rows).
+fn check_destinations(plans: &[OutputPlan]) -> anyhow::Result<()> {
     let mut by_destination: std::collections::BTreeMap<&TableId, &str> = Default::default();
-    for p in &plans {
+    for p in plans {
         if let Some(other) = by_destination.insert(&p.destination, &p.source) {
             return user_err(format!(
                 "output tables {other} and {} both go to {}; combine them in the SQL or give them \
@@ -123,7 +152,7 @@ pub(crate) fn plan_outputs(
             ));
         }
     }
-    Ok(plans)
+    Ok(())
 }
 
 /// After a failure: only the tables marked `write_always` that were written; anything that cannot be
@@ -146,11 +175,11 @@ fn plan_write_always(
         .tables
         .iter()
         .filter(|m| files.contains(&m.source))
-        .filter_map(|m| plan_one(config, out_tables, &m.source, Some(&m.options)).ok());
+        .filter_map(|m| plan_one(config, Some(out_tables), &m.source, Some(&m.options)).ok());
     let unmapped = files
         .iter()
         .filter(|f| !mapped.contains(f.as_str()))
-        .filter_map(|f| plan_one(config, out_tables, f, None).ok());
+        .filter_map(|f| plan_one(config, Some(out_tables), f, None).ok());
     from_mappings
         .chain(unmapped)
         .filter(|p| p.write_always)
@@ -195,15 +224,17 @@ fn list_out_tables(out_tables: &Path) -> anyhow::Result<BTreeSet<String>> {
     Ok(files)
 }
 
+/// One output's plan. `out_tables: None` plans a mapping on its own (the workspace engine: the data is a
+/// workspace table, so there is no file and no manifest).
 fn plan_one(
     config: &Config,
-    out_tables: &Path,
+    out_tables: Option<&Path>,
     source: &str,
     mapping: Option<&OutputTableOptions>,
 ) -> anyhow::Result<OutputPlan> {
-    let path = out_tables.join(source);
+    let path = out_tables.map_or_else(|| PathBuf::from(source), |dir| dir.join(source));
     let manifest_file = manifest_path(&path);
-    let manifest = if manifest_file.is_file() {
+    let manifest = if out_tables.is_some() && manifest_file.is_file() {
         load_output_manifest(&manifest_file)?
     } else {
         OutputTableOptions::default()
@@ -216,7 +247,7 @@ fn plan_one(
     let dialect = merged
         .dialect()
         .map_err(|m| UserError::new(format!("output table {source}: {m}")))?;
-    let sliced = path.is_dir();
+    let sliced = out_tables.is_some() && path.is_dir();
     let destination = resolve_destination(config, source, &merged)?;
 
     let schema_names: Option<Vec<String>> = merged

@@ -34,7 +34,7 @@ impl Default for PollSchedule {
 }
 
 impl PollSchedule {
-    fn interval(&self, elapsed: Duration) -> Duration {
+    pub(crate) fn interval(&self, elapsed: Duration) -> Duration {
         elapsed.mul_f64(self.share).clamp(self.first, self.max)
     }
 }

@@ -14,6 +14,8 @@
 //! - [`ids`], [`dialect`] and [`Operator`] are the typed values requests take; [`stack`] resolves the URL
 //!   and token from the environment; [`secret`] holds the redaction registry; [`local_csv`] reads local
 //!   files (gzip told by content);
+//! - [`query`] is the Query Service (SQL jobs in a workspace) and `workspaces` the workspaces it runs in,
+//!   with their input mapping and the import of workspace tables back into Storage;
 //! - [`providers`] turns File Storage credentials into an `object_store` client; [`download`] and
 //!   [`upload`] stream data through it with bounded parallelism and flat memory.
 
@@ -30,6 +32,7 @@ mod load;
 pub mod local_csv;
 pub mod progress;
 pub mod providers;
+pub mod query;
 pub mod retry;
 pub mod secret;
 pub mod stack;
@@ -37,19 +40,22 @@ mod tables;
 pub mod transport;
 pub mod types;
 pub mod upload;
+mod workspaces;
 
 pub use branch::BranchMode;
 pub use dialect::{Delimiter, Dialect, DialectError, Enclosure};
 pub use download::header_line;
 pub use error::{ApiError, Error, JobFailure, JobTimeout};
 pub use ids::{BucketId, IdError, TableId};
-pub use load::{LoadError, LoadOutcome, LoadSpec, LoadStep, NewTable};
+pub use load::{DataSource, LoadError, LoadOutcome, LoadSpec, LoadStep, NewTable};
 pub use progress::{TransferProgress, human_bytes};
 pub use providers::Endpoints;
+pub use query::{QueryError, QueryJob, QueryService};
 pub use retry::{Idempotency, RetryPolicy};
 pub use secret::Secret;
 pub use stack::{Credentials, MissingCredentials};
 pub use types::*;
+pub use workspaces::{NewWorkspace, Workspace, WorkspaceConnection, WorkspaceObject};
 
 use std::fmt;
 use std::sync::Arc;

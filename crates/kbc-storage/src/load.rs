@@ -3,12 +3,25 @@
 //! empty table from its column names, so the data always goes through the same import job as for an
 //! existing table; rows are deleted before an incremental load when asked; and a table this load created
 //! that is still empty after a failure is dropped again, so a failed first load leaves nothing behind.
+//!
+//! The data is an uploaded file or a table in a workspace ([`DataSource`]). A new table loaded from a
+//! workspace is created with its data in one `tables-async` job, as the platform's output mapping does.
 
 use crate::Client;
 use crate::error::Error;
 use crate::ids::{BucketId, TableId};
 use crate::types::{CreateTableOptions, DeleteRowsOptions, ImportOptions, ImportOutcome, Table};
+use crate::workspaces::WorkspaceObject;
 use std::fmt;
+
+/// Where the data of a load is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// A file uploaded to File Storage.
+    File(u64),
+    /// A table in a workspace: the backend copies it, nothing passes through the client.
+    Workspace(WorkspaceObject),
+}
 
 /// A table to create when it does not exist.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +59,7 @@ pub enum LoadStep {
     CreateTable(TableId),
     DeleteRows,
     Import,
+    ImportFromWorkspace,
 }
 
 impl fmt::Display for LoadStep {
@@ -58,6 +72,7 @@ impl fmt::Display for LoadStep {
                 f.write_str("deleting rows (delete_where) before the incremental load")
             }
             LoadStep::Import => f.write_str("loading the uploaded file"),
+            LoadStep::ImportFromWorkspace => f.write_str("loading the workspace table"),
         }
     }
 }
@@ -83,20 +98,23 @@ fn at(step: LoadStep) -> impl FnOnce(Error) -> LoadError {
 }
 
 impl Client {
-    /// Loads the uploaded file `file_id` into `table_id` as `spec` says: creates the table first when
-    /// `spec.create` is set, deletes `spec.delete_first` rows, then imports. When the load fails after
-    /// the table was created here, the table is dropped again if it is still empty.
+    /// Loads `source` into `table_id` as `spec` says: creates the table first when `spec.create` is set,
+    /// deletes `spec.delete_first` rows, then imports. When the load fails after the table was created
+    /// here, the table is dropped again if it is still empty.
     pub async fn load_table(
         &self,
         table_id: &TableId,
-        file_id: u64,
+        source: &DataSource,
         spec: &LoadSpec,
     ) -> Result<LoadOutcome, LoadError> {
+        if let (DataSource::Workspace(object), Some(new)) = (source, &spec.create) {
+            return self.create_from_workspace(table_id, object, new).await;
+        }
         let created = match &spec.create {
             Some(new) => Some(self.create_empty_table(table_id, new).await?),
             None => None,
         };
-        match self.delete_and_import(table_id, file_id, spec).await {
+        match self.delete_and_import(table_id, source, spec).await {
             Ok(import) => Ok(LoadOutcome { import, created }),
             Err(err) => {
                 if created.is_some() {
@@ -136,10 +154,37 @@ impl Client {
         Ok(table)
     }
 
+    /// A new table from a workspace object: bucket first, then one job creates and fills the table (no
+    /// rows to delete in a table that did not exist).
+    async fn create_from_workspace(
+        &self,
+        table_id: &TableId,
+        object: &WorkspaceObject,
+        new: &NewTable,
+    ) -> Result<LoadOutcome, LoadError> {
+        let bucket = table_id.bucket();
+        self.ensure_bucket(&bucket)
+            .await
+            .map_err(at(LoadStep::CreateBucket(bucket)))?;
+        let (table, import) = self
+            .create_table_from_workspace(table_id, object, &new.primary_key)
+            .await
+            .map_err(at(LoadStep::CreateTable(table_id.clone())))?;
+        tracing::info!(
+            "created table {table_id} from workspace table {} (primary key: [{}])",
+            object.object,
+            new.primary_key.join(", ")
+        );
+        Ok(LoadOutcome {
+            import,
+            created: Some(table),
+        })
+    }
+
     async fn delete_and_import(
         &self,
         table_id: &TableId,
-        file_id: u64,
+        source: &DataSource,
         spec: &LoadSpec,
     ) -> Result<ImportOutcome, LoadError> {
         for rule in &spec.delete_first {
@@ -149,9 +194,21 @@ impl Client {
                 .map_err(at(LoadStep::DeleteRows))?;
             tracing::info!("{table_id}: deleted {deleted} rows ({})", rule.describe());
         }
-        self.import_table(table_id, file_id, &spec.import)
-            .await
-            .map_err(at(LoadStep::Import))
+        match source {
+            DataSource::File(file_id) => self
+                .import_table(table_id, *file_id, &spec.import)
+                .await
+                .map_err(at(LoadStep::Import)),
+            DataSource::Workspace(object) => self
+                .import_from_workspace(
+                    table_id,
+                    object,
+                    spec.import.incremental,
+                    spec.import.columns.as_deref(),
+                )
+                .await
+                .map_err(at(LoadStep::ImportFromWorkspace)),
+        }
     }
 
     /// Drops a table this load created when it is still empty after the failure.

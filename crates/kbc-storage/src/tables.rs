@@ -548,7 +548,7 @@ fn strings(v: Option<&serde_json::Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn import_outcome(job: &Job) -> ImportOutcome {
+pub(crate) fn import_outcome(job: &Job) -> ImportOutcome {
     let r = &job.results;
     ImportOutcome {
         job_id: job.id,

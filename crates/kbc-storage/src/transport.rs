@@ -23,6 +23,9 @@ pub(crate) struct Call {
     pub idempotency: Idempotency,
     /// What to check when a job-creating request may have been applied.
     pub maybe_applied_hint: Option<String>,
+    /// Another Keboola service on the same token (the Query Service): its base URL. The path is then
+    /// under `/api/v1/` there, never branch-scoped.
+    pub service: Option<std::sync::Arc<str>>,
 }
 
 impl Call {
@@ -39,7 +42,15 @@ impl Call {
             json: None,
             idempotency,
             maybe_applied_hint: None,
+            service: None,
         }
+    }
+
+    /// Sends the call to another service's `/api/v1/` (see [`Call::service`]).
+    pub(crate) fn on_service(mut self, root: std::sync::Arc<str>) -> Self {
+        self.service = Some(root);
+        self.branch_scoped = false;
+        self
     }
 
     pub(crate) fn query(mut self, key: &str, value: impl Into<String>) -> Self {
@@ -106,6 +117,9 @@ struct ErrorBody {
     exception_id: Option<String>,
     #[serde(default, deserialize_with = "super::types::de_opt_string")]
     reason: Option<String>,
+    /// The Query Service's message (its `error` is the HTTP status).
+    #[serde(default, deserialize_with = "super::types::de_opt_string")]
+    exception: Option<String>,
     /// `"maintenance"` in Keboola's maintenance answer (`"error"` in ordinary error bodies).
     #[serde(default, deserialize_with = "super::types::de_opt_string")]
     status: Option<String>,
@@ -180,6 +194,9 @@ impl Transport {
 
     /// The path as shown in messages and built into URLs: `/v2/storage/[branch/{id}/]path`.
     pub(crate) fn api_path(&self, call: &Call) -> String {
+        if call.service.is_some() {
+            return format!("/api/v1/{}", call.path);
+        }
         match (self.path_branch.get(), call.branch_scoped) {
             (Some(Some(branch)), true) => format!("/v2/storage/branch/{branch}/{}", call.path),
             _ => format!("/v2/storage/{}", call.path),
@@ -214,7 +231,8 @@ impl Transport {
             )));
         }
         let path = self.api_path(call);
-        let url = format!("{}{}", self.root, encode_path(&path));
+        let root = call.service.as_deref().unwrap_or(&self.root);
+        let url = format!("{root}{}", encode_path(&path));
         let start = Instant::now();
         let mut retries = 0u32;
         loop {
@@ -452,11 +470,12 @@ async fn read_error_body(resp: reqwest::Response) -> ErrorBody {
 }
 
 fn api_error(call: &Call, path: &str, status: StatusCode, body: ErrorBody, attempts: u32) -> Error {
-    let message = body
-        .error
-        .or(body.message)
-        .or(body.reason)
-        .unwrap_or_default();
+    let message = if call.service.is_some() {
+        body.exception.or(body.message)
+    } else {
+        body.error.or(body.message)
+    };
+    let message = message.or(body.reason).unwrap_or_default();
     Error::Api(Box::new(ApiError {
         method: call.method.to_string(),
         path: path.to_owned(),

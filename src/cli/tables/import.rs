@@ -83,7 +83,7 @@ pub(super) async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<
         delete_first: Vec::new(),
     };
     let outcome = client
-        .load_table(&table_id, file_id, &spec)
+        .load_table(&table_id, &kbc_storage::DataSource::File(file_id), &spec)
         .await
         .with_context(|| format!("importing into {}", args.table_id))?;
     let import = &outcome.import;
