@@ -133,6 +133,32 @@ pub(crate) fn select_rows(
     Ok(rows)
 }
 
+/// Streams the selected rows (values of `columns`, at most `limit` rows) to `f`, without holding them: what a
+/// workspace load copies, however big the table.
+pub(crate) fn for_each_selected(
+    data: Option<&Path>,
+    sel: &Selection,
+    columns: &[usize],
+    limit: Option<u64>,
+    mut f: impl FnMut(Vec<&[u8]>) -> Result<(), JobError>,
+) -> Result<u64, JobError> {
+    let mut n = 0u64;
+    for_each_row(data, |stamp, rec| {
+        if limit.is_some_and(|l| n >= l) {
+            return Ok(false);
+        }
+        if sel.matches(stamp, rec) {
+            f(columns
+                .iter()
+                .map(|&c| rec.get(c + 1).unwrap_or(b""))
+                .collect())?;
+            n += 1;
+        }
+        Ok(true)
+    })?;
+    Ok(n)
+}
+
 fn compare_rows(a: &[Vec<u8>], b: &[Vec<u8>], keys: &[OrderKey]) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     for (i, k) in keys.iter().enumerate() {
