@@ -322,3 +322,59 @@ async fn fault_rules_apply_to_query_service_paths() {
     assert_eq!(api.stats().await["queryJobs"], 1);
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn jobs_on_one_workspace_queue_and_a_queued_job_can_be_canceled() {
+    let api = start().await;
+    let ws = workspace(&api).await;
+    let long = api
+        .submit(ws, &["SELECT count(*) FROM range(100000000000)"], false)
+        .await;
+    let queued = api
+        .submit(ws, &["CREATE TABLE never AS SELECT 1 AS x"], false)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, j) = api
+        .call(api.qs(Method::GET, &format!("queries/{queued}")))
+        .await;
+    assert_eq!(j["status"], "enqueued", "waits for the running job: {j}");
+    let (s, _) = api
+        .call(
+            api.qs(Method::POST, &format!("queries/{queued}/cancel"))
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .call(
+            api.qs(Method::POST, &format!("queries/{long}/cancel"))
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(api.wait_query(&long).await["status"], "canceled");
+    let j = api.wait_query(&queued).await;
+    assert_eq!(j["status"], "canceled");
+    assert_eq!(j["cancellationReason"], "Canceled by user");
+    // Wait until the runner has let go of it, then check it ran nothing.
+    for _ in 0..100 {
+        let (_, j) = api
+            .call(api.qs(Method::GET, &format!("queries/{queued}")))
+            .await;
+        if j["statements"][0]["status"] == "notExecuted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, j) = api
+        .call(api.qs(Method::GET, &format!("queries/{queued}")))
+        .await;
+    assert_eq!(j["statements"][0]["status"], "notExecuted", "{j}");
+    let id = api.submit(ws, &["SELECT * FROM never"], false).await;
+    assert_eq!(
+        api.wait_query(&id).await["status"],
+        "failed",
+        "the canceled job never ran"
+    );
+    api.emu.shutdown().await;
+}

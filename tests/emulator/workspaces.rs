@@ -417,3 +417,101 @@ async fn stats_count_file_transfers() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     api.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn workspaces_belong_to_their_branch() {
+    let api = start().await;
+    api.emu
+        .set_project(kbc_emulator::Project {
+            branch_storage: true,
+            ..Default::default()
+        })
+        .unwrap();
+    seed_people(&api).await;
+    let (_, job) = api.post_json("dev-branches", json!({"name": "dev"})).await;
+    let branch = api.wait(&job).await["results"]["id"].as_u64().unwrap();
+    // The branch's own table, with the production table's id.
+    api.post_json(
+        &format!("branch/{branch}/buckets"),
+        json!({"name": "main", "stage": "in"}),
+    )
+    .await;
+    let file = api
+        .upload("b.csv", b"id,name,city\n9,Branch,Here\n".to_vec())
+        .await;
+    let (_, job) = api
+        .post_json(
+            &format!("branch/{branch}/buckets/in.c-main/tables-async"),
+            json!({"name": "people", "dataFileId": file}),
+        )
+        .await;
+    assert_eq!(api.wait(&job).await["status"], "success");
+
+    let (s, job) = api
+        .post_json(
+            &format!("branch/{branch}/workspaces?async=1"),
+            json!({"readOnlyStorageAccess": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let ws = api.wait(&job).await["results"].clone();
+    let id = ws_id(&ws);
+    let (_, prod) = api.get("workspaces").await;
+    assert_eq!(
+        prod,
+        json!([]),
+        "production does not list the branch's workspace"
+    );
+    let (s, _) = api.get(&format!("workspaces/{id}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, dev) = api.get(&format!("branch/{branch}/workspaces")).await;
+    assert_eq!(dev.as_array().unwrap().len(), 1);
+
+    // The Query Service addresses it by its branch; it reads the branch's tables.
+    let (s, e) = api
+        .call(
+            api.qs(Method::POST, &format!("branches/1/workspaces/{id}/queries"))
+                .json(&json!({"statements": ["SELECT 1"], "transactional": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, r) = api
+        .call(
+            api.qs(
+                Method::POST,
+                &format!("branches/{branch}/workspaces/{id}/queries"),
+            )
+            .json(
+                &json!({"statements": ["SELECT name FROM \"KBC_EMULATOR\".\"in.c-main\".people"],
+                              "transactional": false}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let job = api.wait_query(r["queryJobId"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let (_, page) = api
+        .call(api.qs(
+            Method::GET,
+            &format!(
+                "queries/{}/{}/results",
+                job["queryJobId"].as_str().unwrap(),
+                job["statements"][0]["id"].as_str().unwrap()
+            ),
+        ))
+        .await;
+    assert_eq!(page["data"], json!([["Branch"]]), "{page}");
+    // input-mapping-load reads the branch's table too.
+    let (_, job) = api
+        .post_json(
+            &format!("branch/{branch}/workspaces/{id}/input-mapping-load"),
+            json!({"input": [{"source": "in.c-main.people", "destination": "p"}]}),
+        )
+        .await;
+    assert_eq!(api.wait(&job).await["status"], "success");
+    let (_, objects) = api
+        .get(&format!("branch/{branch}/workspaces/{id}/objects"))
+        .await;
+    assert_eq!(objects, json!([{"name": "p", "type": "table"}]));
+    api.emu.shutdown().await;
+}

@@ -296,6 +296,12 @@ fn submit(app: &Arc<App>, ws: crate::store::WorkspaceRecord, body: &Value) -> Re
     tokio::task::spawn_blocking(move || {
         run(&app2, &job, &ws, transactional);
         let mut j = lock(&job);
+        // A job canceled before it started never ran a statement.
+        for s in &mut j.statements {
+            if s.status == "waiting" {
+                s.status = "notExecuted";
+            }
+        }
         j.finished = true;
         j.executing = false;
         j.interrupt = None;
