@@ -24,9 +24,7 @@ pub(super) async fn route(call: &Call<'_>, rest: &[&str]) -> Option<ApiResult> {
     Some(match (&call.method, rest) {
         (&Method::POST, []) => create(call, None).await,
         (&Method::GET, []) => list(call, None),
-        (&Method::GET, [id]) => find(call, id)
-            .map(|w| ok(workspace_json(call.app, &w)))
-            .and_then(|r| r),
+        (&Method::GET, [id]) => find(call, id).and_then(|w| ok(workspace_json(call.app, &w))),
         (&Method::DELETE, [id]) => delete(call, id).await,
         (&Method::GET, [id, "objects"]) => objects(call, id).await,
         (&Method::POST, [id, "input-mapping-load"]) => input_mapping_load(call, id),
@@ -384,8 +382,9 @@ fn input_mapping_load(call: &Call<'_>, id: &str) -> ApiResult {
     accepted(&job)
 }
 
-/// Copies one table's selected rows into the workspace. The table's lock is taken before the workspace's
-/// connection, the order an import from a workspace takes them in, so the two never wait on each other.
+/// Copies one table's selected rows into the workspace. It takes no table lock (a job holding one may wait
+/// for a job slot this load holds): it opens the current data file, which stays readable after a load
+/// replaces and removes it, and looks again when a load removed it between the look and the open.
 fn load_one(
     app: &App,
     conn: &workspace::WsConn,
@@ -394,11 +393,20 @@ fn load_one(
     item: &LoadItem,
 ) -> Result<u64, JobError> {
     let table_id = mark_table(&item.source, scope);
-    let lock = app.store.table_lock(&table_id);
-    let _table = lock.blocking_lock();
-    let t = app
-        .table_snapshot(&table_id)
-        .map_err(|_| JobError::from(ApiError::table_not_found(&item.source)))?;
+    let mut attempts = 0;
+    let (t, data) = loop {
+        let t = app
+            .table_snapshot(&table_id)
+            .map_err(|_| JobError::from(ApiError::table_not_found(&item.source)))?;
+        if t.data_gen == 0 {
+            break (t, None);
+        }
+        match std::fs::File::open(app.store.table_data_path(&t.id, t.data_gen)) {
+            Ok(f) => break (t, Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 10 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    };
     let columns = selected_columns(&t, &item.params)?;
     let selection = parse_selection(&t, &item.params)?;
     let limit = item
@@ -407,7 +415,6 @@ fn load_one(
         .filter(|l| *l > 0)
         .map(|l| l as u64);
     let names: Vec<String> = columns.iter().map(|&i| t.columns[i].clone()).collect();
-    let data = (t.data_gen > 0).then(|| app.store.table_data_path(&t.id, t.data_gen));
     let conn = workspace::lock(conn);
     if !item.overwrite
         && workspace::object_columns(&conn, &w.schema(), &item.destination)?.is_some()
@@ -421,7 +428,7 @@ fn load_one(
         ));
     }
     workspace::load_table(&conn, &w.schema(), &item.destination, &names, |push| {
-        table::for_each_selected(data.as_deref(), &selection, &columns, limit, push)
+        table::for_each_selected(data, &selection, &columns, limit, push)
     })
 }
 
