@@ -15,6 +15,8 @@ mod exports;
 mod files_s3;
 mod jobs;
 mod loads;
+mod query_service;
 mod support;
 mod tables;
 mod tls;
+mod workspaces;

@@ -211,3 +211,95 @@ pub(crate) fn s3_auth(access_key: &str) -> String {
         "AWS4-HMAC-SHA256 Credential={access_key}/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
     )
 }
+
+impl Api {
+    /// Creates a workspace (async job) and returns the workspace object.
+    pub(crate) async fn create_workspace(&self, body: Value) -> Value {
+        let (s, job) = self.post_json("workspaces?async=1", body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+        assert_eq!(job["operationName"], "workspaceCreate");
+        let job = self.wait(&job).await;
+        assert_eq!(job["status"], "success", "{job}");
+        job["results"].clone()
+    }
+
+    /// A Query Service request (`/api/v1/{path}`).
+    pub(crate) fn qs(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/v1/{path}", self.emu.local_url()))
+            .header("X-StorageAPI-Token", TOKEN)
+    }
+
+    /// Submits statements to a workspace of the default branch; returns the query job id.
+    pub(crate) async fn submit(&self, ws: u64, statements: &[&str], transactional: bool) -> String {
+        let (s, r) = self
+            .call(
+                self.qs(Method::POST, &format!("branches/1/workspaces/{ws}/queries"))
+                    .json(&json!({"statements": statements, "transactional": transactional})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        assert!(r["sessionId"].is_string(), "{r}");
+        r["queryJobId"].as_str().expect("a query job id").to_owned()
+    }
+
+    /// Polls a query job until it is completed, failed or canceled.
+    pub(crate) async fn wait_query(&self, id: &str) -> Value {
+        for _ in 0..600 {
+            let (s, j) = self
+                .call(self.qs(Method::GET, &format!("queries/{id}")))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{j}");
+            if ["completed", "failed", "canceled"].contains(&j["status"].as_str().unwrap_or("")) {
+                return j;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("query job {id} did not finish");
+    }
+
+    /// Runs statements to the end and checks the job completed.
+    pub(crate) async fn sql(&self, ws: u64, statements: &[&str]) -> Value {
+        let id = self.submit(ws, statements, false).await;
+        let j = self.wait_query(&id).await;
+        assert_eq!(j["status"], "completed", "{j}");
+        j
+    }
+
+    /// All rows of a query (one statement), first page of up to 10000.
+    pub(crate) async fn rows(&self, ws: u64, query: &str) -> Vec<Vec<Value>> {
+        let j = self.sql(ws, &[query]).await;
+        let (job, stmt) = (
+            j["queryJobId"].as_str().unwrap(),
+            j["statements"][0]["id"].as_str().unwrap(),
+        );
+        let (s, r) = self
+            .call(self.qs(
+                Method::GET,
+                &format!("queries/{job}/{stmt}/results?pageSize=10000"),
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        serde_json::from_value(r["data"].clone()).unwrap()
+    }
+
+    /// `GET /_emulator/stats`.
+    pub(crate) async fn stats(&self) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/_emulator/stats", self.emu.local_url()))
+            .header("X-StorageApi-Token", TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+}
+
+/// Rows of strings, for comparing with query results.
+pub(crate) fn text_rows(rows: &[&[&str]]) -> Vec<Vec<Value>> {
+    rows.iter()
+        .map(|r| r.iter().map(|v| Value::from(*v)).collect())
+        .collect()
+}

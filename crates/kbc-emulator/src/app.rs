@@ -1,4 +1,5 @@
-//! The shared state of a running emulator (`App`): store, tokens, fault rules and the job pool. It lives
+//! The shared state of a running emulator (`App`): store, tokens, fault rules, the job pool, workspaces,
+//! query jobs and transfer counters. It lives
 //! apart from the HTTP front so that the front, the Storage API, the S3 storage and the job runner all
 //! depend on it and none of them on each other.
 
@@ -8,7 +9,7 @@ use crate::store::{PersistError, Store, TableRecord};
 use crate::timefmt::now_secs;
 use axum::http::{HeaderMap, StatusCode, header};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{Notify, Semaphore};
 
 /// Shared state of a running emulator.
@@ -28,6 +29,36 @@ pub(crate) struct App {
     /// Jobs started and not yet finished (hung jobs excluded): shutdown waits for them, so no job writes to
     /// the store after the emulator has stopped.
     pub(crate) jobs_running: AtomicUsize,
+    /// The open workspace databases.
+    pub(crate) workspaces: crate::workspace::Workspaces,
+    /// The Query Service's jobs (in memory).
+    pub(crate) query_jobs: crate::query::QueryJobs,
+    /// Counters of `GET /_emulator/stats`.
+    pub(crate) stats: Stats,
+}
+
+/// File transfers through the S3 front since the start: what `GET /_emulator/stats` reports, so tests can
+/// prove that work done in a workspace moved no table data through the client.
+#[derive(Default)]
+pub(crate) struct Stats {
+    /// Object PUTs and multipart part uploads.
+    pub(crate) uploads: AtomicU64,
+    pub(crate) bytes_up: AtomicU64,
+    /// Object GETs (not HEADs).
+    pub(crate) downloads: AtomicU64,
+    pub(crate) bytes_down: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn upload(&self, bytes: u64) {
+        self.uploads.fetch_add(1, Ordering::Relaxed);
+        self.bytes_up.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn download(&self, bytes: u64) {
+        self.downloads.fetch_add(1, Ordering::Relaxed);
+        self.bytes_down.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 impl App {

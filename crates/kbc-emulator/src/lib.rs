@@ -1,6 +1,6 @@
 //! A local Keboola Storage API: the subset of `/v2/storage` that Keboola clients use (tokens, buckets, tables,
-//! async jobs, import/export, files), its own S3-compatible file storage at the same base URL, a persistent
-//! store, and fault injection. It stands for Keboola, so it shares nothing with the runner but the wire format.
+//! async jobs, import/export, files, workspaces), the Query Service (`/api/v1`) over DuckDB workspaces, its
+//! own S3-compatible file storage at the same base URL, a persistent store, and fault injection. It stands for Keboola, so it shares nothing with the runner but the wire format.
 //!
 //! Start it with `kbc-runner emulator --listen 127.0.0.1:0 --store DIR --token T`, or in-process with
 //! [`Emulator::start`] / [`Emulator::start_with_options`]. What it implements and how it behaves, the
@@ -8,8 +8,9 @@
 //! `README.md`.
 //!
 //! Inside: `server` is the HTTP front (logging, faults, routing), `api` the Storage API (one router per
-//! resource), `s3` the file storage, `jobs` the job runner, `table` the table engine, `store` the
-//! persistent state, `app` the state they share.
+//! resource), `query` the Query Service, `s3` the file storage, `jobs` the job runner, `table` the table
+//! engine, `workspace` the workspaces' DuckDB databases, `store` the persistent state, `app` the state they
+//! share.
 
 #![warn(unreachable_pub)]
 
@@ -19,12 +20,14 @@ mod body;
 mod error;
 pub mod faults;
 mod jobs;
+mod query;
 mod s3;
 mod server;
 mod store;
 mod table;
 mod timefmt;
 mod tls;
+mod workspace;
 
 pub use faults::FaultRule;
 pub use store::Project;
@@ -115,6 +118,9 @@ impl Emulator {
             job_done: tokio::sync::Notify::new(),
             log_requests,
             jobs_running: std::sync::atomic::AtomicUsize::new(0),
+            workspaces: workspace::Workspaces::default(),
+            query_jobs: query::QueryJobs::default(),
+            stats: app::Stats::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = server::router(app.clone());

@@ -348,6 +348,7 @@ async fn put_object(app: &Arc<App>, key: &str, req: Request) -> Result<Response,
     let blob = app.store.new_blob();
     let tmp = app.store.tmp_path("put");
     let (size, md5) = receive(req.into_body(), &tmp, is_aws_chunked(&headers), "upload").await?;
+    app.stats.upload(size);
     tokio::fs::rename(&tmp, app.store.blob_path(&blob))
         .await
         .map_err(internal)?;
@@ -440,6 +441,7 @@ async fn get_object(
         );
     }
     let body = if with_body {
+        app.stats.download(len);
         let mut file = tokio::fs::File::open(&path).await.map_err(internal)?;
         file.seek(std::io::SeekFrom::Start(start))
             .await
@@ -611,6 +613,7 @@ async fn upload_part(
     let blob = app.store.new_blob();
     let path = app.store.blob_path(&blob);
     let (size, md5) = receive(req.into_body(), &path, chunked, "part").await?;
+    app.stats.upload(size);
     let etag = format!("\"{md5}\"");
     let part = (blob, size, etag.clone());
     let added = app

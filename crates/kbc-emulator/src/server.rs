@@ -1,7 +1,8 @@
 //! The HTTP front: one handler for every request that logs it (method, path, status, ms; never a token),
 //! applies fault rules, and routes: a virtual-hosted S3 request (`Host: <bucket>.s3.<region>.amazonaws.com`
 //! or `<bucket>.<emulator host>`) to the file storage; otherwise by path prefix, `/v2/storage` to the
-//! Storage API, `/_emulator` to the control API, everything else to the file storage (path-style).
+//! Storage API, `/api/v1` to the Query Service, `/_emulator` to the control API, everything else to the file
+//! storage (path-style). Fault rules apply to all of them but the control API.
 
 use super::app::App;
 use super::faults::{FaultRule, RequestFault};
@@ -124,6 +125,7 @@ pub(crate) fn virtual_bucket(own_hosts: &[String], host: &str) -> Option<String>
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Storage,
+    Query,
     Control,
     S3,
 }
@@ -133,6 +135,8 @@ impl Kind {
         let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
         if under("/v2/storage") {
             Kind::Storage
+        } else if under("/api/v1") {
+            Kind::Query
         } else if under("/_emulator") {
             Kind::Control
         } else {
@@ -159,6 +163,7 @@ async fn serve(
         Kind::Storage => api::dispatch(app, req)
             .await
             .unwrap_or_else(|e| e.into_response()),
+        Kind::Query => super::query::dispatch(app, req).await,
         Kind::Control => control(app, req)
             .await
             .unwrap_or_else(|e| e.into_response()),
@@ -193,6 +198,12 @@ fn fault_response(kind: Kind, status: u16, fault: &RequestFault) -> Response {
             _ => "InternalError".into(),
         });
         s3::error_response(status, &code, &message)
+    } else if kind == Kind::Query {
+        let code = fault
+            .code
+            .clone()
+            .unwrap_or_else(|| "emulator.injectedFault".into());
+        super::query::error_response(status, &code, &message)
     } else if status == StatusCode::SERVICE_UNAVAILABLE && fault.code.is_none() {
         // Keboola's maintenance answer.
         (status, axum::Json(serde_json::json!({"status": "maintenance", "reason": message, "estimatedEndTime": null}))).into_response()
@@ -266,6 +277,21 @@ async fn control(app: &Arc<App>, req: Request) -> Result<Response, super::error:
             Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
         }
         (Method::GET, ["faults"]) => Ok(axum::Json(app.faults.list()).into_response()),
+        (Method::GET, ["stats"]) => {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &app.stats;
+            Ok(axum::Json(serde_json::json!({
+                "fileTransfers": {
+                    "uploads": s.uploads.load(Relaxed),
+                    "downloads": s.downloads.load(Relaxed),
+                    "bytesUp": s.bytes_up.load(Relaxed),
+                    "bytesDown": s.bytes_down.load(Relaxed),
+                },
+                "workspaces": app.store.read().workspaces.len(),
+                "queryJobs": app.query_jobs.count(),
+            }))
+            .into_response())
+        }
         (Method::POST, ["credentials", "expire"]) => {
             let n = app.expire_credentials()?;
             Ok(axum::Json(serde_json::json!({"expired": n})).into_response())

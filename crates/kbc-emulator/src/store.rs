@@ -156,6 +156,34 @@ pub(crate) struct Meta {
     /// Development branches by id (the default branch is implicit).
     #[serde(default)]
     pub(crate) dev_branches: BTreeMap<u64, DevBranch>,
+    /// Workspaces by id; each one's data is a DuckDB file under `workspaces/<id>/`.
+    #[serde(default)]
+    pub(crate) workspaces: BTreeMap<u64, WorkspaceRecord>,
+}
+
+/// A workspace as the store keeps it (the API's workspace object is built from it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WorkspaceRecord {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    /// The branch it was created in: 1 (default) or a development branch's id.
+    pub(crate) branch_id: u64,
+    pub(crate) component: Option<String>,
+    pub(crate) configuration_id: Option<String>,
+    pub(crate) created: i64,
+    /// `snowflake` or `bigquery` (the engine is DuckDB either way).
+    pub(crate) backend: String,
+    pub(crate) backend_size: Option<String>,
+    pub(crate) read_only_storage_access: bool,
+    pub(crate) login_type: String,
+}
+
+impl WorkspaceRecord {
+    /// The workspace's own schema, its connection's `schema` and `user`.
+    pub(crate) fn schema(&self) -> String {
+        format!("WORKSPACE_{}", self.id)
+    }
 }
 
 /// A Storage job as the store keeps it and `jobs/{id}` shows it: the fields are in the wire's order, and
@@ -337,7 +365,7 @@ impl Store {
     /// Opens (or creates) the store at `root`. Jobs that were unfinished when the previous process stopped
     /// are marked failed, since their work died with it.
     pub(crate) fn open(root: &Path) -> std::io::Result<Store> {
-        for sub in ["tables", "objects", "tmp"] {
+        for sub in ["tables", "objects", "tmp", "workspaces"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
         let path = root.join("meta.json");
@@ -438,6 +466,15 @@ impl Store {
         self.table_dir(table_id).join(format!("data.{gen_}.csv"))
     }
 
+    /// The DuckDB file of a workspace. Its file name makes its catalog `KBC_EMULATOR`, the `database` of
+    /// the workspace's connection.
+    pub(crate) fn workspace_db_path(&self, id: u64) -> PathBuf {
+        self.root
+            .join("workspaces")
+            .join(id.to_string())
+            .join("KBC_EMULATOR.duckdb")
+    }
+
     pub(crate) fn blob_path(&self, blob: &str) -> PathBuf {
         self.root.join("objects").join(blob)
     }
@@ -490,6 +527,11 @@ fn remove_leftovers(root: &Path, meta: &Meta) {
     };
     remove_unlisted(root.join("tmp"), &|_| false);
     remove_unlisted(root.join("tables"), &|name| meta.tables.contains_key(name));
+    // A workspace deleted (or never saved) while the process died.
+    remove_unlisted(root.join("workspaces"), &|name| {
+        name.parse::<u64>()
+            .is_ok_and(|id| meta.workspaces.contains_key(&id))
+    });
     for t in meta.tables.values() {
         let current = format!("data.{}.csv", t.data_gen);
         remove_unlisted(root.join("tables").join(&t.id), &|name| name == current);

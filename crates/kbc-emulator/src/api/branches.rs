@@ -49,7 +49,7 @@ pub(super) fn mark_bucket(bucket_id: &str, branch: Option<u64>) -> String {
 }
 
 /// A table id as stored (`in.c-main.t` → `in.c-main@branch5.t`).
-fn mark_table(table_id: &str, branch: Option<u64>) -> String {
+pub(super) fn mark_table(table_id: &str, branch: Option<u64>) -> String {
     match (branch, table_id.rsplit_once('.')) {
         (Some(_), Some((bucket, name))) => format!("{}.{name}", mark_bucket(bucket, branch)),
         _ => table_id.to_owned(),
@@ -91,14 +91,14 @@ pub(super) fn unmark(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Removes a `branch/{id}/` prefix from the request's path segments and returns the development branch
 /// with its own storage that the request works in (None: production, or a branch route that is not about
-/// buckets and tables).
+/// buckets and tables), and the numeric id of the branch the request addresses (1: the default branch).
 pub(super) fn strip_branch_prefix(
     app: &App,
     headers: &HeaderMap,
     segs: &mut Vec<String>,
-) -> Result<Option<u64>, ApiError> {
+) -> Result<(Option<u64>, u64), ApiError> {
     if segs.first().map(String::as_str) != Some("branch") || segs.len() < 2 {
-        return Ok(None);
+        return Ok((None, DEFAULT_BRANCH_ID));
     }
     // The default branch's index needs no token, as production's does not; any other branch id is only
     // looked up for a caller with a token.
@@ -106,7 +106,9 @@ pub(super) fn strip_branch_prefix(
         app.authenticate(headers)?;
     }
     let mut branch = None;
+    let mut addressed = DEFAULT_BRANCH_ID;
     if let Scope::Dev(id) = scope_of(app, &segs[1])? {
+        addressed = id;
         let storage_route = matches!(segs.get(2).map(String::as_str), Some("buckets" | "tables"));
         if storage_route {
             if !has_branch_storage(app) {
@@ -116,7 +118,18 @@ pub(super) fn strip_branch_prefix(
         }
     }
     segs.drain(..2);
-    Ok(branch)
+    Ok((branch, addressed))
+}
+
+/// The storage scope of a branch's workspace: its own buckets and tables with branch storage, production's
+/// otherwise (as the branch's table requests are).
+pub(crate) fn storage_scope(app: &App, branch_id: u64) -> Option<u64> {
+    (branch_id != DEFAULT_BRANCH_ID && has_branch_storage(app)).then_some(branch_id)
+}
+
+/// Whether `id` is the numeric id of a branch of the project (the Query Service needs real ids).
+pub(crate) fn branch_exists(app: &App, id: u64) -> bool {
+    id == DEFAULT_BRANCH_ID || app.store.read().dev_branches.contains_key(&id)
 }
 
 /// Marks the bucket or table id of a branch-scoped request's path (`buckets/{id}`, `tables/{id}`) as stored.

@@ -24,7 +24,8 @@ pub(super) fn index(app: &App, query: Option<&str>) -> ApiResult {
         "api": "storage",
         "documentation": "https://keboola.docs.apiary.io/",
         "version": "v2",
-        "services": [{"id": "import", "url": app.base_url}, {"id": "storage", "url": app.base_url}],
+        // The Query Service shares the listener (`/api/v1`).
+        "services": [{"id": "import", "url": app.base_url}, {"id": "storage", "url": app.base_url}, {"id": "query", "url": app.base_url}],
         "features": app.store.read().project.features,
         "urlTemplates": {},
     });

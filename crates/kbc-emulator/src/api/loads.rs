@@ -1,10 +1,12 @@
 //! Loads: table creation (`tables-async`, `tables-definition`, deprecated sync create), imports
-//! (`import-async`, deprecated sync import), and the seeding helper of the library API.
+//! (`import-async`, deprecated sync import), from a file or from a workspace object, and the seeding helper
+//! of the library API.
 
 use super::buckets::{insert_bucket, keeps_bucket_names, valid_name};
 use super::tables::{
     basetype_of, native_of_basetype, set_datatype_metadata, table_json, table_meta,
 };
+use super::workspaces::{WorkspaceSource, export_source, workspace_source};
 use super::{ApiResult, accepted, json_response, ok};
 use crate::app::App;
 use crate::body::{Params, scalar_string};
@@ -335,6 +337,29 @@ pub(super) fn new_table_target(
 
 pub(super) fn create_table_async(app: &Arc<App>, bucket_id: &str, params: &Params) -> ApiResult {
     let target = new_table_target(app, bucket_id, params)?;
+    if let Some(src) = workspace_source(params)? {
+        let table_id = format!("{bucket_id}.{}", target.name);
+        let job = jobs::create(
+            app,
+            "tableCreate",
+            None,
+            json!({"name": target.name, "primaryKey": target.primary_key.join(","),
+                   "source": {"workspaceId": src.workspace_id, "dataObject": src.object, "type": "workspace"}}),
+        )?;
+        let tid = table_id.clone();
+        jobs::spawn(app, &job, Some(table_id), move |app, _| {
+            load_from_workspace(
+                app,
+                &tid,
+                Some(target),
+                &src,
+                None,
+                &workspace_options(None),
+            )?;
+            table_result(app, &tid)
+        });
+        return accepted(&job);
+    }
     let file_id = file_id_param(params)?;
     check_file(app, file_id)?;
     let opts = load_options(params)?;
@@ -352,6 +377,33 @@ pub(super) fn create_table_async(app: &Arc<App>, bucket_id: &str, params: &Param
         table_result(app, &tid)
     });
     accepted(&job)
+}
+
+/// The load options of an import from a workspace: the request's `incremental` and `columns`, and the
+/// dialect of the CSV the workspace object is written to (default, with a header).
+fn workspace_options(given: Option<LoadOptions>) -> LoadOptions {
+    LoadOptions {
+        dialect: Dialect::default(),
+        incremental: given.as_ref().is_some_and(|o| o.incremental),
+        file_columns: given.and_then(|o| o.file_columns),
+        without_headers: false,
+    }
+}
+
+/// Loads a workspace object's `columns` (all when None) into a table (creating it when `new` is given)
+/// through the file-load path, so incremental, primary key and typed-table semantics are the file's.
+fn load_from_workspace(
+    app: &App,
+    table_id: &str,
+    new: Option<NewTable>,
+    src: &WorkspaceSource,
+    columns: Option<&[String]>,
+    opts: &LoadOptions,
+) -> Result<Vec<String>, JobError> {
+    let csv = export_source(app, src, columns)?;
+    let r = apply_load(app, table_id, new, vec![csv.clone()], opts);
+    let _ = std::fs::remove_file(&csv);
+    r
 }
 
 pub(super) const BASETYPES: &[&str] = &[
@@ -563,6 +615,24 @@ pub(super) async fn create_table_sync(
 
 pub(super) fn import_async(app: &Arc<App>, table_id: &str, params: &Params) -> ApiResult {
     table_meta(app, table_id)?;
+    if let Some(src) = workspace_source(params)? {
+        let mut opts = workspace_options(Some(load_options(params)?));
+        let job = jobs::create(
+            app,
+            "tableImport",
+            Some(table_id),
+            json!({"source": {"workspaceId": src.workspace_id, "dataObject": src.object, "type": "workspace"},
+                   "incremental": opts.incremental, "columns": opts.file_columns}),
+        )?;
+        let tid = table_id.to_owned();
+        // The object's columns to import; the exported file has a header naming them.
+        let columns = opts.file_columns.take();
+        jobs::spawn(app, &job, Some(tid.clone()), move |app, _| {
+            let imported = load_from_workspace(app, &tid, None, &src, columns.as_deref(), &opts)?;
+            import_results(app, &tid, &imported)
+        });
+        return accepted(&job);
+    }
     let file_id = file_id_param(params)?;
     check_file(app, file_id)?;
     let opts = load_options(params)?;

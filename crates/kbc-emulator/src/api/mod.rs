@@ -1,7 +1,7 @@
 //! The Storage API (`/v2/storage/...`, also under `branch/{id|default}/`): this module reads the request
 //! (branch scope, token, parameters from query + JSON/form/multipart body) and hands it by its first path
 //! segment to one router per resource: `index` (index, `tokens`), `branches` (`dev-branches`), `buckets`,
-//! `tables`, `files` and `jobs`. The routers' handlers live beside them, and in `loads` (create and import)
+//! `tables`, `files`, `jobs` and `workspaces` (also `components/{c}/configs/{cfg}/workspaces`). The routers' handlers live beside them, and in `loads` (create and import)
 //! and `export` (export and preview), which `buckets` and `tables` route to. Validation that the real API
 //! does synchronously answers 4xx; the work itself runs as a job.
 
@@ -29,9 +29,12 @@ mod index;
 mod jobs;
 mod loads;
 mod tables;
+mod workspaces;
 
+pub(crate) use branches::{branch_exists, storage_scope};
 pub(crate) use export::dump_table;
 pub(crate) use loads::seed_table;
+pub(crate) use workspaces::{storage_tables, workspace_for_query};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -43,6 +46,8 @@ struct Call<'a> {
     params: Params,
     /// The development branch with its own storage that the request works in (None: production).
     branch: Option<u64>,
+    /// The numeric id of the branch the request addresses (1: the default branch).
+    branch_id: u64,
 }
 
 fn json_response(status: StatusCode, v: Value) -> Response {
@@ -97,7 +102,7 @@ async fn dispatch_scoped(app: &Arc<App>, req: Request) -> ApiResult {
     let full_path = req.uri().path().to_owned();
     let rest = full_path.strip_prefix("/v2/storage").unwrap_or("");
     let mut decoded = path_segments(rest);
-    let branch = strip_branch_prefix(app, req.headers(), &mut decoded)?;
+    let (branch, branch_id) = strip_branch_prefix(app, req.headers(), &mut decoded)?;
     if decoded.iter().any(|s| s.contains(MARK)) {
         // Internal ids of branch storage are not addressable.
         return Err(ApiError::route_not_found(method.as_str(), &full_path));
@@ -113,6 +118,7 @@ async fn dispatch_scoped(app: &Arc<App>, req: Request) -> ApiResult {
         method,
         params: read_params(req).await?,
         branch,
+        branch_id,
     };
     let (resource, rest) = segs
         .split_first()
@@ -124,6 +130,8 @@ async fn dispatch_scoped(app: &Arc<App>, req: Request) -> ApiResult {
         "tables" => tables::route(&call, rest).await,
         "files" => files::route(&call, rest),
         "jobs" => jobs::route(&call, rest),
+        "workspaces" => workspaces::route(&call, rest).await,
+        "components" => workspaces::route_component(&call, rest).await,
         _ => None,
     };
     answer.unwrap_or_else(|| Err(ApiError::route_not_found(call.method.as_str(), &full_path)))

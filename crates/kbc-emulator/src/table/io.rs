@@ -138,10 +138,18 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// at index 1 (shorter records mean trailing empty values).
 pub(super) fn for_each_row(
     data: Option<&Path>,
-    mut f: impl FnMut(i64, &ByteRecord) -> Result<bool, JobError>,
+    f: impl FnMut(i64, &ByteRecord) -> Result<bool, JobError>,
 ) -> Result<(), JobError> {
     let Some(path) = data else { return Ok(()) };
-    let file = File::open(path)?;
+    for_each_row_in(File::open(path)?, f)
+}
+
+/// [`for_each_row`] over a data file already open (a reader that opened it keeps it readable after a load
+/// replaced and removed it).
+pub(super) fn for_each_row_in(
+    file: File,
+    mut f: impl FnMut(i64, &ByteRecord) -> Result<bool, JobError>,
+) -> Result<(), JobError> {
     let mut rdr = ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

@@ -27,7 +27,9 @@ mod select;
 pub(crate) use export::{export, rfc_writer};
 pub(crate) use keys::has_duplicate_keys;
 pub(crate) use load::load;
-pub(crate) use select::{delete_rows, drop_column, select_rows, select_rows_ordered};
+pub(crate) use select::{
+    delete_rows, drop_column, for_each_selected, select_rows, select_rows_ordered,
+};
 
 /// How an incoming CSV is written.
 #[derive(Debug, Clone)]

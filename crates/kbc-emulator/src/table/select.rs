@@ -1,7 +1,7 @@
 //! Selecting rows: filters and change stamps ([`Selection`]), previews and dumps (optionally ordered), and
 //! the rewrites that drop rows or a column.
 
-use super::io::{data_writer, finish_writer, for_each_row};
+use super::io::{data_writer, finish_writer, for_each_row, for_each_row_in};
 use super::{Filter, Op, OrderKey, Selection};
 use crate::error::JobError;
 use csv::ByteRecord;
@@ -131,6 +131,33 @@ pub(crate) fn select_rows(
         Ok(true)
     })?;
     Ok(rows)
+}
+
+/// Streams the selected rows (values of `columns`, at most `limit` rows) of an open data file (None: the
+/// table has no rows) to `f`, without holding them: what a workspace load copies, however big the table.
+pub(crate) fn for_each_selected(
+    data: Option<std::fs::File>,
+    sel: &Selection,
+    columns: &[usize],
+    limit: Option<u64>,
+    mut f: impl FnMut(Vec<&[u8]>) -> Result<(), JobError>,
+) -> Result<u64, JobError> {
+    let Some(file) = data else { return Ok(0) };
+    let mut n = 0u64;
+    for_each_row_in(file, |stamp, rec| {
+        if limit.is_some_and(|l| n >= l) {
+            return Ok(false);
+        }
+        if sel.matches(stamp, rec) {
+            f(columns
+                .iter()
+                .map(|&c| rec.get(c + 1).unwrap_or(b""))
+                .collect())?;
+            n += 1;
+        }
+        Ok(true)
+    })?;
+    Ok(n)
 }
 
 fn compare_rows(a: &[Vec<u8>], b: &[Vec<u8>], keys: &[OrderKey]) -> std::cmp::Ordering {
