@@ -86,45 +86,8 @@ async fn export_one(
     let table_id: TableId = source.parse().with_context(|| format!("export {source}"))?;
     // Only now is Storage needed: a run whose tables were all placed by the platform needs no token.
     let client = storage.client("the export step (storage.input.tables)")?;
-    // The table detail is read before the export: its lastImportDate then never covers rows the export
-    // missed, so the next adaptive run may repeat rows but never loses any.
-    let table = client
-        .get_table(&table_id)
-        .await
-        .with_context(|| format!("export {source}"))?
-        .ok_or_else(|| {
-            UserError::new(format!(
-                "export {source}: the table does not exist in Storage (storage.input.tables source)"
-            ))
-        })?;
-    let changed_since = match mapping.changed_since().as_deref() {
-        Some("adaptive") => match state.last_import_date(source) {
-            Some(date) => {
-                tracing::info!("export {source}: adaptive, rows changed since {date}");
-                Some(date.to_owned())
-            }
-            None => {
-                tracing::info!(
-                    "export {source}: adaptive, no state yet, exporting the whole table"
-                );
-                None
-            }
-        },
-        other => other.map(str::to_owned),
-    };
-    let unknown: Vec<&String> = mapping
-        .columns
-        .iter()
-        .filter(|c| !table.columns.contains(c))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(UserError::new(format!(
-            "export {source}: columns not in the table: {}; the table has: {}",
-            join(&unknown),
-            table.columns.join(", ")
-        ))
-        .into());
-    }
+    let table = source_table(client, &table_id, &mapping.columns).await?;
+    let changed_since = resolve_changed_since(mapping, state, "exporting");
     let options = ExportOptions {
         columns: mapping.columns.clone(),
         changed_since,
@@ -164,6 +127,62 @@ async fn export_one(
             .clone()
             .map(|d| (source.to_owned(), d)),
     })
+}
+
+/// The table an input mapping reads, checked: it exists, and has the mapping's `columns`. Read before
+/// the data, so its lastImportDate never covers rows the export (or workspace load) missed: the next
+/// adaptive run may repeat rows but never loses any.
+pub(super) async fn source_table(
+    client: &kbc_storage::Client,
+    table_id: &TableId,
+    columns: &[String],
+) -> anyhow::Result<Table> {
+    let source = table_id.as_str();
+    let table = client
+        .get_table(table_id)
+        .await
+        .with_context(|| format!("export {source}"))?
+        .ok_or_else(|| {
+            UserError::new(format!(
+                "export {source}: the table does not exist in Storage (storage.input.tables source)"
+            ))
+        })?;
+    let unknown: Vec<&String> = columns
+        .iter()
+        .filter(|c| !table.columns.contains(c))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(UserError::new(format!(
+            "export {source}: columns not in the table: {}; the table has: {}",
+            join(&unknown),
+            table.columns.join(", ")
+        ))
+        .into());
+    }
+    Ok(table)
+}
+
+/// `changed_since` with `adaptive` resolved from the state: the last import date of the previous
+/// successful run, or none (the whole table) on the first. `doing` names the step in the log.
+pub(super) fn resolve_changed_since(
+    mapping: &InputTableMapping,
+    state: &State,
+    doing: &str,
+) -> Option<String> {
+    let source = mapping.source.as_str();
+    match mapping.changed_since().as_deref() {
+        Some("adaptive") => match state.last_import_date(source) {
+            Some(date) => {
+                tracing::info!("export {source}: adaptive, rows changed since {date}");
+                Some(date.to_owned())
+            }
+            None => {
+                tracing::info!("export {source}: adaptive, no state yet, {doing} the whole table");
+                None
+            }
+        },
+        other => other.map(str::to_owned),
+    }
 }
 
 /// The input manifest as the platform writes it: `id`, `uri`, `name`, `primary_key`, dates, the exported

@@ -84,12 +84,7 @@ pub(crate) fn plan_outputs(
     let mut missing = Vec::new();
     let mut seen = BTreeSet::new();
     for mapping in &config.storage.output.tables {
-        if !seen.insert(mapping.source.clone()) {
-            return user_err(format!(
-                "storage.output.tables: source `{}` is listed twice; one source may have one destination",
-                mapping.source
-            ));
-        }
+        check_unique(&mut seen, &mapping.source)?;
         if !files.contains(&mapping.source) {
             missing.push(mapping.source.clone());
             continue;
@@ -125,12 +120,7 @@ pub(crate) fn plan_mapped_outputs(
     let mut plans = Vec::new();
     let mut seen = BTreeSet::new();
     for mapping in &config.storage.output.tables {
-        if !seen.insert(mapping.source.clone()) {
-            return user_err(format!(
-                "storage.output.tables: source `{}` is listed twice; one source may have one destination",
-                mapping.source
-            ));
-        }
+        check_unique(&mut seen, &mapping.source)?;
         let plan = plan_one(config, None, &mapping.source, Some(&mapping.options))?;
         if plan.write_always || !only_write_always {
             plans.push(plan);
@@ -138,6 +128,16 @@ pub(crate) fn plan_mapped_outputs(
     }
     check_destinations(&plans)?;
     Ok(plans)
+}
+
+/// One source may have one destination.
+fn check_unique(seen: &mut BTreeSet<String>, source: &str) -> anyhow::Result<()> {
+    if seen.insert(source.to_owned()) {
+        return Ok(());
+    }
+    user_err(format!(
+        "storage.output.tables: source `{source}` is listed twice; one source may have one destination"
+    ))
 }
 
 /// Two outputs loading one table at once would race (and a full load would drop the other's rows).

@@ -11,6 +11,7 @@
 //! workspace tables named after their mapping's source.
 
 use super::Context;
+use super::export::{resolve_changed_since, source_table};
 use super::import::align_primary_key;
 use super::plan::{OutputPlan, Steps, plan_mapped_outputs};
 use super::report::TableReport;
@@ -313,46 +314,10 @@ impl Job<'_> {
     ) -> anyhow::Result<(Value, Option<(String, String)>)> {
         let source = input.source.as_str();
         let table_id: TableId = source.parse().with_context(|| format!("export {source}"))?;
-        // Read before the load, so its lastImportDate never covers rows the load missed.
-        let table = self
-            .client
-            .get_table(&table_id)
-            .await
-            .with_context(|| format!("export {source}"))?
-            .ok_or_else(|| {
-                UserError::new(format!(
-                    "export {source}: the table does not exist in Storage (storage.input.tables source)"
-                ))
-            })?;
-        let unknown: Vec<&String> = input
-            .columns
-            .iter()
-            .filter(|c| !table.columns.contains(c))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(UserError::new(format!(
-                "export {source}: columns not in the table: {}; the table has: {}",
-                super::report::join(&unknown),
-                table.columns.join(", ")
-            ))
-            .into());
-        }
-        let changed_since = match input.changed_since().as_deref() {
-            Some("adaptive") => match state.last_import_date(source) {
-                Some(date) => {
-                    let unix = parse_time(date).map(|t| t.timestamp().to_string());
-                    tracing::info!("export {source}: adaptive, rows changed since {date}");
-                    unix.or_else(|| Some(date.to_owned()))
-                }
-                None => {
-                    tracing::info!(
-                        "export {source}: adaptive, no state yet, loading the whole table"
-                    );
-                    None
-                }
-            },
-            other => other.map(str::to_owned),
-        };
+        let table = source_table(self.client, &table_id, &input.columns).await?;
+        // The platform hands the backend a unix timestamp for `adaptive`; the same instant either way.
+        let changed_since = resolve_changed_since(input, state, "loading")
+            .map(|since| parse_time(&since).map_or(since, |t| t.timestamp().to_string()));
         let mut item = json!({
             "source": source,
             "destination": table_name(input.destination()),
