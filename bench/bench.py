@@ -38,8 +38,8 @@ NETNS = os.environ.get("BENCH_NETNS", "")
 VETH = os.environ.get("BENCH_VETH", "")
 EMU_HOST = os.environ.get("BENCH_EMU_HOST", "127.0.0.1")
 # Over a link only the steps that move data over it; transform, job-wait and start-up do not touch it.
-ALL_STEPS = ["export", "import", "transform", "job", "wait", "startup"]
-DEFAULT_STEPS = ["export", "import", "job"] if LINK else ALL_STEPS
+ALL_STEPS = ["export", "import", "transform", "job", "engines", "wait", "startup"]
+DEFAULT_STEPS = ["export", "import", "job", "engines"] if LINK else ALL_STEPS
 STEPS = [s for s in os.environ.get("BENCH_STEPS", ",".join(DEFAULT_STEPS)).split(",") if s]
 WRITE_README = os.environ.get("BENCH_README", "1") != "0"
 # How often the import's Storage job is looked at (its own duration, taken off the wall time for the
@@ -308,6 +308,7 @@ class Results:
     def __init__(self):
         self.rows = []
         self.job_checks = []  # (rows, outputs identical, rows of each output, order lines changed)
+        self.engines = []  # (rows, engine, measures, table data through the runner in bytes, output rows)
 
     def add(self, step, rows, tool, name, m):
         self.rows.append({"step": step, "rows": rows, "tool": tool, "name": name, **m})
@@ -343,6 +344,8 @@ def main():
                 bench_steps(binary, emu, env, py, rows, work, results)
             if "job" in STEPS:
                 bench_job(binary, emu, env, py, rows, work, results)
+            if "engines" in STEPS:
+                bench_engines(binary, emu, env, rows, work, results)
         if "wait" in STEPS:
             waits = bench_job_wait(binary, emu, env)
         if "startup" in STEPS:
@@ -619,6 +622,88 @@ def bench_job(binary, emu, env, py, rows, work, results):
     shutil.rmtree(script_dir, ignore_errors=True)
 
 
+# The job's SQL in the form both DuckDB and Snowflake accept (quoted lower-case names, no USING, no ORDER
+# BY in a CTAS): what the workspace engine runs in the project's backend.
+PORTABLE_JOB_SQL = [
+    'CREATE TABLE "order_totals" AS SELECT "order_id", any_value("customer_id") AS "customer_id", '
+    'min("ordered_at") AS "ordered_at", count(*) AS "lines", sum(CAST("quantity" AS INTEGER)) AS "items", '
+    'sum(CAST("quantity" AS INTEGER) * CAST("unit_price" AS DECIMAL(12, 2))) AS "revenue" FROM "order_lines" '
+    'GROUP BY "order_id"',
+    'CREATE TABLE "order_summary" AS SELECT t."order_id", t."customer_id", coalesce(c."name", \'(unknown)\') AS '
+    '"customer_name", coalesce(c."country", \'\') AS "country", CAST(CAST(t."ordered_at" AS TIMESTAMP) AS DATE) AS '
+    '"order_date", t."lines", t."items", t."revenue" FROM "order_totals" AS t LEFT JOIN "customers" AS c '
+    'ON c."customer_id" = t."customer_id"',
+]
+
+
+def emulator_stats(url):
+    r = api(url, "GET", "/_emulator/stats")
+    r.raise_for_status()
+    return r.json()
+
+
+def bench_engines(binary, emu, env, rows, work, results):
+    """The same job (first run: the output table is created) on both engines against the emulator: DuckDB
+    in this process (export, transform, import) and the workspace engine (a workspace, input-mapping-load,
+    Query Service jobs, import from the workspace). Wall time, peak RSS, and the table data that went
+    through the runner (File Storage bytes up and down during the run, from the emulator's counters)."""
+    label = label_of(rows)
+    bucket = f"eng{rows}"
+    order_lines, customers, out = f"in.c-{bucket}.order_lines", f"in.c-{bucket}.customers", f"out.c-{bucket}.summary"
+    log(f"engines {label}: generating and loading the source tables")
+    lines_csv, cust_csv, change_csv, _, _ = job_data(rows, work)
+    orders = (rows + 2) // 3
+    timed([binary, "tables", "import", order_lines, lines_csv, "--create", "--primary-key", "order_id,line_no"], env=env)
+    timed([binary, "tables", "import", customers, cust_csv, "--create", "--primary-key", "customer_id"], env=env)
+    for f in (lines_csv, cust_csv, change_csv):
+        f.unlink()
+    data = work / "engines"
+    for engine in ("duckdb", "workspace"):
+        config = {
+            "storage": {
+                "input": {"tables": [
+                    {"source": order_lines, "destination": "order_lines.csv"},
+                    {"source": customers, "destination": "customers.csv", "columns": CUSTOMER_COLUMNS},
+                ]},
+                "output": {"tables": [{"source": "order_summary.csv", "destination": out,
+                                       "incremental": True, "primary_key": ["order_id"]}]},
+            },
+            "parameters": {"engine": engine, "blocks": [{"name": "Order summary", "codes": [
+                {"name": "Totals per order", "script": PORTABLE_JOB_SQL}]}]},
+        }
+
+        def prepare():
+            r = api(emu.url, "DELETE", f"/v2/storage/tables/{out}")
+            if r.status_code not in (200, 204, 404):
+                r.raise_for_status()
+            shutil.rmtree(data, ignore_errors=True)
+            (data / "in").mkdir(parents=True)
+            (data / "config.json").write_text(json.dumps(config))
+
+        log(f"engines {label}: {engine}")
+        moved = []
+
+        def run_cmd():
+            return [binary, "run", "--data-dir", data]
+
+        got = []
+        for i in range(RUNS):
+            prepare()
+            reset_page_cache()
+            before = emulator_stats(emu.url)["fileTransfers"]
+            m = timed(run_cmd(), env=env)
+            after = emulator_stats(emu.url)["fileTransfers"]
+            moved.append(after["bytesUp"] - before["bytesUp"] + after["bytesDown"] - before["bytesDown"])
+            got.append(m)
+            log(f"  {engine} run {i + 1}: {m['wall']:.2f} s, {m['rss']:.0f} MB, {moved[-1] / 1e6:.1f} MB through the runner")
+        med = {"wall": statistics.median(m["wall"] for m in got), "rss": max(m["rss"] for m in got)}
+        detail = api(emu.url, "GET", f"/v2/storage/tables/{out}").json()
+        results.engines.append((rows, engine, med, statistics.median(moved), detail.get("rowsCount"), orders))
+    for table in (out, order_lines, customers):
+        api(emu.url, "DELETE", f"/v2/storage/tables/{table}")
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def bench_job_wait(binary, emu, env):
     """Job-wait overhead: the emulator makes export jobs take a fixed time; the overhead is how much longer
     the whole export takes than the same export with an instant job, minus that time (median of RUNS)."""
@@ -808,6 +893,14 @@ def report(results, startup, waits, link):
         lines += ["", f"Whole job at {label_of(rows)} order lines: the second run moves {change} changed order lines; "
                       f"the two output tables are {'identical, with every order' if same else '**not identical or not complete**'} "
                       f"({a} and {b} rows)."]
+    if results.engines:
+        lines += ["", "The same job on both engines (issue 14), first run, against the emulator on this machine (its "
+                      "workspaces are DuckDB databases on the same cores, so this compares the data path, not Snowflake):",
+                  "", "| rows | engine | wall (s) | peak RSS (MB) | table data through the runner (MB) | output rows |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for rows, engine, m, moved, out_rows, orders in results.engines:
+            lines.append(f"| {label_of(rows)} | {engine} | {m['wall']:.2f} | {m['rss']:.0f} | {moved / 1e6:.1f} | "
+                         f"{out_rows} of {orders} |")
     if waits:
         lines += ["", "| job duration | time from job end to the client noticing (median) | target |", "|---:|---:|---:|"]
         for seconds, overhead in waits:
