@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kbc_storage::local_csv::{self, HeaderError};
 use kbc_storage::{
-    Client, Dialect, ImportOptions, LoadSpec, NewTable, Table, TableId, UploadOptions,
+    Client, Dialect, ImportOptions, LoadOutcome, LoadSpec, NewTable, Table, TableId, UploadOptions,
 };
 use std::path::Path;
 use std::time::Instant;
@@ -239,34 +239,44 @@ async fn load(client: &Client, c: &Checked) -> anyhow::Result<TableReport> {
         .load_table(dest, &kbc_storage::DataSource::File(file_id), &spec)
         .await
         .with_context(context)?;
-    // The table written: in a development branch, the branch's.
-    let table_id = match outcome.created.as_ref().or(c.existing.as_ref()) {
+    let (table, note) = loaded(&outcome, c.existing.as_ref(), dest, plan.incremental, "");
+    let report = TableReport {
+        step: Step::Import,
+        table,
+        rows: Some(c.rows),
+        bytes,
+        duration: started.elapsed(),
+        note,
+    };
+    tracing::info!("{}", report.line());
+    Ok(report)
+}
+
+/// What a load wrote, for its report: the table (in a development branch, the branch's) and a note
+/// (`created; incremental, table has N rows`, after `how`). Storage's warnings are logged.
+pub(super) fn loaded(
+    outcome: &LoadOutcome,
+    existing: Option<&Table>,
+    dest: &TableId,
+    incremental: bool,
+    how: &str,
+) -> (String, String) {
+    let table_id = match outcome.created.as_ref().or(existing) {
         Some(t) => t.id.clone(),
         None => dest.to_string(),
     };
     for w in &outcome.import.warnings {
         tracing::warn!("{table_id}: Storage warning: {w}");
     }
-    let kind = if plan.incremental {
-        "incremental"
+    let kind = if incremental { "incremental" } else { "full" };
+    let created = if outcome.created.is_some() {
+        "created; "
     } else {
-        "full"
+        ""
     };
     let rows_now = outcome.import.total_rows_count;
-    let report = TableReport {
-        step: Step::Import,
-        table: table_id,
-        rows: Some(c.rows),
-        bytes,
-        duration: started.elapsed(),
-        note: if outcome.created.is_some() {
-            format!("created; {kind}, table has {rows_now} rows")
-        } else {
-            format!("{kind}, table has {rows_now} rows")
-        },
-    };
-    tracing::info!("{}", report.line());
-    Ok(report)
+    let note = format!("{created}{how}{kind}, table has {rows_now} rows");
+    (table_id, note)
 }
 
 fn upload_name(source: &str) -> String {

@@ -12,7 +12,7 @@
 
 use super::Context;
 use super::export::{resolve_changed_since, source_table};
-use super::import::align_primary_key;
+use super::import::{align_primary_key, loaded};
 use super::plan::{OutputPlan, Steps, plan_mapped_outputs};
 use super::report::TableReport;
 use super::transform::table_name;
@@ -561,33 +561,15 @@ impl Job<'_> {
             .load_table(dest, &source, &spec)
             .await
             .with_context(context)?;
-        let table_id = match outcome.created.as_ref().or(existing.as_ref()) {
-            Some(t) => t.id.clone(),
-            None => dest.to_string(),
-        };
-        for w in &outcome.import.warnings {
-            tracing::warn!("{table_id}: Storage warning: {w}");
-        }
-        let kind = if plan.incremental {
-            "incremental"
-        } else {
-            "full"
-        };
-        let rows_now = outcome.import.total_rows_count;
+        let how = format!("server-side from workspace table {object}; ");
+        let (table, note) = loaded(&outcome, existing.as_ref(), dest, plan.incremental, &how);
         let report = TableReport {
             step: Step::Import,
-            table: table_id,
+            table,
             rows: None,
             bytes: 0,
             duration: started.elapsed(),
-            note: format!(
-                "{}server-side from workspace table {object}; {kind}, table has {rows_now} rows",
-                if outcome.created.is_some() {
-                    "created; "
-                } else {
-                    ""
-                }
-            ),
+            note,
         };
         tracing::info!("{}", report.line());
         Ok(report)
