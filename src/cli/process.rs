@@ -23,6 +23,7 @@ where
 {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Workload::Job = workload {
+        limit_malloc_arenas();
         builder.worker_threads(2).max_blocking_threads(8);
     }
     let runtime = builder
@@ -38,6 +39,24 @@ where
     // for it (found by tests/faults.rs sigterm_during_transform). The process exits right after this.
     runtime.shutdown_background();
     result
+}
+
+/// How many malloc arenas a job may use. glibc gives every thread that allocates while others do an arena
+/// of its own (up to eight per core) and keeps freed memory in each. bench/transform_memory.py, 4 M rows:
+/// peak RSS 269–303 MB with glibc's default, 252 MB with two arenas, 211 MB with one (and 4 % less wall
+/// time, 60 % fewer page faults), against 195 MB for the DuckDB CLI, which is built with jemalloc.
+const MALLOC_ARENAS: i32 = 1;
+
+/// Caps glibc's malloc arenas before any thread starts, unless `MALLOC_ARENA_MAX` says otherwise (glibc
+/// has read it already then).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it is called before the runtime's threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
 }
 
 /// Triggers `shutdown` on the first SIGTERM or SIGINT (the platform stops containers with SIGTERM).
