@@ -5,56 +5,17 @@
 mod common;
 
 use kbc_emulator::{Emulator, EmulatorConfig, EmulatorOptions, TlsFiles};
-use std::process::Command;
 
 fn kbcstorage_installed() -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import kbcstorage, boto3"])
-        .output();
-    if probe.as_ref().is_ok_and(|o| o.status.success()) {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("kbcstorage is not installed (pip install kbcstorage); CI must install it");
-    }
-    eprintln!(
-        "\n*** SKIPPED: pip install kbcstorage (the kbcstorage conformance test did not run) ***\n"
-    );
-    false
+    common::python::installed(
+        "kbcstorage, boto3",
+        "kbcstorage==0.12.0",
+        "the kbcstorage conformance test",
+    )
 }
 
-/// Runs the conformance script against `emu` with `env` added, and checks it passed.
 async fn conformance(emu: Emulator, env: Vec<(&'static str, String)>) {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/conformance/kbcstorage_conformance.py"
-    );
-    let url = emu.url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .env("KBC_URL", &url)
-            .env("KBC_TOKEN", "conformance-token")
-            .env("AWS_ENDPOINT_URL_S3", &url)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .envs(env)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    emu.shutdown().await;
-    assert!(
-        output.status.success(),
-        "kbcstorage conformance failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        stdout.contains("CONFORMANCE OK"),
-        "unexpected output:\n{stdout}"
-    );
+    common::python::conformance(emu, "conformance-token", "kbcstorage_conformance.py", env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
