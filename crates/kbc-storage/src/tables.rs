@@ -276,7 +276,6 @@ impl Client {
     ) -> Result<Table, Error> {
         let name = table_id.name();
         let table_id = self.table_id_for_write(table_id).await?;
-        let bucket_id = table_id.bucket();
         if let Some(columns) = &options.columns {
             let header_file = self.upload_header(columns).await?;
             let plain = CreateTableOptions {
@@ -311,6 +310,17 @@ impl Client {
         if let Some(e) = options.enclosure {
             body["enclosure"] = e.to_string().into();
         }
+        Ok(self.tables_async(&table_id, body).await?.1)
+    }
+
+    /// `POST buckets/{id}/tables-async` with `body` (the data's source, name, primary key); waits for the
+    /// job. Returns the job and the table its results describe, as created and loaded.
+    pub(crate) async fn tables_async(
+        &self,
+        table_id: &TableId,
+        body: serde_json::Value,
+    ) -> Result<(Job, Table), Error> {
+        let bucket_id = table_id.bucket();
         let call = Call::new(
             Method::POST,
             format!("buckets/{bucket_id}/tables-async"),
@@ -329,7 +339,7 @@ impl Client {
                 what: format!("create job {} for {table_id}", job.id),
                 message: e.to_string(),
             })?;
-        Ok(table.normalized())
+        Ok((job, table.normalized()))
     }
 
     /// Uploads a one-line file holding just the header, to create a table with those columns.

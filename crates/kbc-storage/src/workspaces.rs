@@ -5,7 +5,7 @@
 
 use crate::Client;
 use crate::error::Error;
-use crate::ids::{BucketId, TableId};
+use crate::ids::TableId;
 use crate::retry::Idempotency;
 use crate::transport::Call;
 use crate::types::{ImportOutcome, Job, Table, de_null_default, de_u64_lenient};
@@ -199,37 +199,21 @@ impl Client {
         primary_key: &[String],
     ) -> Result<(Table, ImportOutcome), Error> {
         let table_id = self.table_id_for_write(table_id).await?;
-        let bucket_id: BucketId = table_id.bucket();
         let mut body = source.body();
         body["name"] = table_id.name().into();
         if !primary_key.is_empty() {
             body["primaryKey"] = primary_key.join(",").into();
         }
-        let call = Call::new(
-            Method::POST,
-            format!("buckets/{bucket_id}/tables-async"),
-            Idempotency::CreatesJob,
-        )
-        .json(body)
-        .hint(format!(
-            "check whether table {table_id} exists before running again"
-        ));
-        let job = self
-            .run_job(call)
-            .await
-            .map_err(|e| e.with_subject(format!("bucket {bucket_id}")))?;
-        let table: Table = decode_results(&job, "table create")?;
-        let outcome = match self.get_table_for_write(&table_id).await? {
-            Some(t) => ImportOutcome {
-                job_id: job.id,
-                imported_columns: t.columns.clone(),
-                total_rows_count: t.rows_count,
-                total_data_size_bytes: t.data_size_bytes,
-                warnings: Vec::new(),
-            },
-            None => crate::tables::import_outcome(&job),
+        let (job, table) = self.tables_async(&table_id, body).await?;
+        // The job's results are the table as created and loaded.
+        let outcome = ImportOutcome {
+            job_id: job.id,
+            imported_columns: table.columns.clone(),
+            total_rows_count: table.rows_count,
+            total_data_size_bytes: table.data_size_bytes,
+            warnings: Vec::new(),
         };
-        Ok((table.normalized(), outcome))
+        Ok((table, outcome))
     }
 }
 
