@@ -90,11 +90,20 @@ struct DevBranch {
     is_default: bool,
 }
 
-/// The API index, the part we read.
+/// The API index, the part we read: the stack's features and services.
 #[derive(Debug, Default, Deserialize)]
-struct Index {
+pub(crate) struct Index {
     #[serde(default, deserialize_with = "super::types::de_null_default")]
-    features: Vec<String>,
+    pub(crate) features: Vec<String>,
+    #[serde(default, deserialize_with = "super::types::de_null_default")]
+    pub(crate) services: Vec<Service>,
+}
+
+/// One service of the index (`{"id": "query", "url": ...}`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Service {
+    pub(crate) id: String,
+    pub(crate) url: String,
 }
 
 /// Where a read of a table was answered.
@@ -163,27 +172,30 @@ impl Client {
         Ok(mode)
     }
 
-    /// The stack's features from the API index, read once per client. An index that cannot be read
-    /// (an old stack, a proxy) counts as no features, which is the behaviour of every stack without them.
+    /// The stack's features from the API index (see [`Client::stack_index`]).
     pub async fn stack_features(&self) -> Result<&[String], Error> {
-        let features = self
-            .inner
-            .stack_features
+        Ok(&self.stack_index().await?.features)
+    }
+
+    /// The API index, read once per client. An index that cannot be read (an old stack, a proxy) counts
+    /// as one without features or services, which is the behaviour of every stack without them.
+    pub(crate) async fn stack_index(&self) -> Result<&Index, Error> {
+        self.inner
+            .stack_index
             .get_or_try_init(|| async {
                 let call = Call::get("").global().query("exclude", "components");
                 match self.inner.transport.json::<Index>(&call).await {
-                    Ok(index) => Ok(index.features),
+                    Ok(index) => Ok(index),
                     Err(e) if e.is_auth() => Err(e),
                     Err(e) => {
                         tracing::warn!(
                             "cannot read the Storage API index ({e}); assuming no stack features"
                         );
-                        Ok(Vec::new())
+                        Ok(Index::default())
                     }
                 }
             })
-            .await?;
-        Ok(features)
+            .await
     }
 
     /// Whether the stack keeps bucket names as given (`disable-legacy-bucket-prefix`).

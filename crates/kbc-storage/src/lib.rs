@@ -145,7 +145,7 @@ struct Inner {
     branch_storage: Option<bool>,
     /// Found out on first use and kept for the client's life (one run).
     branch_mode: tokio::sync::OnceCell<BranchMode>,
-    stack_features: tokio::sync::OnceCell<Vec<String>>,
+    stack_index: tokio::sync::OnceCell<branch::Index>,
     /// Held while a bucket is made sure of: tables load in parallel, and several may go to one new bucket.
     bucket_lock: tokio::sync::Mutex<()>,
 }
@@ -200,7 +200,7 @@ impl Client {
                 progress: Arc::new(TransferProgress::default()),
                 branch_storage: config.branch_storage,
                 branch_mode: tokio::sync::OnceCell::new(),
-                stack_features: tokio::sync::OnceCell::new(),
+                stack_index: tokio::sync::OnceCell::new(),
                 bucket_lock: tokio::sync::Mutex::new(()),
             }),
         })

@@ -123,19 +123,6 @@ pub struct QueryService {
     workspace_id: u64,
 }
 
-/// The API index's services, the part we read.
-#[derive(Debug, Default, Deserialize)]
-struct Index {
-    #[serde(default, deserialize_with = "de_null_default")]
-    services: Vec<Service>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Service {
-    id: String,
-    url: String,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DevBranch {
@@ -149,9 +136,8 @@ impl Client {
     /// The Query Service's URL: the index's `services[id=query]`, else the stack URL with `connection.`
     /// replaced by `query.` (how Keboola's MCP server finds it on stacks that do not list it).
     pub async fn query_service_url(&self) -> Result<String, Error> {
-        let call = Call::get("").global().query("exclude", "components");
-        let index: Index = self.inner.transport.json(&call).await?;
-        if let Some(s) = index.services.into_iter().find(|s| s.id == "query") {
+        let index = self.stack_index().await?;
+        if let Some(s) = index.services.iter().find(|s| s.id == "query") {
             return crate::transport::normalize_url(&s.url);
         }
         let root = self.url();
