@@ -16,7 +16,6 @@ use super::error::Error;
 use super::progress::TransferProgress;
 use super::providers::Location;
 use super::types::DownloadMode;
-use async_compression::tokio::bufread::GzipDecoder;
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use object_store::ObjectStoreExt;
@@ -25,10 +24,8 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::sync::Semaphore;
-
-const BUF: usize = 256 * 1024;
 
 /// Counts CSV records in a byte stream split at arbitrary points: a newline outside quotes ends a record.
 /// Assumes the RFC dialect the Storage API exports (`"` enclosure, `""` escape), where a toggling quote
@@ -136,62 +133,89 @@ pub(crate) async fn open_object(
     ))
 }
 
+/// Bytes of decompressed output handled at a time.
+const CHUNK: usize = 1024 * 1024;
+
 /// Streams `source` (gunzipped when it starts with the gzip magic) into a new file at `dest`.
+///
+/// The gunzip and the writes run on a blocking thread with plain `std` files: through `tokio::fs` every
+/// write was copied once more into the runtime's own buffer (9 % of an export's CPU in the profile).
 pub(crate) async fn stream_to_file(
     source: ByteStream,
     dest: &Path,
-    progress: &TransferProgress,
+    progress: &Arc<TransferProgress>,
     what: &str,
 ) -> Result<SliceStats, Error> {
-    let counted = source.inspect_ok(|chunk| {
-        progress
-            .transferred
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-    });
-    let mut raw = BufReader::with_capacity(64 * 1024, tokio_util::io::StreamReader::new(counted));
-    let head = raw
-        .fill_buf()
-        .await
-        .map_err(|e| Error::cloud("downloading", what.to_owned(), e))?;
-    let gzipped = crate::local_csv::is_gzip(head);
-    let mut reader: Pin<Box<dyn AsyncRead + Send + '_>> = if gzipped {
-        let mut d = GzipDecoder::new(raw);
-        // Concatenated gzip members are valid gzip; some writers produce them.
-        d.multiple_members(true);
-        Box::pin(d)
-    } else {
-        Box::pin(raw)
+    let counted = {
+        let progress = progress.clone();
+        source.inspect_ok(move |chunk| {
+            progress
+                .transferred
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        })
     };
-    let file = tokio::fs::File::create(dest)
-        .await
-        .map_err(|e| Error::io("creating", dest, e))?;
-    let mut out = tokio::io::BufWriter::with_capacity(BUF, file);
-    let mut buf = vec![0u8; BUF];
-    let mut stats = SliceStats::default();
-    loop {
-        let n = reader.read(&mut buf).await.map_err(|e| {
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(counted));
+    let (dest, progress, label) = (dest.to_owned(), progress.clone(), what.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
+        decode(reader, &mut out, &progress, &label)
+            .map_err(|e| e.unwrap_or_else(|e| Error::io("writing", &dest, e)))
+    })
+    .await
+    .map_err(|e| Error::cloud("downloading", what.to_owned(), std::io::Error::other(e)))?
+}
+
+/// Reads `input` to its end, gunzipping it when it starts with the gzip magic (all members), counting
+/// records, and writes it to `out` a [`CHUNK`] at a time. A failed write is the `Err(Err(io))`.
+fn decode(
+    input: impl std::io::Read,
+    out: &mut impl std::io::Write,
+    progress: &TransferProgress,
+    what: &str,
+) -> Result<SliceStats, Result<Error, std::io::Error>> {
+    use std::io::{BufRead as _, Read as _};
+    let failed = |e: std::io::Error| {
+        Ok(
             if e.kind() == std::io::ErrorKind::InvalidData
                 || e.kind() == std::io::ErrorKind::InvalidInput
             {
                 Error::cloud("decompressing", what.to_owned(), e)
             } else {
                 Error::cloud("downloading", what.to_owned(), e)
+            },
+        )
+    };
+    let mut raw = std::io::BufReader::with_capacity(64 * 1024, input);
+    let gzipped = crate::local_csv::is_gzip(raw.fill_buf().map_err(failed)?);
+    let mut reader: Box<dyn std::io::Read> = if gzipped {
+        // Concatenated gzip members are valid gzip; some writers produce them.
+        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
+    let mut stats = SliceStats::default();
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let mut filled = 0;
+        // Fill the buffer (a gunzip read returns little at a time) so that writes stay large.
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(failed(e)),
             }
-        })?;
-        if n == 0 {
-            break;
         }
-        stats.counter.feed(&buf[..n]);
-        stats.bytes += n as u64;
-        progress.local_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        out.write_all(&buf[..n])
-            .await
-            .map_err(|e| Error::io("writing", dest, e))?;
+        if filled == 0 {
+            return Ok(stats);
+        }
+        stats.counter.feed(&buf[..filled]);
+        stats.bytes += filled as u64;
+        progress
+            .local_bytes
+            .fetch_add(filled as u64, Ordering::Relaxed);
+        out.write_all(&buf[..filled]).map_err(Err)?;
     }
-    out.flush()
-        .await
-        .map_err(|e| Error::io("writing", dest, e))?;
-    Ok(stats)
 }
 
 /// Reads a sliced file's manifest: the slice object paths, in manifest order.
@@ -371,7 +395,7 @@ pub(crate) async fn download_plain(
     source: ByteStream,
     dest: &Path,
     mode: DownloadMode,
-    progress: &TransferProgress,
+    progress: &Arc<TransferProgress>,
     what: &str,
 ) -> Result<(SliceStats, Option<Vec<String>>), Error> {
     let parent = parent_dir(dest);
@@ -728,6 +752,100 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn merged_slices_larger_than_a_buffer_keep_their_order_and_bytes() {
+        // Slices of different sizes around CHUNK, four downloading at once, so the buffer is reused with
+        // shorter data in it and later slices finish before earlier ones are appended.
+        let sizes = [
+            3 * CHUNK + 17,
+            10,
+            CHUNK,
+            2 * CHUNK - 1,
+            0,
+            CHUNK + 1,
+            77,
+            5 * CHUNK / 2,
+        ];
+        let slices: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut data = Vec::with_capacity(n + 32);
+                let mut row = 0;
+                while data.len() < n {
+                    data.extend_from_slice(format!("\"{i}\",\"{row}\",\"x\"\n").as_bytes());
+                    row += 1;
+                }
+                data
+            })
+            .collect();
+        let views: Vec<&[u8]> = slices.iter().map(Vec::as_slice).collect();
+        let location = sliced_fixture(&views, true).await;
+        let paths = read_manifest(&location).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.csv");
+        let got = download_slices(
+            &location,
+            paths,
+            &["s".into(), "r".into(), "x".into()],
+            &dest,
+            DownloadMode::Merged,
+            Arc::new(Semaphore::new(4)),
+            Arc::default(),
+        )
+        .await
+        .unwrap();
+        let mut expected = b"\"s\",\"r\",\"x\"\n".to_vec();
+        let header = expected.len();
+        slices.iter().for_each(|s| expected.extend_from_slice(s));
+        let text = std::fs::read(&dest).unwrap();
+        assert_eq!(text.len(), expected.len());
+        assert!(
+            text == expected,
+            "the merged file differs from the slices in order"
+        );
+        let rows: usize = slices
+            .iter()
+            .map(|s| s.iter().filter(|&&b| b == b'\n').count())
+            .sum();
+        assert_eq!(got.rows, rows as u64);
+        assert_eq!(got.bytes, (expected.len() - header) as u64);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_slice_fails_naming_it_and_leaves_nothing() {
+        let location = sliced_fixture(&[b"\"1\"\n", b"\"2\"\n", b"\"3\"\n"], true).await;
+        // The middle slice: gzip magic, then garbage.
+        location
+            .store
+            .put(
+                &ObjectPath::from("exp/7.csv0001_part_00.gz"),
+                vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xfe, 0xfd].into(),
+            )
+            .await
+            .unwrap();
+        let paths = read_manifest(&location).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.csv");
+        let err = download_slices(
+            &location,
+            paths,
+            &["a".into()],
+            &dest,
+            DownloadMode::Merged,
+            Arc::new(Semaphore::new(2)),
+            Arc::default(),
+        )
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("decompressing") && text.contains("0001_part_00"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
     async fn plain_files_keep_or_drop_their_header() {
         let dir = tempfile::tempdir().unwrap();
         let data = gzip(b"\"id\",\"v\"\n\"1\",\"a\"\n\"2\",\"b\"\n");
@@ -739,7 +857,7 @@ mod tests {
             stream(data.clone()),
             &merged,
             DownloadMode::Merged,
-            &TransferProgress::default(),
+            &Arc::default(),
             "x",
         )
         .await
@@ -754,7 +872,7 @@ mod tests {
             stream(data),
             &sliced,
             DownloadMode::Sliced,
-            &TransferProgress::default(),
+            &Arc::default(),
             "x",
         )
         .await
