@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use common::{fake_stack, gunzip, put_sliced_export, serve};
 use kbc_storage::{
     Client, ClientConfig, DownloadMode, Endpoints, Error, ExportOptions, ImportOptions,
-    RetryPolicy, UploadOptions,
+    RetryPolicy, STREAM_GZIP_ABOVE, UploadOptions,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -402,11 +402,8 @@ async fn uploads_gzip_on_the_fly_and_sliced_uploads_write_a_manifest() {
     }
 }
 
-/// Every Storage request names the run (`X-KBC-RunId`, so the API's events link to the job) and the
-/// program (`User-Agent`); `files/prepare` declares the size of what is uploaded: the gzipped bytes, for a
-/// single file and for the sum of sliced ones, and gzipped files get a `.gz` name.
-#[tokio::test]
-async fn requests_carry_the_run_id_and_prepare_declares_the_uploaded_size() {
+/// A client of the fake stack (Storage API and S3 doubles), with quick retries and an optional run id.
+async fn client_on_fake_stack(run_id: Option<&str>) -> (common::Fake, Client) {
     let (fake, base) = fake_stack().await;
     let s3 = fake.s3.lock().unwrap().clone();
     let mut config = ClientConfig::new(&base, "test-token-0123456789");
@@ -415,8 +412,52 @@ async fn requests_carry_the_run_id_and_prepare_declares_the_uploaded_size() {
         s3: Some(s3),
         gcs: None,
     };
-    config.run_id = Some("1234.5678".into());
-    let c = Client::new(config).unwrap();
+    config.run_id = run_id.map(str::to_owned);
+    (fake, Client::new(config).unwrap())
+}
+
+/// A single file above the streaming threshold is gzipped while it uploads: one object with a `.gz` name
+/// holding exactly the file's bytes, and prepare declares the uncompressed size (the compressed one is not
+/// known before the upload starts).
+#[tokio::test]
+async fn a_big_file_is_gzipped_while_it_uploads() {
+    let (fake, c) = client_on_fake_stack(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.csv");
+    // Compressible rows just over the threshold, so the gzipped object still fits one PUT of the double.
+    let mut data = b"\"id\",\"text\"\n".to_vec();
+    let mut i = 0u64;
+    while data.len() as u64 <= STREAM_GZIP_ABOVE {
+        data.extend_from_slice(format!("\"{}\",\"{}\"\n", i % 10, "x".repeat(200)).as_bytes());
+        i += 1;
+    }
+    std::fs::write(&file, &data).unwrap();
+    c.upload_file(&file, &UploadOptions::default())
+        .await
+        .unwrap();
+    let prepared = fake.prepared.lock().unwrap().clone();
+    assert_eq!(prepared[0]["name"], "big.csv.gz");
+    assert_eq!(
+        prepared[0]["sizeBytes"],
+        data.len() as u64,
+        "the uncompressed size"
+    );
+    let objects = fake.objects.lock().unwrap().clone();
+    let stored = &objects["upl/800.csv.gz"];
+    assert!(
+        stored.len() < data.len() / 4,
+        "stored gzipped: {} bytes",
+        stored.len()
+    );
+    assert!(gunzip(stored) == data, "the object gunzips to the file");
+}
+
+/// Every Storage request names the run (`X-KBC-RunId`, so the API's events link to the job) and the
+/// program (`User-Agent`); `files/prepare` declares the size of what is uploaded: the gzipped bytes, for a
+/// single file and for the sum of sliced ones, and gzipped files get a `.gz` name.
+#[tokio::test]
+async fn requests_carry_the_run_id_and_prepare_declares_the_uploaded_size() {
+    let (fake, c) = client_on_fake_stack(Some("1234.5678")).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.csv");
     let data = format!("\"id\",\"text\"\n{}", SLICES.concat().repeat(50));

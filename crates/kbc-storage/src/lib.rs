@@ -46,6 +46,7 @@ pub use branch::BranchMode;
 pub use dialect::{Delimiter, Dialect, DialectError, Enclosure};
 pub use download::header_line;
 pub use error::{ApiError, Error, JobFailure, JobTimeout};
+pub use files::STREAM_GZIP_ABOVE;
 pub use ids::{BucketId, IdError, TableId};
 pub use load::{DataSource, LoadError, LoadOutcome, LoadSpec, LoadStep, NewTable};
 pub use progress::{TransferProgress, human_bytes};
