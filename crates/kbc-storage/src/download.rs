@@ -158,32 +158,30 @@ pub(crate) async fn stream_to_file(
     let (dest, progress, label) = (dest.to_owned(), progress.clone(), what.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut out = std::fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
-        decode(reader, &mut out, &progress, &label)
-            .map_err(|e| e.unwrap_or_else(|e| Error::io("writing", &dest, e)))
+        decode(reader, &mut out, &dest, &progress, &label)
     })
     .await
     .map_err(|e| Error::cloud("downloading", what.to_owned(), std::io::Error::other(e)))?
 }
 
-/// Reads `input` to its end, gunzipping it when it starts with the gzip magic (all members), counting
-/// records, and writes it to `out` a [`CHUNK`] at a time. A failed write is the `Err(Err(io))`.
+/// Reads `input` (the object `what`) to its end, gunzipping it when it starts with the gzip magic (all
+/// members), counting records, and writes it to `out` (the file `dest`) a [`CHUNK`] at a time.
 fn decode(
     input: impl std::io::Read,
     out: &mut impl std::io::Write,
+    dest: &Path,
     progress: &TransferProgress,
     what: &str,
-) -> Result<SliceStats, Result<Error, std::io::Error>> {
+) -> Result<SliceStats, Error> {
     use std::io::{BufRead as _, Read as _};
     let failed = |e: std::io::Error| {
-        Ok(
-            if e.kind() == std::io::ErrorKind::InvalidData
-                || e.kind() == std::io::ErrorKind::InvalidInput
-            {
-                Error::cloud("decompressing", what.to_owned(), e)
-            } else {
-                Error::cloud("downloading", what.to_owned(), e)
-            },
-        )
+        if e.kind() == std::io::ErrorKind::InvalidData
+            || e.kind() == std::io::ErrorKind::InvalidInput
+        {
+            Error::cloud("decompressing", what.to_owned(), e)
+        } else {
+            Error::cloud("downloading", what.to_owned(), e)
+        }
     };
     let mut raw = std::io::BufReader::with_capacity(64 * 1024, input);
     let gzipped = crate::local_csv::is_gzip(raw.fill_buf().map_err(failed)?);
@@ -214,7 +212,8 @@ fn decode(
         progress
             .local_bytes
             .fetch_add(filled as u64, Ordering::Relaxed);
-        out.write_all(&buf[..filled]).map_err(Err)?;
+        out.write_all(&buf[..filled])
+            .map_err(|e| Error::io("writing", dest, e))?;
     }
 }
 
@@ -609,6 +608,27 @@ mod tests {
         }
     }
 
+    /// A merged download of `paths` behind `header`, `connections` slices at a time.
+    async fn merged(
+        location: &Location,
+        paths: Vec<ObjectPath>,
+        header: &[&str],
+        dest: &Path,
+        connections: usize,
+    ) -> Result<Downloaded, Error> {
+        let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+        download_slices(
+            location,
+            paths,
+            &header,
+            dest,
+            DownloadMode::Merged,
+            Arc::new(Semaphore::new(connections)),
+            Arc::default(),
+        )
+        .await
+    }
+
     #[test]
     fn counts_records_across_chunks_and_quotes() {
         let data = b"\"1\",\"a\nb\"\n\"2\",\"say \"\"hi\"\"\"\n\"3\",\"x\"";
@@ -736,17 +756,9 @@ mod tests {
         paths.push(ObjectPath::from("exp/7.csv0099_part_00"));
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out.csv");
-        let err = download_slices(
-            &location,
-            paths,
-            &["a".into()],
-            &dest,
-            DownloadMode::Merged,
-            Arc::new(Semaphore::new(2)),
-            Arc::default(),
-        )
-        .await
-        .unwrap_err();
+        let err = merged(&location, paths, &["a"], &dest, 2)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("0099_part_00"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -783,17 +795,9 @@ mod tests {
         let paths = read_manifest(&location).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out.csv");
-        let got = download_slices(
-            &location,
-            paths,
-            &["s".into(), "r".into(), "x".into()],
-            &dest,
-            DownloadMode::Merged,
-            Arc::new(Semaphore::new(4)),
-            Arc::default(),
-        )
-        .await
-        .unwrap();
+        let got = merged(&location, paths, &["s", "r", "x"], &dest, 4)
+            .await
+            .unwrap();
         let mut expected = b"\"s\",\"r\",\"x\"\n".to_vec();
         let header = expected.len();
         slices.iter().for_each(|s| expected.extend_from_slice(s));
@@ -826,17 +830,9 @@ mod tests {
         let paths = read_manifest(&location).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out.csv");
-        let err = download_slices(
-            &location,
-            paths,
-            &["a".into()],
-            &dest,
-            DownloadMode::Merged,
-            Arc::new(Semaphore::new(2)),
-            Arc::default(),
-        )
-        .await
-        .unwrap_err();
+        let err = merged(&location, paths, &["a"], &dest, 2)
+            .await
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("decompressing") && text.contains("0001_part_00"),

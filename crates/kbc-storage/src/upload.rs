@@ -105,6 +105,7 @@ async fn pump_gzip<W: AsyncWrite + Unpin>(
         .clamp(1, 8);
     // Member buffers; at most `workers` + 1 exist.
     let pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+    // An empty file still gets one (empty) member, to be a gzip file.
     let chunks = len.div_ceil(GZIP_CHUNK as u64).max(1);
     let mut next = 0u64;
     let mut pending = futures::stream::FuturesOrdered::new();
