@@ -1,9 +1,8 @@
 //! Primary keys in memory: 128-bit hashes of key values, maps keyed by them, packed (hash, row) values that
 //! sort to find a load's duplicate keys, and the duplicate check of a primary-key add.
 
-use super::io::for_each_row;
+use super::io::{Values, for_each_row};
 use crate::error::JobError;
-use csv::ByteRecord;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
@@ -12,13 +11,13 @@ use xxhash_rust::xxh3::{Xxh3Default, xxh3_64_with_seed, xxh3_128};
 /// The primary-key value of a record whose values start at `offset`, as a 128-bit XXH3 hash (of the value,
 /// or of the length-prefixed values of a composite key): loads keep one per incoming row in memory, so it
 /// must be small, and at 128 bits a collision among even billions of keys is not a practical concern.
-pub(super) fn key_of(rec: &ByteRecord, offset: usize, pk: &[usize]) -> u128 {
+pub(super) fn key_of(rec: &impl Values, offset: usize, pk: &[usize]) -> u128 {
     if let [i] = pk {
-        return xxh3_128(rec.get(i + offset).unwrap_or(b""));
+        return xxh3_128(rec.value(i + offset).unwrap_or(b""));
     }
     let mut h = Xxh3Default::new();
     for &i in pk {
-        let v = rec.get(i + offset).unwrap_or(b"");
+        let v = rec.value(i + offset).unwrap_or(b"");
         h.update(&(v.len() as u64).to_le_bytes());
         h.update(v);
     }
@@ -26,10 +25,10 @@ pub(super) fn key_of(rec: &ByteRecord, offset: usize, pk: &[usize]) -> u128 {
 }
 
 /// A hash of a record's first `width` values (from `offset`): tells an unchanged upserted row apart.
-pub(super) fn hash_of(rec: &ByteRecord, offset: usize, width: usize) -> u64 {
+pub(super) fn hash_of(rec: &impl Values, offset: usize, width: usize) -> u64 {
     let mut h = Xxh3Default::new();
     for i in 0..width {
-        let v = rec.get(i + offset).unwrap_or(b"");
+        let v = rec.value(i + offset).unwrap_or(b"");
         h.update(&(v.len() as u64).to_le_bytes());
         h.update(v);
     }
