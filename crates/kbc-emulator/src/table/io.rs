@@ -150,29 +150,27 @@ pub(super) fn for_each_row_in(
     file: File,
     mut f: impl FnMut(i64, &ByteRecord) -> Result<bool, JobError>,
 ) -> Result<(), JobError> {
-    let mut rows = RowScanner::new(file);
-    let (mut quoted_rows, mut rec) = (QuotedRows::default(), ByteRecord::new());
-    while let Some((raw, quoted)) = rows.next().map_err(corrupt)? {
-        if quoted {
-            quoted_rows.parse(raw, &mut rec).map_err(corrupt)?;
-        } else {
-            rec.clear();
-            let mut field = 0;
-            for comma in memchr::memchr_iter(b',', raw) {
-                rec.push_field(&raw[field..comma]);
-                field = comma + 1;
+    let mut split = ByteRecord::new();
+    scan_rows(file, |row, _| {
+        let rec = match row {
+            StoredRow::Parsed(rec) => rec,
+            StoredRow::Plain(raw) => {
+                split.clear();
+                let mut field = 0;
+                for comma in memchr::memchr_iter(b',', raw) {
+                    split.push_field(&raw[field..comma]);
+                    field = comma + 1;
+                }
+                split.push_field(&raw[field..]);
+                &split
             }
-            rec.push_field(&raw[field..]);
-        }
+        };
         let stamp = std::str::from_utf8(rec.get(0).unwrap_or(b"0"))
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        if !f(stamp, &rec)? {
-            break;
-        }
-    }
-    Ok(())
+        f(stamp, rec)
+    })
 }
 
 /// Streams the stored rows of a table with each row's bytes as stored (no terminator), so that a row kept
@@ -180,10 +178,18 @@ pub(super) fn for_each_row_in(
 /// until one is asked for: a key lookup needs one or two of them.
 pub(super) fn for_each_raw_row(
     data: Option<&Path>,
-    mut f: impl FnMut(StoredRow<'_>, &[u8]) -> Result<bool, JobError>,
+    f: impl FnMut(StoredRow<'_>, &[u8]) -> Result<bool, JobError>,
 ) -> Result<(), JobError> {
     let Some(path) = data else { return Ok(()) };
-    let mut rows = RowScanner::new(File::open(path)?);
+    scan_rows(File::open(path)?, f)
+}
+
+/// The one loop over a data file's rows: quoted rows parsed, plain ones handed over as they are.
+fn scan_rows(
+    file: File,
+    mut f: impl FnMut(StoredRow<'_>, &[u8]) -> Result<bool, JobError>,
+) -> Result<(), JobError> {
+    let mut rows = RowScanner::new(file);
     let (mut quoted_rows, mut rec) = (QuotedRows::default(), ByteRecord::new());
     while let Some((raw, quoted)) = rows.next().map_err(corrupt)? {
         let row = if quoted {
@@ -688,8 +694,8 @@ mod tests {
 
     /// Every row of `path` as read by `for_each_row_in`, and as `for_each_raw_row` sees it: its values
     /// through [`Values`] and its bytes.
-    type Read = (Vec<Vec<Vec<u8>>>, Vec<Vec<Vec<u8>>>, Vec<u8>);
-    fn read_both_ways(path: &Path) -> Read {
+    type BothWays = (Vec<Vec<Vec<u8>>>, Vec<Vec<Vec<u8>>>, Vec<u8>);
+    fn read_both_ways(path: &Path) -> BothWays {
         let mut parsed = Vec::new();
         for_each_row_in(File::open(path).unwrap(), |_, rec| {
             parsed.push(rec.iter().map(<[u8]>::to_vec).collect());
