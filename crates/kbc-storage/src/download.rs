@@ -551,15 +551,21 @@ fn parent_dir(dest: &Path) -> PathBuf {
     }
 }
 
-/// Moves `from` to `dest`, replacing a file or folder that is there.
+/// Moves `from` to `dest`, replacing a file or folder that is there. A file over a file is one rename, so
+/// `dest` is never missing and a failed move keeps the old file; a folder on either side has to be removed
+/// first (rename does not replace a folder with a file, nor a non-empty folder).
 async fn replace(from: &Path, dest: &Path) -> Result<(), Error> {
     if let Ok(meta) = tokio::fs::symlink_metadata(dest).await {
-        let removed = if meta.is_dir() {
-            tokio::fs::remove_dir_all(dest).await
-        } else {
-            tokio::fs::remove_file(dest).await
-        };
-        removed.map_err(|e| Error::io("replacing", dest, e))?;
+        let from_is_dir = tokio::fs::metadata(from).await.is_ok_and(|m| m.is_dir());
+        if meta.is_dir() {
+            tokio::fs::remove_dir_all(dest)
+                .await
+                .map_err(|e| Error::io("replacing", dest, e))?;
+        } else if from_is_dir {
+            tokio::fs::remove_file(dest)
+                .await
+                .map_err(|e| Error::io("replacing", dest, e))?;
+        }
     }
     tokio::fs::rename(from, dest)
         .await
@@ -839,6 +845,41 @@ mod tests {
             "{text}"
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_download_replaces_files_and_folders_and_a_failed_move_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dest, file, folder) = (
+            dir.path().join("dest"),
+            dir.path().join("new.csv"),
+            dir.path().join("new"),
+        );
+        let new_file = || std::fs::write(&file, "new").unwrap();
+        let new_folder = || {
+            std::fs::create_dir(&folder).unwrap();
+            std::fs::write(folder.join("slice"), "s").unwrap();
+        };
+        std::fs::write(&dest, "old").unwrap();
+        new_file();
+        replace(&file, &dest).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new");
+        new_folder();
+        replace(&folder, &dest).await.unwrap();
+        assert_eq!(std::fs::read_to_string(dest.join("slice")).unwrap(), "s");
+        new_folder();
+        replace(&folder, &dest).await.unwrap();
+        assert!(dest.join("slice").is_file());
+        new_file();
+        replace(&file, &dest).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new");
+        assert!(!file.exists() && !folder.exists());
+        // Nothing to move: the file that was there stays.
+        let err = replace(&dir.path().join("missing"), &dest)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("moving the download to"), "{err}");
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new");
     }
 
     #[tokio::test]
