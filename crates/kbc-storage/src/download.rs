@@ -556,16 +556,14 @@ fn parent_dir(dest: &Path) -> PathBuf {
 /// first (rename does not replace a folder with a file, nor a non-empty folder).
 async fn replace(from: &Path, dest: &Path) -> Result<(), Error> {
     if let Ok(meta) = tokio::fs::symlink_metadata(dest).await {
-        let from_is_dir = tokio::fs::metadata(from).await.is_ok_and(|m| m.is_dir());
-        if meta.is_dir() {
-            tokio::fs::remove_dir_all(dest)
-                .await
-                .map_err(|e| Error::io("replacing", dest, e))?;
-        } else if from_is_dir {
-            tokio::fs::remove_file(dest)
-                .await
-                .map_err(|e| Error::io("replacing", dest, e))?;
-        }
+        let removed = if meta.is_dir() {
+            tokio::fs::remove_dir_all(dest).await
+        } else if tokio::fs::metadata(from).await.is_ok_and(|m| m.is_dir()) {
+            tokio::fs::remove_file(dest).await
+        } else {
+            Ok(()) // a file over a file: the rename below replaces it
+        };
+        removed.map_err(|e| Error::io("replacing", dest, e))?;
     }
     tokio::fs::rename(from, dest)
         .await
